@@ -1,0 +1,224 @@
+#include "bridge/config.hpp"
+
+#include "common/redact.hpp"
+#include "common/version.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <sstream>
+
+namespace bridge {
+
+namespace {
+
+std::string env_name(std::string const& flag) {
+    std::string out = "COUCH_BRIDGE_";
+    for (char c : flag) {
+        out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    return out;
+}
+
+// Validators that name the flag at fault (CLI11 prefixes the option name).
+CLI::Validator const key_value{[](std::string& s) -> std::string {
+                                   auto eq = s.find('=');
+                                   if (eq == std::string::npos || eq == 0) {
+                                       return "expected key=value, got '" + s + "'";
+                                   }
+                                   return {};
+                               },
+                               "KEY=VALUE"};
+
+CLI::Validator const routing_spec{[](std::string& s) -> std::string {
+                                      if (s == "commcare") {
+                                          return {};
+                                      }
+                                      if (s.rfind("prefix:", 0) == 0) {
+                                          return s.size() > 7 ? std::string{} : "prefix:<p> needs a non-empty prefix";
+                                      }
+                                      if (s.empty()) {
+                                          return "expected commcare, prefix:<p> or a JSON file path";
+                                      }
+                                      return {};
+                                  },
+                                  "commcare|prefix:<p>|FILE"};
+
+CLI::Validator const listen_address{[](std::string& s) -> std::string {
+                                        auto colon = s.rfind(':');
+                                        if (colon == std::string::npos || colon + 1 == s.size()) {
+                                            return "expected HOST:PORT, got '" + s + "'";
+                                        }
+                                        for (auto i = colon + 1; i < s.size(); ++i) {
+                                            if (!std::isdigit(static_cast<unsigned char>(s[i]))) {
+                                                return "expected HOST:PORT, got '" + s + "'";
+                                            }
+                                        }
+                                        return {};
+                                    },
+                                    "HOST:PORT"};
+
+} // namespace
+
+parse_result parse_command_line(int argc, char const* const* argv) {
+    parse_result result;
+    config& c = result.cfg;
+
+    CLI::App app{"couch-kafka-bridge: follows CouchDB _changes feeds and publishes one ChangeMeta record per change "
+                 "to Kafka, with durable per-database checkpoints (at-least-once, never loss).",
+                 "couch-kafka-bridge"};
+    app.set_version_flag("--version", std::string(common::project_name) + " " + common::version);
+    app.set_config("--config", "", "Read options from a TOML/INI file (flags and environment win over it)");
+    app.option_defaults()->always_capture_default();
+
+    auto opt = [&](std::string const& name, auto& target, std::string const& help) {
+        return app.add_option("--" + name, target, help)->envname(env_name(name));
+    };
+    auto flag = [&](std::string const& name, bool& target, std::string const& help) {
+        return app.add_flag("--" + name, target, help)->envname(env_name(name));
+    };
+
+    auto* group_couch = "CouchDB";
+    opt("couch-url", c.couch_url, "CouchDB base URL (credentials may be given as user:password@host)")
+        ->group(group_couch);
+    opt("couch-user", c.couch_user, "CouchDB user name")->group(group_couch);
+    opt("couch-password", c.couch_password, "CouchDB password (prefer the environment twin)")->group(group_couch);
+    opt("couch-auth", c.couch_auth, "Authentication: basic or cookie (POST /_session, renewed on 401)")
+        ->check(CLI::IsMember({"basic", "cookie"}))
+        ->group(group_couch);
+    opt("couch-ca-file", c.couch_ca_file, "CA bundle for HTTPS certificate verification")->group(group_couch);
+    opt("couch-tls-verify", c.couch_tls_verify, "Verify the server certificate over HTTPS (true/false)")
+        ->group(group_couch);
+    opt("db", c.databases, "A database to follow (repeatable; the environment twin takes a comma-separated list)")
+        ->delimiter(',')
+        ->group(group_couch);
+
+    auto* group_kafka = "Kafka";
+    opt("kafka-brokers", c.kafka_brokers, "Bootstrap servers host:port,... or 'embedded' (in-process cluster)")
+        ->group(group_kafka);
+    opt("kafka-property", c.kafka_properties, "A librdkafka property k=v passed through (repeatable)")
+        ->check(key_value)
+        ->group(group_kafka);
+    flag("create-topics", c.create_topics, "Create missing topics at startup through the admin API")
+        ->group(group_kafka);
+    opt("topic-partitions", c.topic_partitions, "Partitions of topics created by --create-topics")
+        ->check(CLI::Range(1, 100000))
+        ->group(group_kafka);
+    opt("topic-replication", c.topic_replication, "Replication factor of topics created by --create-topics")
+        ->check(CLI::Range(1, 100))
+        ->group(group_kafka);
+
+    auto* group_routing = "Routing";
+    opt("routing", c.routing, "Topic routing: commcare, prefix:<p> (topic = p + doc_type) or a JSON file")
+        ->check(routing_spec)
+        ->group(group_routing);
+    opt("default-topic", c.default_topic, "Topic for doc types the routing does not name")->group(group_routing);
+    flag("route-design-docs", c.route_design_docs, "Publish design documents instead of skipping them")
+        ->group(group_routing);
+    flag("route-missing-doc-type", c.route_missing_doc_type,
+         "Publish documents without a doc_type (to the default topic) instead of skipping them")
+        ->group(group_routing);
+
+    auto* group_ckpt = "Checkpoints";
+    opt("checkpoint-dir", c.checkpoint_dir, "RocksDB directory holding each database's position")->group(group_ckpt);
+    opt("source-name", c.source_name, "Name of this CouchDB source in checkpoint keys (default: URL without "
+                                      "credentials)")
+        ->group(group_ckpt);
+    opt("initial-since", c.initial_since, "Where a database without a checkpoint starts: 0 or now")
+        ->check(CLI::IsMember({"0", "now"}))
+        ->group(group_ckpt);
+    auto* interval = app.add_option_function<int>(
+                             "--checkpoint-interval",
+                             [&c](int ms) { c.checkpoint_interval = std::chrono::milliseconds(ms); },
+                             "Milliseconds between durable checkpoint flushes")
+                         ->envname(env_name("checkpoint-interval"))
+                         ->check(CLI::Range(10, 3600000))
+                         ->default_str("1000")
+                         ->group(group_ckpt);
+    (void)interval;
+    app.add_option_function<int>(
+           "--shutdown-timeout", [&c](int ms) { c.shutdown_timeout = std::chrono::milliseconds(ms); },
+           "Milliseconds to wait for in-flight acknowledgements at shutdown")
+        ->envname(env_name("shutdown-timeout"))
+        ->check(CLI::Range(0, 3600000))
+        ->default_str("30000")
+        ->group(group_ckpt);
+
+    auto* group_ops = "Operations";
+    opt("http-listen", c.http_listen, "Address of the /metrics, /healthz, /readyz and /status server")
+        ->check(listen_address)
+        ->group(group_ops);
+    opt("log-format", c.log_format, "Log format: text or json")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->group(group_ops);
+    opt("log-level", c.log_level, "Log level: trace, debug, info, warn, error, critical, off")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+        ->group(group_ops);
+    flag("print-config", c.print_config, "Print the effective configuration (secrets masked) and exit")
+        ->group(group_ops);
+
+    auto* ckpt_cmd = app.add_subcommand("checkpoints", "Inspect or change a stopped bridge's checkpoints");
+    ckpt_cmd->allow_extras();
+    ckpt_cmd->prefix_command();
+
+    try {
+        app.parse(argc, argv);
+    } catch (CLI::ParseError const& e) {
+        result.what = command::help_or_version_shown;
+        result.exit_code = app.exit(e);
+        return result;
+    }
+    if (*ckpt_cmd) {
+        result.what = command::checkpoints;
+        result.checkpoint_args = ckpt_cmd->remaining();
+    }
+    return result;
+}
+
+std::string describe(config const& c) {
+    std::ostringstream out;
+    auto masked = [](std::string const& s) { return s.empty() ? std::string{} : std::string("***"); };
+    auto list = [](std::vector<std::string> const& v) {
+        std::string s;
+        for (auto const& x : v) {
+            s += s.empty() ? "" : ",";
+            s += x;
+        }
+        return s;
+    };
+    std::vector<std::string> props;
+    for (auto const& p : c.kafka_properties) {
+        auto eq = p.find('=');
+        auto key = p.substr(0, eq);
+        bool secret = key.find("password") != std::string::npos || key.find("secret") != std::string::npos ||
+                      key.find("sasl.oauthbearer.config") != std::string::npos;
+        props.push_back(secret ? key + "=***" : p);
+    }
+    out << "couch-url = " << common::redact_url(c.couch_url) << '\n'
+        << "couch-user = " << c.couch_user << '\n'
+        << "couch-password = " << masked(c.couch_password) << '\n'
+        << "couch-auth = " << c.couch_auth << '\n'
+        << "couch-ca-file = " << c.couch_ca_file << '\n'
+        << "couch-tls-verify = " << (c.couch_tls_verify ? "true" : "false") << '\n'
+        << "db = " << list(c.databases) << '\n'
+        << "kafka-brokers = " << c.kafka_brokers << '\n'
+        << "kafka-property = " << list(props) << '\n'
+        << "create-topics = " << (c.create_topics ? "true" : "false") << '\n'
+        << "topic-partitions = " << c.topic_partitions << '\n'
+        << "topic-replication = " << c.topic_replication << '\n'
+        << "routing = " << c.routing << '\n'
+        << "default-topic = " << c.default_topic << '\n'
+        << "route-design-docs = " << (c.route_design_docs ? "true" : "false") << '\n'
+        << "route-missing-doc-type = " << (c.route_missing_doc_type ? "true" : "false") << '\n'
+        << "checkpoint-dir = " << c.checkpoint_dir << '\n'
+        << "source-name = " << c.source_name << '\n'
+        << "initial-since = " << c.initial_since << '\n'
+        << "checkpoint-interval = " << c.checkpoint_interval.count() << '\n'
+        << "shutdown-timeout = " << c.shutdown_timeout.count() << '\n'
+        << "http-listen = " << c.http_listen << '\n'
+        << "log-format = " << c.log_format << '\n'
+        << "log-level = " << c.log_level << '\n';
+    return out.str();
+}
+
+} // namespace bridge

@@ -1,0 +1,66 @@
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bridge {
+
+// The effective configuration of one bridge process, from flags, their
+// COUCH_BRIDGE_<NAME> environment twins and an optional --config file
+// (flags win over the environment, which wins over the file).
+struct config {
+    std::string couch_url = "http://127.0.0.1:5984";
+    std::string couch_user;
+    std::string couch_password;
+    std::string couch_auth = "basic"; // basic | cookie
+    std::string couch_ca_file;
+    bool couch_tls_verify = true;
+    std::vector<std::string> databases;
+
+    std::string kafka_brokers = "embedded";
+    std::vector<std::string> kafka_properties; // k=v, passed through to librdkafka
+    bool create_topics = false;
+    int topic_partitions = 3;
+    int topic_replication = 1;
+
+    std::string routing = "commcare"; // commcare | prefix:<p> | path of a JSON file
+    std::string default_topic = "meta";
+    bool route_design_docs = false;
+    bool route_missing_doc_type = false;
+
+    std::string checkpoint_dir = "./checkpoints";
+    std::string source_name; // defaults to the CouchDB URL without credentials
+    std::string initial_since = "0"; // 0 | now
+    std::chrono::milliseconds checkpoint_interval{1000};
+    std::chrono::milliseconds shutdown_timeout{30000};
+
+    std::string http_listen = "127.0.0.1:9108";
+    std::string log_format = "text";
+    std::string log_level = "info";
+
+    bool print_config = false;
+};
+
+// What main() should do after parsing.
+enum class command { run, help_or_version_shown, checkpoints };
+
+struct parse_result {
+    command what = command::run;
+    config cfg;
+    std::vector<std::string> checkpoint_args; // for the `checkpoints` subcommand
+    int exit_code = 0;
+};
+
+// Parses argv (and the environment, and --config). Prints --help/--version
+// and errors to stdout/stderr the CLI11 way and reports the exit code in the
+// result. Throws nothing for user errors.
+parse_result parse_command_line(int argc, char const* const* argv);
+
+// The effective configuration as text (one `key = value` per line), with the
+// password and any credentials in URLs masked.
+std::string describe(config const& cfg);
+
+} // namespace bridge

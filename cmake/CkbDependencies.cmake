@@ -1,0 +1,15 @@
+# Every third-party dependency comes from Debian's packages; see scripts/install-deps.sh.
+find_package(Boost 1.81 REQUIRED COMPONENTS json unit_test_framework)
+find_package(OpenSSL REQUIRED)
+find_package(Threads REQUIRED)
+find_package(RocksDB REQUIRED CONFIG)
+find_package(spdlog REQUIRED CONFIG)
+find_package(CLI11 REQUIRED CONFIG)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(RDKAFKA REQUIRED IMPORTED_TARGET rdkafka)
+
+if(NOT TARGET ckb_rdkafka)
+  add_library(ckb_rdkafka INTERFACE)
+  target_link_libraries(ckb_rdkafka INTERFACE PkgConfig::RDKAFKA)
+  add_library(RdKafka::rdkafka ALIAS ckb_rdkafka)
+endif()

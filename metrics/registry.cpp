@@ -1,0 +1,307 @@
+#include "metrics/registry.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+namespace metrics {
+
+namespace {
+
+void atomic_add(std::atomic<double>& a, double v) noexcept {
+    double cur = a.load(std::memory_order_relaxed);
+    while (!a.compare_exchange_weak(cur, cur + v, std::memory_order_relaxed)) {
+    }
+}
+
+std::string label_text(labels const& l, std::string_view extra_name = {}, std::string_view extra_value = {}) {
+    if (l.empty() && extra_name.empty()) {
+        return {};
+    }
+    std::string out = "{";
+    bool first = true;
+    for (auto const& [k, v] : l) {
+        if (!first) {
+            out += ',';
+        }
+        first = false;
+        out += k;
+        out += "=\"";
+        out += escape_label_value(v);
+        out += '"';
+    }
+    if (!extra_name.empty()) {
+        if (!first) {
+            out += ',';
+        }
+        out += extra_name;
+        out += "=\"";
+        out += extra_value;
+        out += '"';
+    }
+    out += '}';
+    return out;
+}
+
+} // namespace
+
+void counter::inc(double v) noexcept { atomic_add(value_, v); }
+void gauge::inc(double v) noexcept { atomic_add(value_, v); }
+
+histogram::histogram(std::vector<double> upper_bounds)
+    : bounds_(std::move(upper_bounds)), buckets_(new std::atomic<std::uint64_t>[bounds_.size() + 1]) {
+    if (!std::is_sorted(bounds_.begin(), bounds_.end()) ||
+        std::adjacent_find(bounds_.begin(), bounds_.end()) != bounds_.end()) {
+        throw std::logic_error("histogram bounds must be strictly increasing");
+    }
+    for (std::size_t i = 0; i <= bounds_.size(); ++i) {
+        buckets_[i].store(0, std::memory_order_relaxed);
+    }
+}
+
+void histogram::observe(double v) noexcept {
+    auto it = std::lower_bound(bounds_.begin(), bounds_.end(), v);
+    buckets_[static_cast<std::size_t>(it - bounds_.begin())].fetch_add(1, std::memory_order_relaxed);
+    atomic_add(sum_, v);
+}
+
+std::vector<std::uint64_t> histogram::cumulative_counts() const {
+    std::vector<std::uint64_t> out(bounds_.size() + 1);
+    std::uint64_t acc = 0;
+    for (std::size_t i = 0; i <= bounds_.size(); ++i) {
+        acc += buckets_[i].load(std::memory_order_relaxed);
+        out[i] = acc;
+    }
+    return out;
+}
+
+std::uint64_t histogram::count() const noexcept {
+    std::uint64_t acc = 0;
+    for (std::size_t i = 0; i <= bounds_.size(); ++i) {
+        acc += buckets_[i].load(std::memory_order_relaxed);
+    }
+    return acc;
+}
+
+std::vector<double> exponential_buckets(double start, double factor, int count) {
+    std::vector<double> out;
+    out.reserve(static_cast<std::size_t>(count));
+    double v = start;
+    for (int i = 0; i < count; ++i) {
+        out.push_back(v);
+        v *= factor;
+    }
+    return out;
+}
+
+struct registry::family {
+    std::string name;
+    std::string help;
+    metric_type type;
+    std::vector<double> bounds;
+    // Series in registration order, keyed by their rendered label text.
+    std::vector<std::pair<labels, std::unique_ptr<metrics::counter>>> counters;
+    std::vector<std::pair<labels, std::unique_ptr<metrics::gauge>>> gauges;
+    std::vector<std::pair<labels, std::unique_ptr<metrics::histogram>>> histograms;
+};
+
+registry::registry() = default;
+registry::~registry() = default;
+
+registry::family& registry::family_for(std::string_view name, std::string_view help, metric_type type) {
+    auto it = families_.find(name);
+    if (it == families_.end()) {
+        auto f = std::make_unique<family>();
+        f->name = std::string(name);
+        f->help = std::string(help);
+        f->type = type;
+        it = families_.emplace(std::string(name), std::move(f)).first;
+    } else if (it->second->type != type || it->second->help != help) {
+        throw std::logic_error("metric '" + std::string(name) + "' registered twice with different type or help");
+    }
+    return *it->second;
+}
+
+counter& registry::add_counter(std::string_view name, std::string_view help, labels const& l) {
+    std::lock_guard lock(mutex_);
+    auto& f = family_for(name, help, metric_type::counter);
+    for (auto& [ls, c] : f.counters) {
+        if (ls == l) {
+            return *c;
+        }
+    }
+    f.counters.emplace_back(l, std::make_unique<metrics::counter>());
+    return *f.counters.back().second;
+}
+
+gauge& registry::add_gauge(std::string_view name, std::string_view help, labels const& l) {
+    std::lock_guard lock(mutex_);
+    auto& f = family_for(name, help, metric_type::gauge);
+    for (auto& [ls, g] : f.gauges) {
+        if (ls == l) {
+            return *g;
+        }
+    }
+    f.gauges.emplace_back(l, std::make_unique<metrics::gauge>());
+    return *f.gauges.back().second;
+}
+
+histogram& registry::add_histogram(std::string_view name, std::string_view help, std::vector<double> const& upper_bounds,
+                               labels const& l) {
+    std::lock_guard lock(mutex_);
+    auto& f = family_for(name, help, metric_type::histogram);
+    if (f.histograms.empty()) {
+        f.bounds = upper_bounds;
+    } else if (f.bounds != upper_bounds) {
+        throw std::logic_error("histogram '" + std::string(name) + "' registered with different buckets");
+    }
+    for (auto& [ls, h] : f.histograms) {
+        if (ls == l) {
+            return *h;
+        }
+    }
+    f.histograms.emplace_back(l, std::make_unique<metrics::histogram>(upper_bounds));
+    return *f.histograms.back().second;
+}
+
+void registry::on_collect(std::function<void()> fn) {
+    std::lock_guard lock(mutex_);
+    collectors_.push_back(std::move(fn));
+}
+
+std::string registry::expose() const {
+    std::vector<std::function<void()>> collectors;
+    {
+        std::lock_guard lock(mutex_);
+        collectors = collectors_;
+    }
+    for (auto const& fn : collectors) {
+        fn();
+    }
+    std::lock_guard lock(mutex_);
+    std::string out;
+    out.reserve(4096);
+    for (auto const& [name, f] : families_) {
+        out += "# HELP ";
+        out += name;
+        out += ' ';
+        out += escape_help(f->help);
+        out += "\n# TYPE ";
+        out += name;
+        switch (f->type) {
+        case metric_type::counter:
+            out += " counter\n";
+            for (auto const& [l, c] : f->counters) {
+                out += name;
+                out += label_text(l);
+                out += ' ';
+                out += format_value(c->value());
+                out += '\n';
+            }
+            break;
+        case metric_type::gauge:
+            out += " gauge\n";
+            for (auto const& [l, g] : f->gauges) {
+                out += name;
+                out += label_text(l);
+                out += ' ';
+                out += format_value(g->value());
+                out += '\n';
+            }
+            break;
+        case metric_type::histogram:
+            out += " histogram\n";
+            for (auto const& [l, h] : f->histograms) {
+                auto counts = h->cumulative_counts();
+                auto const& bounds = h->upper_bounds();
+                for (std::size_t i = 0; i < bounds.size(); ++i) {
+                    out += name;
+                    out += "_bucket";
+                    out += label_text(l, "le", format_value(bounds[i]));
+                    out += ' ';
+                    out += std::to_string(counts[i]);
+                    out += '\n';
+                }
+                out += name;
+                out += "_bucket";
+                out += label_text(l, "le", "+Inf");
+                out += ' ';
+                out += std::to_string(counts.back());
+                out += '\n';
+                out += name;
+                out += "_sum";
+                out += label_text(l);
+                out += ' ';
+                out += format_value(h->sum());
+                out += '\n';
+                out += name;
+                out += "_count";
+                out += label_text(l);
+                out += ' ';
+                out += std::to_string(counts.back());
+                out += '\n';
+            }
+            break;
+        }
+    }
+    return out;
+}
+
+std::string escape_label_value(std::string_view v) {
+    std::string out;
+    out.reserve(v.size());
+    for (char c : v) {
+        switch (c) {
+        case '\\':
+            out += "\\\\";
+            break;
+        case '"':
+            out += "\\\"";
+            break;
+        case '\n':
+            out += "\\n";
+            break;
+        default:
+            out += c;
+        }
+    }
+    return out;
+}
+
+std::string escape_help(std::string_view v) {
+    std::string out;
+    out.reserve(v.size());
+    for (char c : v) {
+        switch (c) {
+        case '\\':
+            out += "\\\\";
+            break;
+        case '\n':
+            out += "\\n";
+            break;
+        default:
+            out += c;
+        }
+    }
+    return out;
+}
+
+std::string format_value(double v) {
+    if (std::isnan(v)) {
+        return "NaN";
+    }
+    if (std::isinf(v)) {
+        return v > 0 ? "+Inf" : "-Inf";
+    }
+    if (v == std::floor(v) && std::fabs(v) < 1e15) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.0f", v);
+        return buf;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return buf;
+}
+
+} // namespace metrics

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs every Debian package the build, the tests and the test servers
+# need. Idempotent: when everything is present it checks and returns in about a
+# second without touching apt. Works as root or through sudo.
+#   scripts/install-deps.sh            build + tests
+#   scripts/install-deps.sh --fuzz     also clang and libFuzzer's runtime
+#   scripts/install-deps.sh --bench    also Google Benchmark and the Python baseline's packages
+set -euo pipefail
+
+packages=(
+  # toolchain
+  g++ cmake ninja-build ccache pkg-config git
+  # libraries (Boost 1.81 component packages, not -all-dev)
+  libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libboost-system1.81-dev
+  librdkafka-dev librocksdb-dev libssl-dev libspdlog-dev libcli11-dev
+  # test servers and test tools: pouchdb-server (node), Kafka (JDK + Maven), python3 for helpers
+  nodejs npm default-jre-headless maven python3 python3-prometheus-client procps
+)
+for arg in "$@"; do
+  case "$arg" in
+  --fuzz) packages+=(clang libclang-rt-14-dev) ;;
+  --bench) packages+=(libbenchmark-dev python3-venv python3-pip linux-perf) ;;
+  *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+# A tool that is already on PATH from elsewhere (a newer node, a JDK) counts.
+declare -A provided_by_command=([nodejs]=node [npm]=npm [default-jre-headless]=java [maven]=mvn [python3]=python3 [g++]=g++ [cmake]=cmake [git]=git)
+
+missing=()
+for p in "${packages[@]}"; do
+  if [[ -n "${provided_by_command[$p]:-}" ]] && command -v "${provided_by_command[$p]}" > /dev/null; then
+    continue
+  fi
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+sudo=""
+if [[ "$(id -u)" -ne 0 ]]; then
+  command -v sudo > /dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

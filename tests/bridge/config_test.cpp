@@ -1,0 +1,53 @@
+#include "bridge/config.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <cstdlib>
+#include <vector>
+
+namespace {
+
+bridge::parse_result parse(std::vector<char const*> args) {
+    args.insert(args.begin(), "couch-kafka-bridge");
+    return bridge::parse_command_line(static_cast<int>(args.size()), args.data());
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(config)
+
+BOOST_AUTO_TEST_CASE(repeatable_flags_and_defaults) {
+    auto r = parse({"--db", "a", "--db", "b", "--kafka-property", "linger.ms=5"});
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST((r.cfg.databases == std::vector<std::string>{"a", "b"}));
+    BOOST_TEST((r.cfg.kafka_properties == std::vector<std::string>{"linger.ms=5"}));
+    BOOST_TEST(r.cfg.http_listen == "127.0.0.1:9108");
+    BOOST_TEST(r.cfg.kafka_brokers == "embedded");
+}
+
+BOOST_AUTO_TEST_CASE(environment_twin_is_read_and_flag_wins) {
+    ::setenv("COUCH_BRIDGE_KAFKA_BROKERS", "k1:9092,k2:9092", 1);
+    auto from_env = parse({});
+    BOOST_TEST(from_env.cfg.kafka_brokers == "k1:9092,k2:9092");
+    auto from_flag = parse({"--kafka-brokers", "k3:9092"});
+    BOOST_TEST(from_flag.cfg.kafka_brokers == "k3:9092");
+    ::unsetenv("COUCH_BRIDGE_KAFKA_BROKERS");
+}
+
+BOOST_AUTO_TEST_CASE(invalid_values_fail_with_nonzero_exit) {
+    BOOST_TEST(parse({"--initial-since", "yesterday"}).exit_code != 0);
+    BOOST_TEST(parse({"--kafka-property", "novalue"}).exit_code != 0);
+    BOOST_TEST(parse({"--http-listen", "localhost"}).exit_code != 0);
+}
+
+BOOST_AUTO_TEST_CASE(describe_masks_secrets) {
+    auto r = parse({"--couch-url", "http://admin:s3cret@db:5984", "--couch-password", "hunter2",
+                    "--kafka-property", "sasl.password=topsecret"});
+    auto text = bridge::describe(r.cfg);
+    BOOST_TEST(text.find("s3cret") == std::string::npos);
+    BOOST_TEST(text.find("hunter2") == std::string::npos);
+    BOOST_TEST(text.find("topsecret") == std::string::npos);
+    BOOST_TEST(text.find("couch-url = http://db:5984") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
