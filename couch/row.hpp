@@ -1,0 +1,31 @@
+#pragma once
+
+#include "couch/seq.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace couch {
+
+// One row of a _changes feed, parsed once by the feed; downstream reads the
+// fields and the document without parsing anything again.
+struct row {
+    std::string id;
+    couch::seq seq;
+    bool deleted = false;
+    // changes[].rev in the order the server sent them (the winning rev first
+    // for style=main_only, which is what the bridge asks for).
+    std::vector<std::string> revs;
+    // The document (include_docs=true); nullopt when the server sent none or
+    // `null` (CouchDB sends the tombstone `{_id,_rev,_deleted}` for deletions).
+    std::optional<boost::json::object> doc;
+    // Bytes of this row on the wire (its JSON text), for metrics and the
+    // in-flight byte window.
+    std::size_t wire_bytes = 0;
+};
+
+} // namespace couch
