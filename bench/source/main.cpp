@@ -1,0 +1,481 @@
+// bench-source: a synthetic CouchDB-protocol server for benchmarks.
+//
+// It serves `GET /`, `GET /_up`, `GET /_all_dbs`, `GET /{db}` and
+// `GET /{db}/_changes` (feed=normal|longpoll|continuous, since, limit,
+// include_docs, heartbeat, timeout, seq_interval) for K databases of N changes
+// each, as fast as the socket takes them: documents are generated from a seed
+// into a pool before the first request, and a response is a sequence of large
+// chunks assembled by copying. `GET /_bench/stats` reports what was served.
+//
+// Not a CouchDB: no writes, no filters, no auth; the data never changes after
+// startup, so a continuous feed sends heartbeats forever once it has served
+// the backlog (the "many idle databases" scenario).
+#include "bench/source/catalog.hpp"
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <thread>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+using asio::ip::tcp;
+using bench_source::catalog;
+
+namespace {
+
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+struct server_stats {
+    std::atomic<std::uint64_t> rows{0};
+    std::atomic<std::uint64_t> bytes{0};
+    std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> changes_requests{0};
+    std::atomic<std::int64_t> open_connections{0};
+    std::atomic<std::int64_t> open_feeds{0};
+};
+
+struct server_state {
+    catalog const& cat;
+    server_stats stats;
+    std::size_t batch_bytes;
+};
+
+std::string percent_decode(std::string_view s)
+{
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%' && i + 2 < s.size()) {
+            unsigned v = 0;
+            auto const [p, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
+            if (ec == std::errc{} && p == s.data() + i + 3) {
+                out += static_cast<char>(v);
+                i += 2;
+                continue;
+            }
+        }
+        out += s[i] == '+' ? ' ' : s[i];
+    }
+    return out;
+}
+
+std::map<std::string, std::string, std::less<>> parse_query(std::string_view q)
+{
+    std::map<std::string, std::string, std::less<>> out;
+    while (!q.empty()) {
+        auto const amp = q.find('&');
+        auto const part = q.substr(0, amp);
+        q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
+        auto const eq = part.find('=');
+        if (eq == std::string_view::npos) {
+            out[percent_decode(part)] = "";
+        } else {
+            out[percent_decode(part.substr(0, eq))] = percent_decode(part.substr(eq + 1));
+        }
+    }
+    return out;
+}
+
+std::optional<std::uint64_t> to_uint(std::string_view s)
+{
+    std::uint64_t v = 0;
+    auto const [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc{} || p != s.data() + s.size()) {
+        return std::nullopt;
+    }
+    return v;
+}
+
+// A small JSON response (everything except _changes).
+asio::awaitable<bool> send_json(tcp::socket& sock, http::request<http::string_body> const& req, http::status status,
+                                std::string body)
+{
+    http::response<http::string_body> res{status, req.version()};
+    res.set(http::field::server, "ckb-bench-source");
+    res.set(http::field::content_type, "application/json");
+    res.keep_alive(req.keep_alive());
+    if (req.method() == http::verb::head) {
+        res.content_length(body.size());
+    } else {
+        res.body() = std::move(body);
+        res.prepare_payload();
+    }
+    http::response_serializer<http::string_body> sr{res};
+    if (req.method() == http::verb::head) {
+        sr.split(true);
+        auto [ec, n] = co_await http::async_write_header(sock, sr, tuple_awaitable);
+        co_return !ec;
+    }
+    auto [ec, n] = co_await http::async_write(sock, sr, tuple_awaitable);
+    co_return !ec;
+}
+
+std::string error_body(std::string_view error, std::string_view reason)
+{
+    return json::serialize(json::object{{"error", error}, {"reason", reason}}) + "\n";
+}
+
+// Writes `data` as one HTTP chunk (nothing for empty data) and clears it.
+asio::awaitable<bool> write_chunk(tcp::socket& sock, server_state& st, std::string& data)
+{
+    if (data.empty()) {
+        co_return true;
+    }
+    char head[24];
+    auto const len = std::snprintf(head, sizeof head, "%zx\r\n", data.size());
+    std::array<asio::const_buffer, 3> bufs{asio::buffer(head, static_cast<std::size_t>(len)), asio::buffer(data),
+                                           asio::buffer("\r\n", 2)};
+    auto [ec, n] = co_await asio::async_write(sock, bufs, tuple_awaitable);
+    st.stats.bytes.fetch_add(data.size(), std::memory_order_relaxed);
+    data.clear();
+    co_return !ec;
+}
+
+asio::awaitable<bool> write_raw(tcp::socket& sock, std::string_view data)
+{
+    auto [ec, n] = co_await asio::async_write(sock, asio::buffer(data), tuple_awaitable);
+    co_return !ec;
+}
+
+// Serves one _changes request. Returns false when the connection must close.
+asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::request<http::string_body> const& req,
+                                    std::size_t db, std::string_view query)
+{
+    auto const& cat = st.cat;
+    auto const params = parse_query(query);
+    auto param = [&](std::string_view name) -> std::string_view {
+        auto const it = params.find(name);
+        return it == params.end() ? std::string_view{} : std::string_view{it->second};
+    };
+
+    auto const feed = param("feed").empty() ? std::string_view{"normal"} : param("feed");
+    if (feed != "normal" && feed != "longpoll" && feed != "continuous") {
+        co_return co_await send_json(sock, req, http::status::bad_request,
+                                     error_body("bad_request", "bench-source supports feed=normal|longpoll|continuous"));
+    }
+    auto const since = cat.parse_since(param("since"));
+    if (!since) {
+        co_return co_await send_json(sock, req, http::status::bad_request,
+                                     error_body("bad_request", "Malformed sequence supplied in 'since' parameter."));
+    }
+    std::optional<std::uint64_t> limit;
+    if (!param("limit").empty()) {
+        limit = to_uint(param("limit"));
+        if (!limit) {
+            co_return co_await send_json(sock, req, http::status::bad_request,
+                                         error_body("query_parse_error", "Invalid value for integer: limit"));
+        }
+    }
+    auto const include_docs = param("include_docs") == "true";
+    auto const heartbeat = to_uint(param("heartbeat")).value_or(0);
+    auto const timeout = to_uint(param("timeout")).value_or(60000);
+    auto const seq_interval = std::max<std::uint64_t>(1, to_uint(param("seq_interval")).value_or(1));
+    auto const continuous = feed == "continuous";
+
+    st.stats.changes_requests.fetch_add(1, std::memory_order_relaxed);
+    std::string head =
+        "HTTP/1.1 200 OK\r\nServer: ckb-bench-source\r\nContent-Type: application/json\r\n"
+        "Cache-Control: must-revalidate\r\nTransfer-Encoding: chunked\r\n";
+    if (!req.keep_alive()) {
+        head += "Connection: close\r\n";
+    }
+    head += "\r\n";
+    if (!co_await write_raw(sock, head)) {
+        co_return false;
+    }
+
+    auto const update_seq = cat.changes_per_db();
+    auto const first = std::min(*since, update_seq) + 1; // first change to send
+    auto const available = update_seq - std::min(*since, update_seq);
+    auto const count = limit ? std::min(*limit, available) : available;
+    auto const last = first + count - 1; // valid only when count > 0
+
+    std::string buf;
+    buf.reserve(st.batch_bytes + 8192);
+    if (!continuous) {
+        buf += "{\"results\":[\n";
+    }
+    auto counted_until = first; // rows before this one are in the stats
+    for (std::uint64_t n = first; count > 0 && n <= last; ++n) {
+        auto const with_seq = n == last || (n - first + 1) % seq_interval == 0;
+        cat.append_row(buf, db, n, include_docs, with_seq);
+        if (continuous) {
+            buf += '\n';
+        } else if (n != last) {
+            buf += ",\n";
+        }
+        if (buf.size() >= st.batch_bytes) {
+            st.stats.rows.fetch_add(n + 1 - counted_until, std::memory_order_relaxed);
+            counted_until = n + 1;
+            if (!co_await write_chunk(sock, st, buf)) {
+                co_return false;
+            }
+        }
+    }
+    if (count > 0) {
+        st.stats.rows.fetch_add(last + 1 - counted_until, std::memory_order_relaxed);
+    }
+
+    auto const last_seq_n = count > 0 ? last : std::min(*since, update_seq);
+    auto const pending = update_seq - last_seq_n;
+    auto append_tail = [&](std::string& out) {
+        out += "\"last_seq\":";
+        if (last_seq_n == 0) {
+            out += "0";
+        } else {
+            cat.append_seq(out, last_seq_n);
+        }
+        out += ",\"pending\":";
+        out += std::to_string(pending);
+        out += "}\n";
+    };
+
+    if (!continuous) {
+        if (feed == "longpoll" && count == 0) {
+            // Nothing will ever change here: answer when the timeout ends.
+            if (!co_await write_chunk(sock, st, buf)) {
+                co_return false;
+            }
+            asio::steady_timer t(sock.get_executor(), std::chrono::milliseconds(timeout));
+            co_await t.async_wait(tuple_awaitable);
+        }
+        buf += "\n],\n";
+        append_tail(buf);
+    } else if (limit && count == *limit) {
+        buf += '{';
+        append_tail(buf);
+    } else {
+        // Backlog served: the feed is now idle. Heartbeats (blank lines)
+        // keep it open; without them CouchDB ends the feed after `timeout`.
+        if (!co_await write_chunk(sock, st, buf)) {
+            co_return false;
+        }
+        st.stats.open_feeds.fetch_add(1, std::memory_order_relaxed);
+        asio::steady_timer t(sock.get_executor());
+        bool alive = true;
+        if (heartbeat > 0) {
+            while (alive) {
+                t.expires_after(std::chrono::milliseconds(heartbeat));
+                auto [ec] = co_await t.async_wait(tuple_awaitable);
+                std::string nl = "\n";
+                alive = !ec && co_await write_chunk(sock, st, nl);
+            }
+        } else {
+            t.expires_after(std::chrono::milliseconds(timeout));
+            auto [ec] = co_await t.async_wait(tuple_awaitable);
+            alive = !ec;
+        }
+        st.stats.open_feeds.fetch_sub(1, std::memory_order_relaxed);
+        if (!alive) {
+            co_return false;
+        }
+        buf += '{';
+        append_tail(buf);
+    }
+    if (!co_await write_chunk(sock, st, buf)) {
+        co_return false;
+    }
+    co_return co_await write_raw(sock, "0\r\n\r\n") && req.keep_alive();
+}
+
+asio::awaitable<void> session(tcp::socket sock, server_state& st)
+{
+    st.stats.open_connections.fetch_add(1, std::memory_order_relaxed);
+    beast::error_code ignored;
+    sock.set_option(tcp::no_delay(true), ignored);
+    beast::flat_buffer buffer;
+    auto const& cat = st.cat;
+    for (;;) {
+        http::request_parser<http::string_body> parser;
+        parser.body_limit(1024 * 1024);
+        auto [ec, n] = co_await http::async_read(sock, buffer, parser, tuple_awaitable);
+        if (ec) {
+            break; // EOF, reset or a malformed request: nothing to answer
+        }
+        auto const req = parser.release();
+        st.stats.requests.fetch_add(1, std::memory_order_relaxed);
+        std::string_view target = req.target();
+        auto const qmark = target.find('?');
+        auto const path = target.substr(0, qmark);
+        auto const query = qmark == std::string_view::npos ? std::string_view{} : target.substr(qmark + 1);
+
+        bool keep = true;
+        if (req.method() != http::verb::get && req.method() != http::verb::head) {
+            keep = co_await send_json(sock, req, http::status::method_not_allowed,
+                                      error_body("method_not_allowed", "bench-source only serves GET and HEAD"));
+        } else if (path == "/") {
+            keep = co_await send_json(
+                sock, req, http::status::ok,
+                R"({"couchdb":"Welcome","version":"3.4.3","vendor":{"name":"couch-kafka-bridge bench-source"}})"
+                "\n");
+        } else if (path == "/_up") {
+            keep = co_await send_json(sock, req, http::status::ok, "{\"status\":\"ok\"}\n");
+        } else if (path == "/_all_dbs") {
+            json::array names;
+            for (std::size_t i = 0; i < cat.databases(); ++i) {
+                names.emplace_back(cat.db_name(i));
+            }
+            keep = co_await send_json(sock, req, http::status::ok, json::serialize(names) + "\n");
+        } else if (path == "/_bench/stats") {
+            json::object o{{"rows_served", st.stats.rows.load()},
+                           {"bytes_served", st.stats.bytes.load()},
+                           {"requests", st.stats.requests.load()},
+                           {"changes_requests", st.stats.changes_requests.load()},
+                           {"open_connections", st.stats.open_connections.load()},
+                           {"idle_continuous_feeds", st.stats.open_feeds.load()}};
+            keep = co_await send_json(sock, req, http::status::ok, json::serialize(o) + "\n");
+        } else {
+            auto const rest = path.substr(1);
+            auto const slash = rest.find('/');
+            auto const db_name = percent_decode(rest.substr(0, slash));
+            auto const sub = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+            auto const db = cat.find_db(db_name);
+            if (!db) {
+                keep = co_await send_json(sock, req, http::status::not_found,
+                                          error_body("not_found", "Database does not exist."));
+            } else if (sub.empty() || sub == "/") {
+                std::string update_seq;
+                cat.append_seq(update_seq, cat.changes_per_db());
+                std::string body = R"({"db_name":")" + db_name + R"(","doc_count":)" +
+                                   std::to_string(cat.changes_per_db()) + R"(,"doc_del_count":0,"update_seq":)" +
+                                   update_seq + R"(,"purge_seq":0,"compact_running":false})" + "\n";
+                keep = co_await send_json(sock, req, http::status::ok, std::move(body));
+            } else if (sub == "/_changes" && req.method() == http::verb::get) {
+                keep = co_await serve_changes(sock, st, req, *db, query);
+            } else {
+                keep = co_await send_json(sock, req, http::status::not_found, error_body("not_found", "missing"));
+            }
+        }
+        if (!keep || !req.keep_alive()) {
+            break;
+        }
+    }
+    sock.shutdown(tcp::socket::shutdown_both, ignored);
+    st.stats.open_connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, server_state& st)
+{
+    for (;;) {
+        auto [ec, sock] = co_await acceptor.async_accept(asio::make_strand(acceptor.get_executor()), tuple_awaitable);
+        if (ec == asio::error::operation_aborted) {
+            co_return;
+        }
+        if (ec) {
+            // EMFILE and friends: say so and keep accepting after a pause
+            // rather than spinning or dying.
+            std::cerr << "bench-source: accept failed: " << ec.message() << "\n";
+            asio::steady_timer t(acceptor.get_executor(), std::chrono::milliseconds(100));
+            co_await t.async_wait(tuple_awaitable);
+            continue;
+        }
+        auto ex = sock.get_executor();
+        asio::co_spawn(ex, session(std::move(sock), st), asio::detached);
+    }
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    CLI::App app{"bench-source: synthetic CouchDB-protocol _changes server for benchmarks"};
+    std::string listen = "127.0.0.1";
+    unsigned short port = 0;
+    std::string port_file;
+    bench_source::catalog_options opt;
+    std::string seqs = "integer";
+    unsigned threads = 1;
+    std::size_t batch_kib = 256;
+    app.add_option("--listen", listen, "Address to bind")->capture_default_str();
+    app.add_option("--port", port, "Port to bind (0: any free port)")->capture_default_str();
+    app.add_option("--port-file", port_file, "Write the bound port to this file once listening");
+    app.add_option("--databases", opt.databases, "Number of databases")->capture_default_str();
+    app.add_option("--db-prefix", opt.db_prefix, "Database names are <prefix>0000, <prefix>0001, ...")
+        ->capture_default_str();
+    app.add_option("--changes", opt.changes_per_db, "Changes per database")->capture_default_str();
+    app.add_option("--seed", opt.docs.seed, "Seed of the generated documents")->capture_default_str();
+    app.add_option("--pool", opt.docs.pool_size, "Distinct pre-generated document bodies")->capture_default_str();
+    app.add_option("--doc-min-bytes", opt.docs.min_bytes, "Smallest document")->capture_default_str();
+    app.add_option("--doc-max-bytes", opt.docs.max_bytes, "Largest document")->capture_default_str();
+    app.add_option("--domains", opt.docs.domains, "Distinct domains")->capture_default_str();
+    app.add_option("--deleted-permille", opt.deleted_permille, "Deletions per 1000 changes")->capture_default_str();
+    app.add_option("--seqs", seqs, "Seq format: integer | opaque")
+        ->check(CLI::IsMember({"integer", "opaque"}))
+        ->capture_default_str();
+    app.add_option("--threads", threads, "I/O threads")->check(CLI::Range(1U, 64U))->capture_default_str();
+    app.add_option("--batch-kib", batch_kib, "Size of each written chunk")->check(CLI::Range(1U, 65536U))
+        ->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+    opt.seqs = seqs == "opaque" ? bench_source::seq_format::opaque : bench_source::seq_format::integer;
+
+    try {
+        auto const started = std::chrono::steady_clock::now();
+        catalog const cat(opt);
+        auto const gen_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                                  started);
+        server_state st{cat, {}, batch_kib * 1024};
+
+        asio::io_context ioc{static_cast<int>(threads)};
+        tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address(listen), port));
+        acceptor.listen(asio::socket_base::max_listen_connections);
+        auto const bound = acceptor.local_endpoint().port();
+        std::cerr << "bench-source: listening on " << listen << ":" << bound << " (" << cat.databases()
+                  << " databases x " << cat.changes_per_db() << " changes, " << cat.pool().size()
+                  << " pre-generated documents in " << gen_ms.count() << " ms, average row "
+                  << cat.average_row_bytes() << " bytes with include_docs, seqs " << seqs << ")" << std::endl;
+        if (!port_file.empty()) {
+            // Write then rename, so a reader never sees a half-written port.
+            auto const tmp = port_file + ".tmp";
+            std::ofstream(tmp) << bound << "\n";
+            std::filesystem::rename(tmp, port_file);
+        }
+
+        asio::signal_set signals(ioc, SIGINT, SIGTERM);
+        signals.async_wait([&](beast::error_code const&, int) { ioc.stop(); });
+        asio::co_spawn(ioc, accept_loop(acceptor, st), asio::detached);
+
+        std::vector<std::thread> pool;
+        for (unsigned i = 1; i < threads; ++i) {
+            pool.emplace_back([&ioc] { ioc.run(); });
+        }
+        ioc.run();
+        for (auto& t : pool) {
+            t.join();
+        }
+        std::cerr << "bench-source: stopped after serving " << st.stats.rows.load() << " rows, "
+                  << st.stats.bytes.load() << " bytes, " << st.stats.requests.load() << " requests" << std::endl;
+    } catch (std::exception const& e) {
+        std::cerr << "bench-source: " << e.what() << std::endl;
+        return 1;
+    }
+    return 0;
+}
