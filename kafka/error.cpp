@@ -1,0 +1,37 @@
+#include "kafka/error.hpp"
+
+#include <librdkafka/rdkafka.h>
+
+#include <string>
+
+namespace kafka {
+
+namespace {
+
+// boost::system::error_category's destructor is protected and non-virtual by
+// design (categories are static singletons never deleted through a base
+// pointer), which -Wnon-virtual-dtor cannot know.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
+class category final : public boost::system::error_category {
+public:
+    char const* name() const noexcept override { return "kafka"; }
+    std::string message(int ev) const override { return rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(ev)); }
+};
+#pragma GCC diagnostic pop
+
+} // namespace
+
+boost::system::error_category const& error_category() noexcept {
+    static category const instance;
+    return instance;
+}
+
+std::string error_name(boost::system::error_code const& ec) {
+    if (ec.category() == error_category()) {
+        return rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(ec.value()));
+    }
+    return ec.category().name();
+}
+
+} // namespace kafka

@@ -1,0 +1,26 @@
+#pragma once
+
+#include <boost/system/error_code.hpp>
+
+#include <string>
+
+namespace kafka {
+
+// The error category of every error_code this module returns. The value is
+// librdkafka's rd_kafka_resp_err_t (0 = no error, negative = client-side
+// errors such as _MSG_TIMED_OUT, positive = broker errors); message() is
+// librdkafka's text for it. Converting at the module boundary keeps
+// librdkafka's headers out of the callers.
+boost::system::error_category const& error_category() noexcept;
+
+// Wraps a librdkafka error code (an rd_kafka_resp_err_t value).
+inline boost::system::error_code make_error_code(int rd_kafka_resp_err) noexcept {
+    return {rd_kafka_resp_err, error_category()};
+}
+
+// librdkafka's symbolic name of an error in this category (e.g.
+// "_QUEUE_FULL", "TOPIC_ALREADY_EXISTS"); meant for metric labels. For codes
+// of other categories, the category name.
+std::string error_name(boost::system::error_code const& ec);
+
+} // namespace kafka

@@ -1,0 +1,621 @@
+#include "kafka/producer.hpp"
+
+#include "kafka/error.hpp"
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <librdkafka/rdkafka.h>
+#include <spdlog/spdlog.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <stdexcept>
+#include <system_error>
+
+namespace kafka {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+// What one message carries through librdkafka as its opaque: owned by
+// librdkafka from a successful produce until its delivery report, where the
+// delivery callback takes it back.
+struct ticket {
+    boost::asio::any_io_executor ex;
+    completion done;
+    clock::time_point enqueued;
+};
+
+// How long retiring a librdkafka instance may take to hand back the purged
+// messages' reports. Purged messages come back at once; this only bounds a
+// misbehaving library.
+constexpr auto retire_budget = std::chrono::seconds(5);
+
+int to_timeout_ms(std::chrono::milliseconds t) {
+    if (t.count() < 0) {
+        return 0;
+    }
+    if (t.count() > std::numeric_limits<int>::max()) {
+        return std::numeric_limits<int>::max();
+    }
+    return static_cast<int>(t.count());
+}
+
+} // namespace
+
+struct producer::impl : std::enable_shared_from_this<impl> {
+    impl(boost::asio::any_io_executor ex, producer_config config, metrics::registry& registry);
+    ~impl();
+
+    rd_kafka_t* create_handle();
+    void start();
+    void arm();
+    void drain_pipe();
+    // Serves the current instance's report queue without blocking.
+    void serve();
+    void after_serving();
+    void rebuild();
+    void retire(rd_kafka_t* old);
+    void shutdown();
+    void wake_waiters();
+
+    void on_delivery(rd_kafka_message_t const* msg);
+    void on_error(rd_kafka_t* rk, int err, char const* reason);
+    metrics::counter& produced_counter(std::string const& topic);
+    metrics::counter& error_counter(std::string const& reason);
+
+    boost::asio::any_io_executor ioc_ex_;
+    producer_config config_;
+
+    // Probe.
+    metrics::registry& registry_;
+    metrics::counter& queue_full_;
+    metrics::gauge& in_flight_gauge_;
+    metrics::counter& rebuilds_;
+    metrics::histogram& latency_;
+    std::mutex probe_mutex_;
+    std::map<std::string, metrics::counter*, std::less<>> produced_by_topic_;
+    std::map<std::string, metrics::counter*, std::less<>> errors_by_reason_;
+
+    // librdkafka writes one byte into the pipe when its report queue becomes
+    // non-empty; the read end is watched by the event loop.
+    int pipe_write_ = -1;
+    boost::asio::posix::stream_descriptor watcher_;
+
+    // Held shared while the instance is used (produce, poll, admin), exclusive
+    // only to swap it: a rebuild never destroys an instance under a caller.
+    std::shared_mutex rk_mutex_;
+    rd_kafka_t* rk_ = nullptr;
+    // The same pointer, readable from librdkafka callbacks (which run while
+    // rk_mutex_ is held shared, so they must not lock it again).
+    std::atomic<rd_kafka_t*> current_{nullptr};
+    std::mutex rebuild_mutex_;
+    std::atomic<bool> fatal_{false};
+    std::atomic<bool> stopping_{false};
+
+    std::atomic<std::size_t> in_flight_{0};
+    std::atomic<std::uint64_t> served_{0};
+    std::atomic<std::uint64_t> rebuild_count_{0};
+
+    std::mutex waiters_mutex_;
+    struct waiter {
+        boost::asio::any_io_executor ex;
+        boost::asio::any_completion_handler<void()> handler;
+    };
+    std::vector<waiter> waiters_;
+};
+
+namespace {
+
+void delivery_cb(rd_kafka_t*, rd_kafka_message_t const* msg, void* opaque) {
+    static_cast<producer::impl*>(opaque)->on_delivery(msg);
+}
+
+void error_cb(rd_kafka_t* rk, int err, char const* reason, void* opaque) {
+    static_cast<producer::impl*>(opaque)->on_error(rk, err, reason);
+}
+
+void log_cb(rd_kafka_t const* rk, int level, char const* fac, char const* buf) {
+    // syslog levels, as librdkafka uses them.
+    auto lvl = level <= 2   ? spdlog::level::critical
+               : level == 3 ? spdlog::level::err
+               : level == 4 ? spdlog::level::warn
+               : level <= 6 ? spdlog::level::info
+                            : spdlog::level::debug;
+    spdlog::log(lvl, "kafka: {} [{}] {}", rd_kafka_name(rk), fac, buf);
+}
+
+} // namespace
+
+producer::impl::impl(boost::asio::any_io_executor ex, producer_config config, metrics::registry& registry)
+    : ioc_ex_(std::move(ex)),
+      config_(std::move(config)),
+      registry_(registry),
+      queue_full_(registry.add_counter("couch_bridge_kafka_queue_full_total",
+                                       "Produce attempts refused because librdkafka's local queue was full "
+                                       "(back-pressure)")),
+      in_flight_gauge_(registry.add_gauge("couch_bridge_kafka_in_flight_messages",
+                                          "Messages handed to the producer and not yet reported")),
+      rebuilds_(registry.add_counter("couch_bridge_kafka_producer_rebuilds_total",
+                                     "Times the Kafka producer was rebuilt after a fatal error")),
+      latency_(registry.add_histogram("couch_bridge_kafka_delivery_latency_seconds",
+                                      "Time from produce to acknowledgement by Kafka",
+                                      metrics::exponential_buckets(0.001, 2.0, 16))),
+      watcher_(ioc_ex_) {}
+
+producer::impl::~impl() {
+    // The read end belongs to watcher_ (closed by its destructor).
+    if (pipe_write_ >= 0) {
+        ::close(pipe_write_);
+    }
+}
+
+rd_kafka_t* producer::impl::create_handle() {
+    char errstr[512] = {};
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    auto set = [&](std::string const& name, std::string const& value) {
+        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            // librdkafka's text names the property; the value is left out on
+            // purpose, it may be a secret (sasl.password).
+            throw std::invalid_argument("kafka property '" + name + "': " + errstr);
+        }
+    };
+    set("enable.idempotence", "true");
+    set("acks", "all");
+    set("compression.type", "lz4");
+    set("linger.ms", "5");
+    set("partitioner", "murmur2_random");
+    if (!config_.bootstrap_servers.empty()) {
+        set("bootstrap.servers", config_.bootstrap_servers);
+    }
+    for (auto const& [name, value] : config_.properties) {
+        set(name, value);
+    }
+    rd_kafka_conf_set_opaque(conf, this);
+    rd_kafka_conf_set_dr_msg_cb(conf, &delivery_cb);
+    rd_kafka_conf_set_error_cb(conf, &error_cb);
+    rd_kafka_conf_set_log_cb(conf, &log_cb);
+    rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (rk == nullptr) {
+        rd_kafka_conf_destroy(conf);
+        throw std::invalid_argument(std::string("kafka producer configuration refused: ") + errstr);
+    }
+    // Delivery reports and errors go to the main queue; have it signal the
+    // pipe instead of being polled.
+    static char const wakeup = 'k';
+    rd_kafka_queue_t* q = rd_kafka_queue_get_main(rk);
+    rd_kafka_queue_io_event_enable(q, pipe_write_, &wakeup, 1);
+    rd_kafka_queue_destroy(q);
+    return rk;
+}
+
+void producer::impl::start() {
+    int fds[2] = {-1, -1};
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        throw std::system_error(errno, std::generic_category(), "kafka producer: pipe2");
+    }
+    watcher_.assign(fds[0]);
+    pipe_write_ = fds[1];
+    rk_ = create_handle();
+    current_ = rk_;
+    spdlog::info("kafka producer {} created (librdkafka {}), bootstrap servers {}", rd_kafka_name(rk_),
+                 rd_kafka_version_str(), config_.bootstrap_servers);
+    arm();
+}
+
+void producer::impl::arm() {
+    watcher_.async_wait(boost::asio::posix::descriptor_base::wait_read,
+                        [weak = weak_from_this()](boost::system::error_code ec) {
+                            auto self = weak.lock();
+                            if (!self || self->stopping_ || ec == boost::asio::error::operation_aborted) {
+                                return;
+                            }
+                            if (ec) {
+                                // Cannot happen on a pipe we own; without the
+                                // watcher no report would ever arrive.
+                                spdlog::critical("kafka producer: delivery report watcher failed: {}", ec.message());
+                                std::terminate();
+                            }
+                            self->drain_pipe();
+                            self->serve();
+                            self->after_serving();
+                            if (!self->stopping_) {
+                                self->arm();
+                            }
+                        });
+}
+
+void producer::impl::drain_pipe() {
+    char buf[256];
+    for (;;) {
+        auto n = ::read(watcher_.native_handle(), buf, sizeof buf);
+        if (n > 0) {
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        return; // EAGAIN (empty) or EOF (write end closed at shutdown)
+    }
+}
+
+void producer::impl::serve() {
+    std::shared_lock lock(rk_mutex_);
+    if (rk_ != nullptr) {
+        // Serves everything queued right now; reports arriving meanwhile find
+        // the queue empty and signal the pipe again.
+        rd_kafka_poll(rk_, 0);
+    }
+}
+
+void producer::impl::after_serving() {
+    if (fatal_) {
+        rebuild();
+    }
+    wake_waiters();
+}
+
+void producer::impl::wake_waiters() {
+    std::vector<waiter> ready;
+    {
+        std::lock_guard lock(waiters_mutex_);
+        ready.swap(waiters_);
+    }
+    for (auto& w : ready) {
+        boost::asio::post(w.ex, std::move(w.handler));
+    }
+}
+
+void producer::impl::on_delivery(rd_kafka_message_t const* msg) {
+    std::unique_ptr<ticket> t(static_cast<ticket*>(msg->_private));
+    delivery_report report;
+    report.partition = msg->partition;
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        report.offset = msg->offset;
+        latency_.observe(std::chrono::duration<double>(clock::now() - t->enqueued).count());
+        produced_counter(rd_kafka_topic_name(msg->rkt)).inc();
+    } else {
+        report.ec = make_error_code(msg->err);
+        error_counter(rd_kafka_err2name(msg->err)).inc();
+        spdlog::debug("kafka producer: delivery to topic '{}' failed: {}", rd_kafka_topic_name(msg->rkt),
+                      rd_kafka_err2str(msg->err));
+    }
+    boost::asio::post(t->ex, [done = std::move(t->done), report]() { done(report); });
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    in_flight_gauge_.dec();
+    served_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void producer::impl::on_error(rd_kafka_t* rk, int err, char const* reason) {
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char fatal_reason[512] = {};
+        auto orig = rd_kafka_fatal_error(rk, fatal_reason, sizeof fatal_reason);
+        spdlog::error("kafka producer {}: fatal error {}: {}; rebuilding the producer", rd_kafka_name(rk),
+                      rd_kafka_err2name(orig), fatal_reason);
+        error_counter("fatal").inc();
+        if (rk == current_.load()) {
+            fatal_ = true;
+        }
+        return;
+    }
+    // Everything else (broker down, all brokers down, auth trouble) is
+    // retried by librdkafka itself; messages fail through their reports once
+    // message.timeout.ms runs out.
+    spdlog::warn("kafka producer {}: {}: {}", rd_kafka_name(rk), rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)),
+                 reason);
+}
+
+metrics::counter& producer::impl::produced_counter(std::string const& topic) {
+    std::lock_guard lock(probe_mutex_);
+    auto it = produced_by_topic_.find(topic);
+    if (it == produced_by_topic_.end()) {
+        auto& c = registry_.add_counter("couch_bridge_kafka_produced_total", "Records acknowledged by Kafka",
+                                        {{"topic", topic}});
+        it = produced_by_topic_.emplace(topic, &c).first;
+    }
+    return *it->second;
+}
+
+metrics::counter& producer::impl::error_counter(std::string const& reason) {
+    std::lock_guard lock(probe_mutex_);
+    auto it = errors_by_reason_.find(reason);
+    if (it == errors_by_reason_.end()) {
+        auto& c = registry_.add_counter("couch_bridge_kafka_produce_errors_total",
+                                        "Records not acknowledged (failed delivery, refused produce, fatal producer "
+                                        "error), by librdkafka error name",
+                                        {{"reason", reason}});
+        it = errors_by_reason_.emplace(reason, &c).first;
+    }
+    return *it->second;
+}
+
+void producer::impl::rebuild() {
+    std::lock_guard guard(rebuild_mutex_);
+    if (!fatal_.exchange(false) || stopping_) {
+        return;
+    }
+    rd_kafka_t* fresh = nullptr;
+    try {
+        fresh = create_handle();
+    } catch (std::exception const& e) {
+        // The configuration worked before, so this is resource trouble; stay
+        // on the failed instance (produces keep failing loudly) and retry at
+        // the next served event.
+        spdlog::error("kafka producer: rebuild after fatal error failed: {}", e.what());
+        fatal_ = true;
+        return;
+    }
+    rd_kafka_t* old = nullptr;
+    {
+        std::unique_lock lock(rk_mutex_);
+        old = rk_;
+        rk_ = fresh;
+        current_ = fresh;
+    }
+    retire(old);
+    rebuilds_.inc();
+    rebuild_count_.fetch_add(1);
+    spdlog::warn("kafka producer: rebuilt as {} after a fatal error ({} messages still in flight)", rd_kafka_name(fresh),
+                 in_flight_.load());
+}
+
+void producer::impl::retire(rd_kafka_t* old) {
+    // Stop the old instance signalling; from here on it is polled directly.
+    rd_kafka_queue_t* q = rd_kafka_queue_get_main(old);
+    rd_kafka_queue_io_event_enable(q, -1, nullptr, 0);
+    rd_kafka_queue_destroy(q);
+    // Every message still inside fails with _PURGE_QUEUE / _PURGE_INFLIGHT
+    // (never reported as delivered), and its report is served here.
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    auto deadline = clock::now() + retire_budget;
+    while (rd_kafka_outq_len(old) > 0 && clock::now() < deadline) {
+        rd_kafka_poll(old, 50);
+    }
+    rd_kafka_poll(old, 0);
+    if (auto left = rd_kafka_outq_len(old); left > 0) {
+        spdlog::error("kafka producer {}: {} messages/requests still queued when destroyed", rd_kafka_name(old), left);
+    }
+    rd_kafka_destroy(old);
+}
+
+void producer::impl::shutdown() {
+    stopping_ = true;
+    rd_kafka_t* old = nullptr;
+    {
+        std::lock_guard guard(rebuild_mutex_);
+        std::unique_lock lock(rk_mutex_);
+        old = rk_;
+        rk_ = nullptr;
+        current_ = nullptr;
+    }
+    if (old != nullptr) {
+        retire(old);
+    }
+}
+
+producer::producer(boost::asio::any_io_executor ioc_ex, producer_config config, metrics::registry& registry)
+    : impl_(std::make_shared<impl>(std::move(ioc_ex), std::move(config), registry)) {
+    impl_->start();
+}
+
+producer::~producer() {
+    impl_->shutdown();
+}
+
+boost::system::error_code producer::try_produce(record const& r, boost::asio::any_io_executor done_ex,
+                                                completion done) {
+    if (r.topic.empty()) {
+        impl_->error_counter(rd_kafka_err2name(RD_KAFKA_RESP_ERR__INVALID_ARG)).inc();
+        return make_error_code(RD_KAFKA_RESP_ERR__INVALID_ARG);
+    }
+    std::shared_lock lock(impl_->rk_mutex_);
+    if (impl_->rk_ == nullptr) {
+        return make_error_code(RD_KAFKA_RESP_ERR__DESTROY);
+    }
+    auto t = std::make_unique<ticket>(ticket{std::move(done_ex), std::move(done), clock::now()});
+    rd_kafka_headers_t* hdrs = nullptr;
+    if (!r.headers.empty()) {
+        hdrs = rd_kafka_headers_new(r.headers.size());
+        for (auto const& h : r.headers) {
+            rd_kafka_header_add(hdrs, h.key.data(), static_cast<ssize_t>(h.key.size()), h.value.data(),
+                                static_cast<ssize_t>(h.value.size()));
+        }
+    }
+    // Counted before the call: the report may be served on another thread
+    // before producev even returns.
+    impl_->in_flight_.fetch_add(1, std::memory_order_relaxed);
+    impl_->in_flight_gauge_.inc();
+    void const* key = r.key.empty() ? nullptr : r.key.data();
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (hdrs != nullptr) {
+        err = rd_kafka_producev(impl_->rk_, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_KEY(key, r.key.size()),
+                                RD_KAFKA_V_VALUE(const_cast<char*>(r.value.data()), r.value.size()),
+                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(t.get()), RD_KAFKA_V_END);
+    } else {
+        err = rd_kafka_producev(impl_->rk_, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_KEY(key, r.key.size()),
+                                RD_KAFKA_V_VALUE(const_cast<char*>(r.value.data()), r.value.size()),
+                                RD_KAFKA_V_OPAQUE(t.get()), RD_KAFKA_V_END);
+    }
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        impl_->in_flight_.fetch_sub(1, std::memory_order_relaxed);
+        impl_->in_flight_gauge_.dec();
+        if (hdrs != nullptr) {
+            // Ownership only passes to librdkafka on success.
+            rd_kafka_headers_destroy(hdrs);
+        }
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            impl_->queue_full_.inc();
+        } else {
+            impl_->error_counter(rd_kafka_err2name(err)).inc();
+            spdlog::warn("kafka producer: produce to topic '{}' refused: {}", r.topic, rd_kafka_err2str(err));
+        }
+        return make_error_code(err);
+    }
+    t.release(); // now owned by librdkafka until the delivery report
+    return {};
+}
+
+bool producer::is_queue_full(boost::system::error_code const& ec) {
+    return ec == make_error_code(RD_KAFKA_RESP_ERR__QUEUE_FULL);
+}
+
+boost::asio::awaitable<void> producer::wait_for_space() {
+    auto self = impl_;
+    co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void()>(
+        [self](auto handler) {
+            // The coroutine resumes on its own executor.
+            boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler, self->ioc_ex_);
+            std::lock_guard lock(self->waiters_mutex_);
+            self->waiters_.push_back(impl::waiter{std::move(ex), std::move(handler)});
+        },
+        boost::asio::use_awaitable);
+}
+
+std::size_t producer::in_flight() const { return impl_->in_flight_.load(); }
+
+std::uint64_t producer::rebuilds() const { return impl_->rebuild_count_.load(); }
+
+std::size_t producer::flush(std::chrono::milliseconds timeout) {
+    auto deadline = clock::now() + timeout;
+    for (;;) {
+        {
+            std::shared_lock lock(impl_->rk_mutex_);
+            if (impl_->rk_ == nullptr) {
+                break;
+            }
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+            // In slices, so that a fatal error met meanwhile gets its rebuild
+            // (which purges and reports the old instance's messages).
+            rd_kafka_flush(impl_->rk_, std::min(to_timeout_ms(left), 100));
+        }
+        impl_->after_serving();
+        if (impl_->in_flight_.load() == 0 || clock::now() >= deadline) {
+            break;
+        }
+    }
+    return impl_->in_flight_.load();
+}
+
+boost::system::error_code producer::create_topics(std::vector<std::string> const& topics, int partitions,
+                                                  int replication, std::chrono::milliseconds timeout) {
+    if (topics.empty()) {
+        return {};
+    }
+    char errstr[512] = {};
+    std::vector<rd_kafka_NewTopic_t*> new_topics;
+    auto free_topics = [&] { rd_kafka_NewTopic_destroy_array(new_topics.data(), new_topics.size()); };
+    for (auto const& name : topics) {
+        auto* nt = rd_kafka_NewTopic_new(name.c_str(), partitions, replication, errstr, sizeof errstr);
+        if (nt == nullptr) {
+            spdlog::error("kafka: cannot create topic '{}': {}", name, errstr);
+            free_topics();
+            return make_error_code(RD_KAFKA_RESP_ERR__INVALID_ARG);
+        }
+        new_topics.push_back(nt);
+    }
+    std::shared_lock lock(impl_->rk_mutex_);
+    if (impl_->rk_ == nullptr) {
+        free_topics();
+        return make_error_code(RD_KAFKA_RESP_ERR__DESTROY);
+    }
+    rd_kafka_t* rk = impl_->rk_;
+    rd_kafka_AdminOptions_t* opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, to_timeout_ms(timeout), errstr, sizeof errstr);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, to_timeout_ms(timeout), errstr, sizeof errstr);
+    rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, new_topics.data(), new_topics.size(), opts, q);
+    // The request times out on its own; the slack only covers librdkafka
+    // getting the result event to us.
+    rd_kafka_event_t* ev = rd_kafka_queue_poll(q, to_timeout_ms(timeout) + 5000);
+    boost::system::error_code result;
+    if (ev == nullptr) {
+        spdlog::error("kafka: topic creation timed out");
+        result = make_error_code(RD_KAFKA_RESP_ERR__TIMED_OUT);
+    } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        spdlog::error("kafka: topic creation failed: {}", rd_kafka_event_error_string(ev));
+        result = make_error_code(rd_kafka_event_error(ev));
+    } else {
+        size_t n = 0;
+        auto const* res = rd_kafka_event_CreateTopics_result(ev);
+        rd_kafka_topic_result_t const** results = rd_kafka_CreateTopics_result_topics(res, &n);
+        for (size_t i = 0; i < n; ++i) {
+            auto err = rd_kafka_topic_result_error(results[i]);
+            char const* name = rd_kafka_topic_result_name(results[i]);
+            if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                spdlog::info("kafka: created topic '{}' ({} partitions)", name, partitions);
+            } else if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+                spdlog::info("kafka: topic '{}' exists already", name);
+            } else {
+                char const* why = rd_kafka_topic_result_error_string(results[i]);
+                spdlog::error("kafka: cannot create topic '{}': {}", name, why != nullptr ? why : rd_kafka_err2str(err));
+                if (!result) {
+                    result = make_error_code(err);
+                }
+            }
+        }
+    }
+    if (ev != nullptr) {
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(q);
+    rd_kafka_AdminOptions_destroy(opts);
+    free_topics();
+    return result;
+}
+
+std::vector<std::string> producer::missing_topics(std::vector<std::string> const& topics,
+                                                  std::chrono::milliseconds timeout) {
+    std::set<std::string, std::less<>> existing;
+    {
+        std::shared_lock lock(impl_->rk_mutex_);
+        if (impl_->rk_ == nullptr) {
+            throw std::runtime_error("kafka metadata request: producer is shut down");
+        }
+        rd_kafka_metadata_t const* md = nullptr;
+        // all_topics=1: listing topics never triggers auto-creation, unlike
+        // asking for the named ones.
+        auto err = rd_kafka_metadata(impl_->rk_, 1, nullptr, &md, to_timeout_ms(timeout));
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            throw std::runtime_error(std::string("kafka metadata request failed: ") + rd_kafka_err2str(err));
+        }
+        for (int i = 0; i < md->topic_cnt; ++i) {
+            if (md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                existing.emplace(md->topics[i].topic);
+            }
+        }
+        rd_kafka_metadata_destroy(md);
+    }
+    std::vector<std::string> missing;
+    for (auto const& t : topics) {
+        if (!existing.contains(t)) {
+            missing.push_back(t);
+        }
+    }
+    return missing;
+}
+
+void producer::trigger_fatal_error_for_test(std::string const& reason) {
+    std::shared_lock lock(impl_->rk_mutex_);
+    if (impl_->rk_ != nullptr) {
+        rd_kafka_test_fatal_error(impl_->rk_, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason.c_str());
+    }
+}
+
+} // namespace kafka
