@@ -1,6 +1,7 @@
 #include "metrics/registry.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
@@ -44,13 +45,69 @@ std::string label_text(labels const& l, std::string_view extra_name = {}, std::s
     return out;
 }
 
+bool is_name_start(char c, bool allow_colon) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (allow_colon && c == ':');
+}
+
+bool is_valid_name(std::string_view n, bool allow_colon) {
+    if (n.empty() || !is_name_start(n.front(), allow_colon)) {
+        return false;
+    }
+    return std::all_of(n.begin(), n.end(),
+                       [allow_colon](char c) { return is_name_start(c, allow_colon) || (c >= '0' && c <= '9'); });
+}
+
+// Invalid names are programming errors (names are literals in the probes), so
+// they fail loudly at registration rather than producing a scrape that
+// Prometheus rejects as a whole.
+void check_names(std::string_view name, labels const& l, metric_type type) {
+    if (!is_valid_metric_name(name)) {
+        throw std::logic_error("invalid metric name '" + std::string(name) + "'");
+    }
+    for (std::size_t i = 0; i < l.size(); ++i) {
+        auto const& k = l[i].first;
+        if (!is_valid_label_name(k)) {
+            throw std::logic_error("metric '" + std::string(name) + "': invalid label name '" + k + "'");
+        }
+        if (type == metric_type::histogram && k == "le") {
+            throw std::logic_error("histogram '" + std::string(name) + "': label name 'le' is reserved");
+        }
+        for (std::size_t j = 0; j < i; ++j) {
+            if (l[j].first == k) {
+                throw std::logic_error("metric '" + std::string(name) + "': duplicate label name '" + k + "'");
+            }
+        }
+    }
+}
+
+bool same_label_names(labels const& a, labels const& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                      [](auto const& x, auto const& y) { return x.first == y.first; });
+}
+
 } // namespace
 
-void counter::inc(double v) noexcept { atomic_add(value_, v); }
+bool is_valid_metric_name(std::string_view name) { return is_valid_name(name, true); }
+
+bool is_valid_label_name(std::string_view name) {
+    return is_valid_name(name, false) && !(name.size() >= 2 && name[0] == '_' && name[1] == '_');
+}
+
+void counter::inc(double v) noexcept {
+    // A counter only goes up: Prometheus reads any decrease as a process
+    // restart and rate() would report a bogus spike. Negative and NaN
+    // increments are dropped.
+    if (v > 0) {
+        atomic_add(value_, v);
+    }
+}
 void gauge::inc(double v) noexcept { atomic_add(value_, v); }
 
 histogram::histogram(std::vector<double> upper_bounds)
     : bounds_(std::move(upper_bounds)), buckets_(new std::atomic<std::uint64_t>[bounds_.size() + 1]) {
+    if (std::any_of(bounds_.begin(), bounds_.end(), [](double b) { return !std::isfinite(b); })) {
+        throw std::logic_error("histogram bounds must be finite (+Inf is implicit)");
+    }
     if (!std::is_sorted(bounds_.begin(), bounds_.end()) ||
         std::adjacent_find(bounds_.begin(), bounds_.end()) != bounds_.end()) {
         throw std::logic_error("histogram bounds must be strictly increasing");
@@ -61,8 +118,14 @@ histogram::histogram(std::vector<double> upper_bounds)
 }
 
 void histogram::observe(double v) noexcept {
-    auto it = std::lower_bound(bounds_.begin(), bounds_.end(), v);
-    buckets_[static_cast<std::size_t>(it - bounds_.begin())].fetch_add(1, std::memory_order_relaxed);
+    // `le` buckets are inclusive upper bounds, hence lower_bound. NaN compares
+    // false with everything and would land in the first bucket: count it in
+    // +Inf only, so the finite buckets stay truthful.
+    auto idx = bounds_.size();
+    if (!std::isnan(v)) {
+        idx = static_cast<std::size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
+    }
+    buckets_[idx].fetch_add(1, std::memory_order_relaxed);
     atomic_add(sum_, v);
 }
 
@@ -85,6 +148,9 @@ std::uint64_t histogram::count() const noexcept {
 }
 
 std::vector<double> exponential_buckets(double start, double factor, int count) {
+    if (!(start > 0) || !(factor > 1) || count < 1) {
+        throw std::logic_error("exponential_buckets needs start > 0, factor > 1, count >= 1");
+    }
     std::vector<double> out;
     out.reserve(static_cast<std::size_t>(count));
     double v = start;
@@ -100,6 +166,8 @@ struct registry::family {
     std::string help;
     metric_type type;
     std::vector<double> bounds;
+    labels label_names; // the first series' labels; only the names matter
+    bool label_names_known = false;
     // Series in registration order, keyed by their rendered label text.
     std::vector<std::pair<labels, std::unique_ptr<metrics::counter>>> counters;
     std::vector<std::pair<labels, std::unique_ptr<metrics::gauge>>> gauges;
@@ -109,7 +177,9 @@ struct registry::family {
 registry::registry() = default;
 registry::~registry() = default;
 
-registry::family& registry::family_for(std::string_view name, std::string_view help, metric_type type) {
+registry::family& registry::family_for(std::string_view name, std::string_view help, metric_type type,
+                                       labels const& l) {
+    check_names(name, l, type);
     auto it = families_.find(name);
     if (it == families_.end()) {
         auto f = std::make_unique<family>();
@@ -120,12 +190,21 @@ registry::family& registry::family_for(std::string_view name, std::string_view h
     } else if (it->second->type != type || it->second->help != help) {
         throw std::logic_error("metric '" + std::string(name) + "' registered twice with different type or help");
     }
-    return *it->second;
+    auto& f = *it->second;
+    if (!f.label_names_known) {
+        f.label_names = l;
+        f.label_names_known = true;
+    } else if (!same_label_names(f.label_names, l)) {
+        // Series of one family with different label names confuse every
+        // query that aggregates over the family.
+        throw std::logic_error("metric '" + std::string(name) + "' registered with different label names");
+    }
+    return f;
 }
 
 counter& registry::add_counter(std::string_view name, std::string_view help, labels const& l) {
     std::lock_guard lock(mutex_);
-    auto& f = family_for(name, help, metric_type::counter);
+    auto& f = family_for(name, help, metric_type::counter, l);
     for (auto& [ls, c] : f.counters) {
         if (ls == l) {
             return *c;
@@ -137,7 +216,7 @@ counter& registry::add_counter(std::string_view name, std::string_view help, lab
 
 gauge& registry::add_gauge(std::string_view name, std::string_view help, labels const& l) {
     std::lock_guard lock(mutex_);
-    auto& f = family_for(name, help, metric_type::gauge);
+    auto& f = family_for(name, help, metric_type::gauge, l);
     for (auto& [ls, g] : f.gauges) {
         if (ls == l) {
             return *g;
@@ -150,7 +229,7 @@ gauge& registry::add_gauge(std::string_view name, std::string_view help, labels 
 histogram& registry::add_histogram(std::string_view name, std::string_view help, std::vector<double> const& upper_bounds,
                                labels const& l) {
     std::lock_guard lock(mutex_);
-    auto& f = family_for(name, help, metric_type::histogram);
+    auto& f = family_for(name, help, metric_type::histogram, l);
     if (f.histograms.empty()) {
         f.bounds = upper_bounds;
     } else if (f.bounds != upper_bounds) {
@@ -294,14 +373,20 @@ std::string format_value(double v) {
     if (std::isinf(v)) {
         return v > 0 ? "+Inf" : "-Inf";
     }
+    if (v == 0) {
+        return "0"; // also for -0.0, which would otherwise print as "-0"
+    }
     if (v == std::floor(v) && std::fabs(v) < 1e15) {
         char buf[32];
         std::snprintf(buf, sizeof buf, "%.0f", v);
         return buf;
     }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.17g", v);
-    return buf;
+    // Shortest text that parses back to the same double: 0.1 stays "0.1"
+    // (printf's %.17g would write 0.10000000000000001, correct but ugly in
+    // `le` labels that people type into queries).
+    char buf[64];
+    auto res = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, res.ptr);
 }
 
 } // namespace metrics

@@ -22,6 +22,8 @@ using labels = std::vector<std::pair<std::string, std::string>>;
 // for the hot path (one relaxed atomic add).
 class counter {
 public:
+    // Adds v. Increments that are not > 0 (negative, NaN) are ignored: a
+    // counter that goes down reads as a restart to Prometheus.
     void inc(double v = 1.0) noexcept;
     double value() const noexcept { return value_.load(std::memory_order_relaxed); }
 
@@ -45,7 +47,10 @@ private:
 // observe() is thread-safe and lock-free.
 class histogram {
 public:
+    // Throws std::logic_error unless the bounds are finite and strictly
+    // increasing.
     explicit histogram(std::vector<double> upper_bounds);
+    // Counts v in the first bucket whose bound is >= v (NaN: only in +Inf).
     void observe(double v) noexcept;
 
     std::vector<double> const& upper_bounds() const noexcept { return bounds_; }
@@ -60,7 +65,8 @@ private:
     std::atomic<double> sum_{0.0};
 };
 
-// Bucket helpers.
+// Bucket helpers: start, start*factor, ... (count bounds). Throws
+// std::logic_error unless start > 0, factor > 1 and count >= 1.
 std::vector<double> exponential_buckets(double start, double factor, int count);
 
 enum class metric_type { counter, gauge, histogram };
@@ -70,8 +76,13 @@ enum class metric_type { counter, gauge, histogram };
 // that stays valid for the registry's lifetime: components look their series
 // up once (in their probe) and update them lock-free afterwards.
 //
-// Registering the same name twice with the same type returns the same family;
-// the same name with another type or help text throws std::logic_error.
+// Registering the same name twice with the same type returns the same family
+// (and the same label values the same series); the same name with another
+// type, help text or set of label names throws std::logic_error, and so do
+// names the text format does not allow (metric names [a-zA-Z_:][a-zA-Z0-9_:]*,
+// label names [a-zA-Z_][a-zA-Z0-9_]* not starting with "__", no `le` on a
+// histogram, no duplicate label names). Conventions: counters end in _total,
+// units are base units in the name (_seconds, _bytes).
 class registry {
 public:
     registry();
@@ -94,12 +105,16 @@ public:
 
 private:
     struct family;
-    family& family_for(std::string_view name, std::string_view help, metric_type type);
+    family& family_for(std::string_view name, std::string_view help, metric_type type, labels const& l);
 
     mutable std::mutex mutex_;
     std::map<std::string, std::unique_ptr<family>, std::less<>> families_;
     std::vector<std::function<void()>> collectors_;
 };
+
+// Whether `name` is a valid metric name / label name of the text format.
+bool is_valid_metric_name(std::string_view name);
+bool is_valid_label_name(std::string_view name);
 
 // Escapes a label value for the text format (backslash, double quote, newline).
 std::string escape_label_value(std::string_view v);
