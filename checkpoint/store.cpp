@@ -1,0 +1,339 @@
+#include "checkpoint/store.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/status.h>
+#include <rocksdb/write_batch.h>
+
+#include <filesystem>
+#include <mutex>
+
+namespace checkpoint {
+
+namespace {
+
+constexpr char position_prefix = 'p';
+
+// boost::system::error_category has a protected non-virtual destructor by
+// design (categories are never deleted through a base pointer).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
+class store_category_impl final : public boost::system::error_category {
+public:
+    char const* name() const noexcept override { return "checkpoint.store"; }
+    std::string message(int ev) const override {
+        switch (static_cast<store_errc>(ev)) {
+        case store_errc::locked:
+            return "checkpoint store is locked by another running bridge";
+        case store_errc::corrupt:
+            return "checkpoint store is corrupt";
+        case store_errc::unwritable:
+            return "checkpoint store is not writable";
+        case store_errc::no_space:
+            return "no space left on device for the checkpoint store";
+        case store_errc::io:
+            return "checkpoint store I/O error";
+        case store_errc::invalid_value:
+            return "invalid checkpoint value";
+        }
+        return "unknown checkpoint store error";
+    }
+};
+#pragma GCC diagnostic pop
+
+bool contains(std::string const& s, std::string_view what) { return s.find(what) != std::string::npos; }
+
+// Maps a RocksDB status to our kinds. RocksDB reports most environment
+// failures as IOError with the errno text in the message, so the message is
+// what tells a full disk from a permission problem from a held lock.
+store_errc classify(rocksdb::Status const& s) {
+    auto msg = s.ToString();
+    if (s.IsNoSpace() || contains(msg, "No space left")) {
+        return store_errc::no_space;
+    }
+    if (contains(msg, "Permission denied") || contains(msg, "Read-only file system") ||
+        contains(msg, "Not a directory") || contains(msg, "Operation not permitted")) {
+        return store_errc::unwritable;
+    }
+    // Another process: "While lock file: <dir>/LOCK: Resource temporarily
+    // unavailable"; this process: "lock hold by current process".
+    if (contains(msg, "lock hold by current process") || contains(msg, "While lock file") ||
+        contains(msg, "Resource temporarily unavailable")) {
+        return store_errc::locked;
+    }
+    if (s.IsCorruption()) {
+        return store_errc::corrupt;
+    }
+    return store_errc::io;
+}
+
+std::string message_for(std::string const& dir, store_errc kind, std::string const& reason) {
+    switch (kind) {
+    case store_errc::locked:
+        return "checkpoint dir " + dir +
+               " is locked by another running couch-kafka-bridge (stop it first, or use another --checkpoint-dir): " +
+               reason;
+    case store_errc::unwritable:
+        return "checkpoint dir " + dir + " is not writable: " + reason;
+    case store_errc::corrupt:
+        return "checkpoint dir " + dir + " is corrupt: " + reason +
+               " (restore it from a backup, or move it away and set positions with `checkpoints set`)";
+    case store_errc::no_space:
+        return "checkpoint dir " + dir + ": no space left on device: " + reason;
+    case store_errc::io:
+    case store_errc::invalid_value:
+        break;
+    }
+    return "checkpoint dir " + dir + " cannot be opened: " + reason;
+}
+
+[[noreturn]] void throw_open_error(std::string const& dir, store_errc kind, std::string const& reason) {
+    throw store_error(kind, message_for(dir, kind, reason));
+}
+
+std::string describe(key const& k) { return "database " + k.database + " (source " + k.source + ")"; }
+
+} // namespace
+
+boost::system::error_category const& store_category() noexcept {
+    static store_category_impl const cat;
+    return cat;
+}
+
+boost::system::error_code make_error_code(store_errc e) noexcept {
+    return {static_cast<int>(e), store_category()};
+}
+
+std::string encode_key(key const& k) {
+    std::string out;
+    out.reserve(5 + k.source.size() + k.database.size());
+    out += position_prefix;
+    auto n = static_cast<std::uint32_t>(k.source.size());
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        out += static_cast<char>((n >> shift) & 0xffu);
+    }
+    out += k.source;
+    out += k.database;
+    return out;
+}
+
+std::optional<key> decode_key(std::string_view raw) {
+    if (raw.size() < 5 || raw[0] != position_prefix) {
+        return std::nullopt;
+    }
+    std::uint32_t n = 0;
+    for (std::size_t i = 1; i < 5; ++i) {
+        n = (n << 8) | static_cast<unsigned char>(raw[i]);
+    }
+    if (raw.size() - 5 < n) {
+        return std::nullopt;
+    }
+    return key{std::string(raw.substr(5, n)), std::string(raw.substr(5 + n))};
+}
+
+bool is_valid_seq_json(std::string_view seq_json) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(seq_json, ec);
+    if (ec) {
+        return false;
+    }
+    if (v.is_string()) {
+        return !v.get_string().empty();
+    }
+    return v.is_number();
+}
+
+std::string encode_position(position const& p) {
+    boost::json::object o;
+    o["seq_json"] = p.seq_json;
+    o["written_unix_ms"] = p.written_unix_ms;
+    o["bridge_version"] = p.bridge_version;
+    return boost::json::serialize(o);
+}
+
+position decode_position(std::string_view raw) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(raw, ec);
+    if (ec) {
+        throw std::invalid_argument("stored checkpoint value is not JSON (" + ec.message() + ")");
+    }
+    auto const* o = v.if_object();
+    if (o == nullptr) {
+        throw std::invalid_argument("stored checkpoint value is not a JSON object");
+    }
+    position p;
+    auto const* seq = o->if_contains("seq_json");
+    if (seq == nullptr || !seq->is_string()) {
+        throw std::invalid_argument("stored checkpoint value has no string field seq_json");
+    }
+    p.seq_json = std::string(seq->get_string());
+    if (!is_valid_seq_json(p.seq_json)) {
+        throw std::invalid_argument("stored checkpoint seq is not a JSON string or number: " + p.seq_json);
+    }
+    auto const* written = o->if_contains("written_unix_ms");
+    if (written == nullptr || !(written->is_int64() || written->is_uint64())) {
+        throw std::invalid_argument("stored checkpoint value has no integer field written_unix_ms");
+    }
+    p.written_unix_ms = written->to_number<std::int64_t>();
+    auto const* version = o->if_contains("bridge_version");
+    if (version == nullptr || !version->is_string()) {
+        throw std::invalid_argument("stored checkpoint value has no string field bridge_version");
+    }
+    p.bridge_version = std::string(version->get_string());
+    return p;
+}
+
+struct store::error_state {
+    mutable std::mutex mutex;
+    std::string last_detail;
+};
+
+std::unique_ptr<store> store::open(std::string const& dir) {
+    namespace fs = std::filesystem;
+    std::error_code fs_ec;
+    fs::path path(dir);
+    // Checked here rather than left to RocksDB so that the message says what
+    // is wrong with the path in the operator's words.
+    if (fs::exists(path, fs_ec) && !fs::is_directory(path, fs_ec)) {
+        throw_open_error(dir, store_errc::unwritable, "it exists and is not a directory");
+    }
+    fs::create_directories(path, fs_ec);
+    if (fs_ec) {
+        auto kind = fs_ec == std::errc::no_space_on_device ? store_errc::no_space : store_errc::unwritable;
+        throw_open_error(dir, kind, "cannot create it: " + fs_ec.message());
+    }
+
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    options.paranoid_checks = true;
+    // A tiny store: a few hundred bytes per database, rewritten every interval.
+    options.write_buffer_size = 256 * 1024;
+    options.max_write_buffer_number = 2;
+    options.compression = rocksdb::kNoCompression;
+    options.max_open_files = 16;
+    options.keep_log_file_num = 2;
+    options.max_log_file_size = 1024 * 1024;
+    options.max_manifest_file_size = 4 * 1024 * 1024;
+    options.max_total_wal_size = 4 * 1024 * 1024;
+    options.max_background_jobs = 1;
+    options.recycle_log_file_num = 0;
+
+    rocksdb::DB* raw = nullptr;
+    auto status = rocksdb::DB::Open(options, dir, &raw);
+    if (!status.ok()) {
+        auto kind = classify(status);
+        // A damaged CURRENT that names a missing MANIFEST comes back as a
+        // plain "No such file" I/O error: with a CURRENT file present that is
+        // a corrupt store, not a transient I/O problem.
+        if (kind == store_errc::io && fs::exists(path / "CURRENT", fs_ec) &&
+            (status.IsPathNotFound() || contains(status.ToString(), "No such file"))) {
+            kind = store_errc::corrupt;
+        }
+        throw_open_error(dir, kind, status.ToString());
+    }
+    return std::unique_ptr<store>(new store(dir, std::unique_ptr<rocksdb::DB>(raw)));
+}
+
+store::store(std::string dir, std::unique_ptr<rocksdb::DB> db)
+    : dir_(std::move(dir)), db_(std::move(db)), error_(std::make_unique<error_state>()) {}
+
+store::~store() {
+    if (db_) {
+        // Close() reports errors that the destructor would swallow; there is
+        // nothing to recover here (every write was already synced), so the
+        // status is deliberately ignored.
+        db_->Close().PermitUncheckedError();
+    }
+}
+
+std::optional<position> store::get(key const& k) const {
+    std::string value;
+    auto status = db_->Get(rocksdb::ReadOptions(), encode_key(k), &value);
+    if (status.IsNotFound()) {
+        return std::nullopt;
+    }
+    if (!status.ok()) {
+        throw store_error(classify(status),
+                          "checkpoint dir " + dir_ + ": cannot read " + describe(k) + ": " + status.ToString());
+    }
+    try {
+        return decode_position(value);
+    } catch (std::invalid_argument const& e) {
+        throw store_error(store_errc::corrupt, "checkpoint dir " + dir_ + ": " + describe(k) + ": " + e.what());
+    }
+}
+
+std::vector<std::pair<key, position>> store::list() const {
+    std::vector<std::pair<key, position>> out;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    std::string const prefix(1, position_prefix);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        auto k = decode_key(it->key().ToStringView());
+        if (!k) {
+            throw store_error(store_errc::corrupt,
+                              "checkpoint dir " + dir_ + ": malformed key of " + std::to_string(it->key().size()) +
+                                  " bytes");
+        }
+        try {
+            out.emplace_back(*k, decode_position(it->value().ToStringView()));
+        } catch (std::invalid_argument const& e) {
+            throw store_error(store_errc::corrupt, "checkpoint dir " + dir_ + ": " + describe(*k) + ": " + e.what());
+        }
+    }
+    if (!it->status().ok()) {
+        throw store_error(classify(it->status()),
+                          "checkpoint dir " + dir_ + ": cannot list checkpoints: " + it->status().ToString());
+    }
+    return out;
+}
+
+boost::system::error_code store::write(std::vector<std::pair<key, position>> const& entries) {
+    rocksdb::WriteBatch batch;
+    for (auto const& [k, p] : entries) {
+        if (!is_valid_seq_json(p.seq_json)) {
+            return fail(describe(k) + ": seq is not a JSON string or number: " + p.seq_json,
+                        store_errc::invalid_value);
+        }
+        auto status = batch.Put(encode_key(k), encode_position(p));
+        if (!status.ok()) {
+            return fail(describe(k) + ": " + status.ToString(), store_errc::io);
+        }
+    }
+    rocksdb::WriteOptions options;
+    options.sync = true;
+    auto status = db_->Write(options, &batch);
+    if (!status.ok()) {
+        return fail("checkpoint dir " + dir_ + ": write of " + std::to_string(entries.size()) +
+                        " checkpoint(s) failed: " + status.ToString(),
+                    classify(status));
+    }
+    return {};
+}
+
+boost::system::error_code store::erase(key const& k) {
+    rocksdb::WriteOptions options;
+    options.sync = true;
+    auto status = db_->Delete(options, encode_key(k));
+    if (!status.ok()) {
+        return fail("checkpoint dir " + dir_ + ": delete of " + describe(k) + " failed: " + status.ToString(),
+                    classify(status));
+    }
+    return {};
+}
+
+std::string store::last_error_detail() const {
+    std::lock_guard lock(error_->mutex);
+    return error_->last_detail;
+}
+
+boost::system::error_code store::fail(std::string detail, store_errc kind) {
+    std::lock_guard lock(error_->mutex);
+    error_->last_detail = std::move(detail);
+    return make_error_code(kind);
+}
+
+} // namespace checkpoint
