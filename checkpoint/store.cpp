@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <mutex>
+#include <shared_mutex>
 
 namespace checkpoint {
 
@@ -93,6 +94,27 @@ std::string message_for(std::string const& dir, store_errc kind, std::string con
 
 [[noreturn]] void throw_open_error(std::string const& dir, store_errc kind, std::string const& reason) {
     throw store_error(kind, message_for(dir, kind, reason));
+}
+
+rocksdb::Options make_options() {
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    options.paranoid_checks = true;
+    // A tiny store: a few hundred bytes per database, rewritten every interval.
+    options.write_buffer_size = 256 * 1024;
+    options.max_write_buffer_number = 2;
+    options.compression = rocksdb::kNoCompression;
+    options.max_open_files = 16;
+    options.keep_log_file_num = 2;
+    options.max_log_file_size = 1024 * 1024;
+    options.max_manifest_file_size = 4 * 1024 * 1024;
+    options.max_total_wal_size = 4 * 1024 * 1024;
+    options.max_background_jobs = 1;
+    options.recycle_log_file_num = 0;
+    // A torn record at the end of the WAL (a write that failed half way) must
+    // not make the store unopenable: recover up to the last whole record.
+    options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+    return options;
 }
 
 std::string describe(key const& k) { return "database " + k.database + " (source " + k.source + ")"; }
@@ -187,9 +209,12 @@ position decode_position(std::string_view raw) {
     return p;
 }
 
-struct store::error_state {
-    mutable std::mutex mutex;
+struct store::state {
+    // Shared for every use of db_, exclusive to replace it (reopen()).
+    mutable std::shared_mutex db_mutex;
+    std::mutex error_mutex;
     std::string last_detail;
+    bool needs_recovery = false;
 };
 
 std::unique_ptr<store> store::open(std::string const& dir) {
@@ -207,23 +232,8 @@ std::unique_ptr<store> store::open(std::string const& dir) {
         throw_open_error(dir, kind, "cannot create it: " + fs_ec.message());
     }
 
-    rocksdb::Options options;
-    options.create_if_missing = true;
-    options.paranoid_checks = true;
-    // A tiny store: a few hundred bytes per database, rewritten every interval.
-    options.write_buffer_size = 256 * 1024;
-    options.max_write_buffer_number = 2;
-    options.compression = rocksdb::kNoCompression;
-    options.max_open_files = 16;
-    options.keep_log_file_num = 2;
-    options.max_log_file_size = 1024 * 1024;
-    options.max_manifest_file_size = 4 * 1024 * 1024;
-    options.max_total_wal_size = 4 * 1024 * 1024;
-    options.max_background_jobs = 1;
-    options.recycle_log_file_num = 0;
-
     rocksdb::DB* raw = nullptr;
-    auto status = rocksdb::DB::Open(options, dir, &raw);
+    auto status = rocksdb::DB::Open(make_options(), dir, &raw);
     if (!status.ok()) {
         auto kind = classify(status);
         // A damaged CURRENT that names a missing MANIFEST comes back as a
@@ -239,7 +249,7 @@ std::unique_ptr<store> store::open(std::string const& dir) {
 }
 
 store::store(std::string dir, std::unique_ptr<rocksdb::DB> db)
-    : dir_(std::move(dir)), db_(std::move(db)), error_(std::make_unique<error_state>()) {}
+    : dir_(std::move(dir)), db_(std::move(db)), state_(std::make_unique<state>()) {}
 
 store::~store() {
     if (db_) {
@@ -251,6 +261,11 @@ store::~store() {
 }
 
 std::optional<position> store::get(key const& k) const {
+    std::shared_lock db_lock(state_->db_mutex);
+    if (!db_) {
+        throw store_error(store_errc::io, "checkpoint dir " + dir_ + ": store is closed after a failed recovery: " +
+                                              last_error_detail());
+    }
     std::string value;
     auto status = db_->Get(rocksdb::ReadOptions(), encode_key(k), &value);
     if (status.IsNotFound()) {
@@ -268,6 +283,11 @@ std::optional<position> store::get(key const& k) const {
 }
 
 std::vector<std::pair<key, position>> store::list() const {
+    std::shared_lock db_lock(state_->db_mutex);
+    if (!db_) {
+        throw store_error(store_errc::io, "checkpoint dir " + dir_ + ": store is closed after a failed recovery: " +
+                                              last_error_detail());
+    }
     std::vector<std::pair<key, position>> out;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
     std::string const prefix(1, position_prefix);
@@ -295,45 +315,103 @@ boost::system::error_code store::write(std::vector<std::pair<key, position>> con
     rocksdb::WriteBatch batch;
     for (auto const& [k, p] : entries) {
         if (!is_valid_seq_json(p.seq_json)) {
-            return fail(describe(k) + ": seq is not a JSON string or number: " + p.seq_json,
-                        store_errc::invalid_value);
+            return record_error(describe(k) + ": seq is not a JSON string or number: " + p.seq_json,
+                                store_errc::invalid_value);
         }
         auto status = batch.Put(encode_key(k), encode_position(p));
         if (!status.ok()) {
-            return fail(describe(k) + ": " + status.ToString(), store_errc::io);
+            return record_error(describe(k) + ": " + status.ToString(), store_errc::io);
         }
     }
+    if (auto ec = recover_if_needed()) {
+        return ec;
+    }
+    std::shared_lock db_lock(state_->db_mutex);
     rocksdb::WriteOptions options;
     options.sync = true;
     auto status = db_->Write(options, &batch);
     if (!status.ok()) {
-        return fail("checkpoint dir " + dir_ + ": write of " + std::to_string(entries.size()) +
-                        " checkpoint(s) failed: " + status.ToString(),
-                    classify(status));
+        return record_failure("checkpoint dir " + dir_ + ": write of " + std::to_string(entries.size()) +
+                                  " checkpoint(s) failed: " + status.ToString(),
+                              classify(status));
     }
     return {};
 }
 
 boost::system::error_code store::erase(key const& k) {
+    if (auto ec = recover_if_needed()) {
+        return ec;
+    }
+    std::shared_lock db_lock(state_->db_mutex);
     rocksdb::WriteOptions options;
     options.sync = true;
     auto status = db_->Delete(options, encode_key(k));
     if (!status.ok()) {
-        return fail("checkpoint dir " + dir_ + ": delete of " + describe(k) + " failed: " + status.ToString(),
-                    classify(status));
+        return record_failure("checkpoint dir " + dir_ + ": delete of " + describe(k) + " failed: " +
+                                  status.ToString(),
+                              classify(status));
     }
     return {};
 }
 
 std::string store::last_error_detail() const {
-    std::lock_guard lock(error_->mutex);
-    return error_->last_detail;
+    std::lock_guard lock(state_->error_mutex);
+    return state_->last_detail;
 }
 
-boost::system::error_code store::fail(std::string detail, store_errc kind) {
-    std::lock_guard lock(error_->mutex);
-    error_->last_detail = std::move(detail);
+boost::system::error_code store::record_error(std::string detail, store_errc kind) {
+    std::lock_guard lock(state_->error_mutex);
+    state_->last_detail = std::move(detail);
     return make_error_code(kind);
+}
+
+boost::system::error_code store::record_failure(std::string detail, store_errc kind) {
+    std::lock_guard lock(state_->error_mutex);
+    state_->last_detail = std::move(detail);
+    state_->needs_recovery = true;
+    return make_error_code(kind);
+}
+
+// After a failed write RocksDB refuses every later write with the same error
+// (measured with 7.8.3: a WAL append that hit a file size limit is a "fatal"
+// background error that Resume() does not clear, even once the limit is
+// lifted). Without this, a runtime write failure would never heal without a
+// restart. So: try Resume(); if that fails, close and reopen the DB, which
+// recovers the WAL up to its last whole record and starts a fresh one.
+boost::system::error_code store::recover_if_needed() {
+    {
+        std::lock_guard lock(state_->error_mutex);
+        if (!state_->needs_recovery) {
+            return {};
+        }
+    }
+    std::unique_lock db_lock(state_->db_mutex);
+    std::string resume_error = "store is closed";
+    if (db_) {
+        auto resumed = db_->Resume();
+        if (resumed.ok()) {
+            std::lock_guard lock(state_->error_mutex);
+            state_->needs_recovery = false;
+            return {};
+        }
+        resume_error = resumed.ToString();
+        // The close status repeats the background error; reopening is the
+        // remedy, so it is deliberately not checked.
+        db_->Close().PermitUncheckedError();
+        db_.reset();
+    }
+    rocksdb::DB* raw = nullptr;
+    auto status = rocksdb::DB::Open(make_options(), dir_, &raw);
+    if (!status.ok()) {
+        std::lock_guard lock(state_->error_mutex);
+        state_->last_detail = "checkpoint dir " + dir_ + ": cannot recover from the previous write failure (" +
+                              resume_error + "); reopen failed: " + status.ToString();
+        return make_error_code(classify(status));
+    }
+    db_.reset(raw);
+    std::lock_guard lock(state_->error_mutex);
+    state_->needs_recovery = false;
+    return {};
 }
 
 } // namespace checkpoint

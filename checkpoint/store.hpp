@@ -134,7 +134,10 @@ public:
     // Writes all entries in ONE WriteBatch with WriteOptions.sync = true:
     // atomic and durable when it returns success. An entry whose seq_json is
     // not a valid seq fails the whole batch with invalid_value (nothing is
-    // written). Never throws.
+    // written). After a failed write, the next write (or erase) first
+    // recovers RocksDB from its background error (Resume(), else close and
+    // reopen), so that a retry succeeds once the cause (full disk, ...) is
+    // gone. Never throws.
     boost::system::error_code write(std::vector<std::pair<key, position>> const& entries) override;
 
     // Removes the position of `k` (durably); removing a missing key succeeds.
@@ -144,12 +147,16 @@ public:
 
 private:
     store(std::string dir, std::unique_ptr<rocksdb::DB> db);
-    boost::system::error_code fail(std::string detail, store_errc kind);
+    // An error that leaves RocksDB healthy (bad input).
+    boost::system::error_code record_error(std::string detail, store_errc kind);
+    // A failed RocksDB write: the next write recovers first.
+    boost::system::error_code record_failure(std::string detail, store_errc kind);
+    boost::system::error_code recover_if_needed();
 
     std::string dir_;
-    std::unique_ptr<rocksdb::DB> db_;
-    struct error_state;
-    std::unique_ptr<error_state> error_;
+    std::unique_ptr<rocksdb::DB> db_; // null only after a failed reopen
+    struct state;
+    std::unique_ptr<state> state_;
 };
 
 } // namespace checkpoint

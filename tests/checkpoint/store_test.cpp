@@ -10,7 +10,10 @@
 #include <fstream>
 #include <stdexcept>
 
+#include <csignal>
+
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -253,8 +256,65 @@ BOOST_AUTO_TEST_CASE(decode_position_rejects_garbage) {
     }
 }
 
-// A full disk needs a small file system (tmpfs/loop mount), which this test
-// environment cannot create without root tricks; the no_space mapping is
-// covered by reading the code path only. See the module report.
+namespace {
+
+// Lowers RLIMIT_FSIZE for this process (and ignores SIGXFSZ, so a write past
+// the limit fails with EFBIG instead of killing us); restores both on exit.
+class file_size_limit {
+public:
+    explicit file_size_limit(rlim_t bytes) {
+        old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+        ::getrlimit(RLIMIT_FSIZE, &old_);
+        rlimit lim = old_;
+        lim.rlim_cur = bytes;
+        ::setrlimit(RLIMIT_FSIZE, &lim);
+    }
+    ~file_size_limit() { lift(); }
+    void lift() {
+        if (active_) {
+            ::setrlimit(RLIMIT_FSIZE, &old_);
+            std::signal(SIGXFSZ, old_handler_);
+            active_ = false;
+        }
+    }
+    file_size_limit(file_size_limit const&) = delete;
+    file_size_limit& operator=(file_size_limit const&) = delete;
+
+private:
+    rlimit old_{};
+    void (*old_handler_)(int) = nullptr;
+    bool active_ = true;
+};
+
+} // namespace
+
+// A real RocksDB write failure at run time (the WAL append fails). A full disk
+// would need a small file system (tmpfs or a loop mount), which this
+// environment cannot create without root tricks; a file size limit fails the
+// same WAL append with EFBIG instead of ENOSPC, and RocksDB then refuses all
+// later writes until recovered. The store must report it and heal on retry.
+BOOST_AUTO_TEST_CASE(runtime_write_failure_is_reported_and_heals) {
+    auto dir = test_support::make_temp_dir("ckpt-store");
+    auto s = checkpoint::store::open(dir);
+    key const k{"src", "cases"};
+    BOOST_REQUIRE(!s->write({{k, position{"1", 1, "v"}}}));
+    {
+        file_size_limit limit(64 * 1024);
+        // One record larger than the limit: the WAL append fails half way.
+        auto big = "\"" + std::string(100 * 1024, 'x') + "\"";
+        auto ec = s->write({{k, position{big, 2, "v"}}});
+        BOOST_TEST(ec == checkpoint::make_error_code(store_errc::io), ec.message());
+        BOOST_TEST(s->last_error_detail().find("File too large") != std::string::npos, s->last_error_detail());
+        BOOST_TEST(s->last_error_detail().find(dir) != std::string::npos);
+        BOOST_TEST(s->get(k)->seq_json == "1"); // not advanced
+    }
+    // The cause is gone: the next write recovers RocksDB and succeeds.
+    auto ec = s->write({{k, position{"3", 3, "v"}}});
+    BOOST_TEST(!ec, ec.message() << ": " << s->last_error_detail());
+    BOOST_TEST(s->get(k)->seq_json == "3");
+    BOOST_TEST(!s->write({{k, position{"4", 4, "v"}}}));
+    s.reset();
+    BOOST_TEST(checkpoint::store::open(dir)->get(k)->seq_json == "4"); // durable across reopen
+}
 
 BOOST_AUTO_TEST_SUITE_END()
