@@ -40,6 +40,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <thread>
 
@@ -67,6 +68,23 @@ struct server_state {
     catalog const& cat;
     server_stats stats;
     std::size_t batch_bytes;
+    // Live mode: every database gains one change per interval after startup
+    // (0: the data is static).
+    std::uint64_t live_interval_ms = 0;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+
+    // The current last seq of every database.
+    std::uint64_t update_seq_now() const
+    {
+        auto n = cat.changes_per_db();
+        if (live_interval_ms > 0) {
+            auto const ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                                  started)
+                                .count();
+            n += static_cast<std::uint64_t>(ms) / live_interval_ms;
+        }
+        return n;
+    }
 };
 
 std::string percent_decode(std::string_view s)
@@ -166,6 +184,50 @@ asio::awaitable<bool> write_raw(tcp::socket& sock, std::string_view data)
     co_return !ec;
 }
 
+// Writes rows of one _changes response into large chunks.
+struct feed_writer {
+    tcp::socket& sock;
+    server_state& st;
+    std::size_t db;
+    bool include_docs;
+    bool continuous;
+    std::uint64_t seq_interval;
+    std::string buf{};
+    std::uint64_t pos = 0;               // seq of the last row written (or since)
+    std::uint64_t rows_in_response = 0;
+
+    // Appends rows pos+1..target, flushing a chunk whenever the buffer is
+    // full. Between seq_interval rows `seq` is null, as CouchDB does; the
+    // last row of every call carries its seq. False: the client is gone.
+    asio::awaitable<bool> emit_to(std::uint64_t target)
+    {
+        auto counted_until = pos + 1; // rows before this one are in the stats
+        for (auto n = pos + 1; n <= target; ++n) {
+            if (!continuous && rows_in_response > 0) {
+                buf += ",\n";
+            }
+            ++rows_in_response;
+            auto const with_seq = n == target || rows_in_response % seq_interval == 0;
+            st.cat.append_row(buf, db, n, include_docs, with_seq);
+            if (continuous) {
+                buf += '\n';
+            }
+            if (buf.size() >= st.batch_bytes) {
+                st.stats.rows.fetch_add(n + 1 - counted_until, std::memory_order_relaxed);
+                counted_until = n + 1;
+                if (!co_await write_chunk(sock, st, buf)) {
+                    co_return false;
+                }
+            }
+        }
+        if (target >= counted_until) {
+            st.stats.rows.fetch_add(target + 1 - counted_until, std::memory_order_relaxed);
+        }
+        pos = std::max(pos, target);
+        co_return true;
+    }
+};
+
 // Serves one _changes request. Returns false when the connection must close.
 asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::request<http::string_body> const& req,
                                     std::size_t db, std::string_view query)
@@ -213,95 +275,99 @@ asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::r
         co_return false;
     }
 
-    auto const update_seq = cat.changes_per_db();
-    auto const first = std::min(*since, update_seq) + 1; // first change to send
-    auto const available = update_seq - std::min(*since, update_seq);
-    auto const count = limit ? std::min(*limit, available) : available;
-    auto const last = first + count - 1; // valid only when count > 0
-
-    std::string buf;
-    buf.reserve(st.batch_bytes + 8192);
+    // "now" is the current end of the database, which moves in live mode.
+    auto const since_n = param("since") == "now" ? st.update_seq_now() : *since;
+    feed_writer w{sock, st, db, include_docs, continuous, seq_interval};
+    w.pos = std::min(since_n, st.update_seq_now());
+    auto const remaining = [&] {
+        return limit ? *limit - w.rows_in_response : std::numeric_limits<std::uint64_t>::max();
+    };
+    // The last row this response may send now: the database's end, capped
+    // by what `limit` still allows (without overflowing when there is none).
+    auto const target_now = [&] {
+        auto const room = std::min(remaining(), std::numeric_limits<std::uint64_t>::max() - w.pos);
+        return std::min(st.update_seq_now(), w.pos + room);
+    };
     if (!continuous) {
-        buf += "{\"results\":[\n";
+        w.buf += "{\"results\":[\n";
     }
-    auto counted_until = first; // rows before this one are in the stats
-    for (std::uint64_t n = first; count > 0 && n <= last; ++n) {
-        auto const with_seq = n == last || (n - first + 1) % seq_interval == 0;
-        cat.append_row(buf, db, n, include_docs, with_seq);
-        if (continuous) {
-            buf += '\n';
-        } else if (n != last) {
-            buf += ",\n";
-        }
-        if (buf.size() >= st.batch_bytes) {
-            st.stats.rows.fetch_add(n + 1 - counted_until, std::memory_order_relaxed);
-            counted_until = n + 1;
-            if (!co_await write_chunk(sock, st, buf)) {
-                co_return false;
-            }
-        }
-    }
-    if (count > 0) {
-        st.stats.rows.fetch_add(last + 1 - counted_until, std::memory_order_relaxed);
+    if (!co_await w.emit_to(target_now())) {
+        co_return false;
     }
 
-    auto const last_seq_n = count > 0 ? last : std::min(*since, update_seq);
-    auto const pending = update_seq - last_seq_n;
     auto append_tail = [&](std::string& out) {
         out += "\"last_seq\":";
-        if (last_seq_n == 0) {
+        if (w.pos == 0) {
             out += "0";
         } else {
-            cat.append_seq(out, last_seq_n);
+            st.cat.append_seq(out, w.pos);
         }
         out += ",\"pending\":";
-        out += std::to_string(pending);
+        out += std::to_string(st.update_seq_now() - w.pos);
         out += "}\n";
     };
 
     if (!continuous) {
-        if (feed == "longpoll" && count == 0) {
-            // Nothing will ever change here: answer when the timeout ends.
-            if (!co_await write_chunk(sock, st, buf)) {
+        if (feed == "longpoll" && w.rows_in_response == 0) {
+            // Answer with the first change to come, or empty at the timeout.
+            if (!co_await write_chunk(sock, st, w.buf)) {
                 co_return false;
             }
-            asio::steady_timer t(sock.get_executor(), std::chrono::milliseconds(timeout));
-            co_await t.async_wait(tuple_awaitable);
+            auto const deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout);
+            asio::steady_timer t(sock.get_executor());
+            while (w.rows_in_response == 0 && std::chrono::steady_clock::now() < deadline) {
+                t.expires_after(std::chrono::milliseconds(st.live_interval_ms > 0 ? st.live_interval_ms : timeout));
+                if (auto [ec] = co_await t.async_wait(tuple_awaitable); ec) {
+                    co_return false;
+                }
+                if (!co_await w.emit_to(target_now())) {
+                    co_return false;
+                }
+            }
         }
-        buf += "\n],\n";
-        append_tail(buf);
-    } else if (limit && count == *limit) {
-        buf += '{';
-        append_tail(buf);
+        w.buf += "\n],\n";
+        append_tail(w.buf);
     } else {
-        // Backlog served: the feed is now idle. Heartbeats (blank lines)
-        // keep it open; without them CouchDB ends the feed after `timeout`.
-        if (!co_await write_chunk(sock, st, buf)) {
+        // Backlog served: follow. Without live changes the feed is idle and
+        // only heartbeats (blank lines) keep it open; without heartbeats
+        // CouchDB ends the feed `timeout` ms after the last change.
+        if (!co_await write_chunk(sock, st, w.buf)) {
             co_return false;
         }
         st.stats.open_feeds.fetch_add(1, std::memory_order_relaxed);
         asio::steady_timer t(sock.get_executor());
+        auto last_write = std::chrono::steady_clock::now();
+        auto tick_ms = heartbeat > 0 ? heartbeat : timeout;
+        if (st.live_interval_ms > 0) {
+            tick_ms = std::min<std::uint64_t>(tick_ms, st.live_interval_ms);
+        }
         bool alive = true;
-        if (heartbeat > 0) {
-            while (alive) {
-                t.expires_after(std::chrono::milliseconds(heartbeat));
-                auto [ec] = co_await t.async_wait(tuple_awaitable);
-                std::string nl = "\n";
-                alive = !ec && co_await write_chunk(sock, st, nl);
+        while (alive && remaining() > 0) {
+            t.expires_after(std::chrono::milliseconds(tick_ms));
+            if (auto [ec] = co_await t.async_wait(tuple_awaitable); ec) {
+                alive = false;
+                break;
             }
-        } else {
-            t.expires_after(std::chrono::milliseconds(timeout));
-            auto [ec] = co_await t.async_wait(tuple_awaitable);
-            alive = !ec;
+            auto const now = std::chrono::steady_clock::now();
+            if (st.update_seq_now() > w.pos) {
+                alive = co_await w.emit_to(target_now()) && co_await write_chunk(sock, st, w.buf);
+                last_write = now;
+            } else if (heartbeat > 0 && now - last_write >= std::chrono::milliseconds(heartbeat)) {
+                std::string nl = "\n";
+                alive = co_await write_chunk(sock, st, nl);
+                last_write = now;
+            } else if (heartbeat == 0 && now - last_write >= std::chrono::milliseconds(timeout)) {
+                break;
+            }
         }
         st.stats.open_feeds.fetch_sub(1, std::memory_order_relaxed);
         if (!alive) {
             co_return false;
         }
-        buf += '{';
-        append_tail(buf);
+        w.buf += '{';
+        append_tail(w.buf);
     }
-    if (!co_await write_chunk(sock, st, buf)) {
+    if (!co_await write_chunk(sock, st, w.buf)) {
         co_return false;
     }
     co_return co_await write_raw(sock, "0\r\n\r\n") && req.keep_alive();
@@ -363,10 +429,11 @@ asio::awaitable<void> session(tcp::socket sock, server_state& st)
                 keep = co_await send_json(sock, req, http::status::not_found,
                                           error_body("not_found", "Database does not exist."));
             } else if (sub.empty() || sub == "/") {
+                auto const seq_now = st.update_seq_now();
                 std::string update_seq;
-                cat.append_seq(update_seq, cat.changes_per_db());
+                cat.append_seq(update_seq, seq_now);
                 std::string body = R"({"db_name":")" + db_name + R"(","doc_count":)" +
-                                   std::to_string(cat.changes_per_db()) + R"(,"doc_del_count":0,"update_seq":)" +
+                                   std::to_string(seq_now) + R"(,"doc_del_count":0,"update_seq":)" +
                                    update_seq + R"(,"purge_seq":0,"compact_running":false})" + "\n";
                 keep = co_await send_json(sock, req, http::status::ok, std::move(body));
             } else if (sub == "/_changes" && req.method() == http::verb::get) {
@@ -415,6 +482,7 @@ int main(int argc, char** argv)
     std::string seqs = "integer";
     unsigned threads = 1;
     std::size_t batch_kib = 256;
+    std::uint64_t live_interval_ms = 0;
     app.add_option("--listen", listen, "Address to bind")->capture_default_str();
     app.add_option("--port", port, "Port to bind (0: any free port)")->capture_default_str();
     app.add_option("--port-file", port_file, "Write the bound port to this file once listening");
@@ -434,6 +502,9 @@ int main(int argc, char** argv)
     app.add_option("--threads", threads, "I/O threads")->check(CLI::Range(1U, 64U))->capture_default_str();
     app.add_option("--batch-kib", batch_kib, "Size of each written chunk")->check(CLI::Range(1U, 65536U))
         ->capture_default_str();
+    app.add_option("--live-interval-ms", live_interval_ms,
+                   "After startup every database gains one change per this many ms (0: static data)")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     opt.seqs = seqs == "opaque" ? bench_source::seq_format::opaque : bench_source::seq_format::integer;
 
@@ -442,7 +513,7 @@ int main(int argc, char** argv)
         catalog const cat(opt);
         auto const gen_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                                   started);
-        server_state st{cat, {}, batch_kib * 1024};
+        server_state st{cat, {}, batch_kib * 1024, live_interval_ms};
 
         asio::io_context ioc{static_cast<int>(threads)};
         tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address(listen), port));
