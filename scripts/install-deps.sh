@@ -5,6 +5,7 @@
 #   scripts/install-deps.sh            build + tests
 #   scripts/install-deps.sh --fuzz     also clang and libFuzzer's runtime
 #   scripts/install-deps.sh --bench    also Google Benchmark and the Python baseline's packages
+#   scripts/install-deps.sh --build-only  only what building the bridge needs (the Dockerfile)
 set -euo pipefail
 
 packages=(
@@ -13,16 +14,21 @@ packages=(
   # libraries (Boost 1.81 component packages, not -all-dev)
   libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libboost-system1.81-dev
   librdkafka-dev librocksdb-dev libssl-dev libspdlog-dev libcli11-dev
-  # test servers and test tools: pouchdb-server (node), Kafka (JDK + Maven), python3 for helpers
-  nodejs npm default-jre-headless maven python3 python3-prometheus-client procps
 )
+test_packages=(
+  # test servers and test tools: pouchdb-server (node), Kafka (JDK + Maven), python3 for helpers
+  nodejs npm default-jre-headless maven python3 python3-prometheus-client python3-yaml procps
+)
+build_only=0
 for arg in "$@"; do
   case "$arg" in
+  --build-only) build_only=1 ;; # the Dockerfile's build stage: no test servers
   --fuzz) packages+=(clang libclang-rt-14-dev) ;;
   --bench) packages+=(libbenchmark-dev python3-venv python3-pip linux-perf) ;;
   *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
   esac
 done
+[[ $build_only -eq 1 ]] || packages+=("${test_packages[@]}")
 
 # A tool that is already on PATH from elsewhere (a newer node, a JDK) counts.
 declare -A provided_by_command=([nodejs]=node [npm]=npm [default-jre-headless]=java [maven]=mvn [python3]=python3 [g++]=g++ [cmake]=cmake [git]=git)
