@@ -186,6 +186,9 @@ file_routes load_routing_file(std::string const& path) {
     boost::json::basic_parser<duplicate_key_finder> checker(boost::json::parse_options{});
     boost::json::error_code ec;
     auto const consumed = checker.write_some(false, text.data(), text.size(), ec);
+    if (!ec && consumed != text.size()) {
+        ec = boost::json::error::extra_data;
+    }
     if (ec) {
         auto const upto = std::string_view(text).substr(0, consumed);
         auto const line = 1 + std::count(upto.begin(), upto.end(), '\n');
@@ -331,7 +334,8 @@ struct router::impl {
         auto [it, inserted] = cache.emplace(std::string(doc_type), std::move(topic));
         if (changed) {
             sanitized.fetch_add(1, std::memory_order_relaxed);
-            spdlog::warn("routing {}: doc_type {} is not a legal Kafka topic name suffix; publishing it to '{}'",
+            spdlog::warn("routing {}: doc_type {} has characters Kafka does not allow in a topic name or is too long; "
+                         "publishing it to '{}'",
                          description, quoted(doc_type), it->second);
         }
         return it->second;
@@ -361,7 +365,9 @@ router router::from_spec(std::string const& spec, routing_options options) {
             throw std::invalid_argument("--routing=prefix:<p> needs a non-empty prefix");
         }
         if (p->prefix.size() >= max_topic_length) {
-            throw std::invalid_argument("--routing=" + spec + ": the prefix leaves no room for a doc_type (topic names are at most 249 characters)");
+            throw std::invalid_argument("--routing=" + quoted(spec) +
+                                        ": the prefix leaves no room for a doc_type (topic names are at most 249 "
+                                        "characters)");
         }
         for (char c : p->prefix) {
             if (!is_topic_char(c)) {
@@ -386,11 +392,14 @@ router router::from_spec(std::string const& spec, routing_options options) {
 
 router::decision router::route(couch::row const& row, change_meta const& meta) const {
     auto const& o = impl_->options;
-    if (row.id.starts_with("_design/") && !o.route_design_docs) {
+    bool const design_doc = row.id.starts_with("_design/");
+    if (design_doc && !o.route_design_docs) {
         return {{}, skip_reason::design_doc};
     }
     if (!meta.document_type) {
-        if (row.deleted || o.route_missing_doc_type) {
+        // Design docs never have a doc_type: --route-design-docs alone must
+        // be enough to publish them.
+        if (row.deleted || design_doc || o.route_missing_doc_type) {
             return {o.default_topic, skip_reason::none};
         }
         return {{}, skip_reason::missing_doc_type};
