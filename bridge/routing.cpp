@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <initializer_list>
@@ -40,7 +41,7 @@ bool is_topic_char(char c) noexcept {
 
 // A doc_type or topic as it should appear in an error message: JSON-quoted,
 // so control characters and quotes stay visible and unambiguous.
-std::string quoted(std::string_view s) {
+std::string json_quoted(std::string_view s) {
     std::string out;
     append_json_string(s, out);
     return out;
@@ -126,7 +127,7 @@ struct duplicate_key_finder {
                 path += object_keys[i];
                 path += '.';
             }
-            duplicate = path + quoted(key);
+            duplicate = path + json_quoted(key);
         }
         last_key = std::move(key);
         key.clear();
@@ -171,6 +172,10 @@ file_routes load_routing_file(std::string const& path) {
     auto const fail = [&path](std::string const& what) -> std::invalid_argument {
         return std::invalid_argument("routing file '" + path + "': " + what);
     };
+    std::error_code fs_ec;
+    if (std::filesystem::is_directory(path, fs_ec)) {
+        throw fail("is a directory, not a JSON routing file");
+    }
     std::ifstream in(path, std::ios::binary);
     if (!in) {
         throw fail("cannot open it (expected --routing=commcare, prefix:<p> or the path of a JSON routing file)");
@@ -210,7 +215,7 @@ file_routes load_routing_file(std::string const& path) {
     file_routes result;
     for (auto const& [k, v] : *root) {
         if (k != "routes" && k != "default") {
-            throw fail("unknown key " + quoted(k) + " (expected \"routes\" and optionally \"default\")");
+            throw fail("unknown key " + json_quoted(k) + " (expected \"routes\" and optionally \"default\")");
         }
     }
     auto const* routes = root->if_contains("routes");
@@ -221,7 +226,7 @@ file_routes load_routing_file(std::string const& path) {
         throw fail("\"routes\" must be an object of \"<doc_type>\": \"<topic>\", got " + kind_name(*routes));
     }
     for (auto const& [k, v] : routes->get_object()) {
-        std::string const entry = "routes." + quoted(k);
+        std::string const entry = "routes." + json_quoted(k);
         if (k.empty()) {
             throw fail(entry + ": the doc_type must not be empty");
         }
@@ -230,7 +235,7 @@ file_routes load_routing_file(std::string const& path) {
         }
         std::string_view const topic(v.get_string().data(), v.get_string().size());
         if (auto problem = topic_name_problem(topic); !problem.empty()) {
-            throw fail(entry + ": invalid topic " + quoted(topic) + ": " + problem);
+            throw fail(entry + ": invalid topic " + json_quoted(topic) + ": " + problem);
         }
         result.routes.emplace(std::string(k.data(), k.size()), std::string(topic));
     }
@@ -240,7 +245,7 @@ file_routes load_routing_file(std::string const& path) {
         }
         std::string_view const topic(d->get_string().data(), d->get_string().size());
         if (auto problem = topic_name_problem(topic); !problem.empty()) {
-            throw fail("\"default\": invalid topic " + quoted(topic) + ": " + problem);
+            throw fail("\"default\": invalid topic " + json_quoted(topic) + ": " + problem);
         }
         result.default_topic = std::string(topic);
     }
@@ -327,7 +332,7 @@ struct router::impl {
             if (overflow.fetch_add(1, std::memory_order_relaxed) == 0) {
                 spdlog::warn("routing {}: more than {} distinct doc types; doc_type {} and any further new ones go to "
                              "the default topic '{}'",
-                             description, router::prefix_cache_limit, quoted(doc_type), options.default_topic);
+                             description, router::prefix_cache_limit, json_quoted(doc_type), options.default_topic);
             }
             return options.default_topic;
         }
@@ -336,7 +341,7 @@ struct router::impl {
             sanitized.fetch_add(1, std::memory_order_relaxed);
             spdlog::warn("routing {}: doc_type {} has characters Kafka does not allow in a topic name or is too long; "
                          "publishing it to '{}'",
-                         description, quoted(doc_type), it->second);
+                         description, json_quoted(doc_type), it->second);
         }
         return it->second;
     }
@@ -350,7 +355,7 @@ router::~router() = default;
 router router::from_spec(std::string const& spec, routing_options options) {
     auto p = std::make_unique<impl>();
     if (auto problem = topic_name_problem(options.default_topic); !problem.empty()) {
-        throw std::invalid_argument("--default-topic " + quoted(options.default_topic) + " is invalid: " + problem);
+        throw std::invalid_argument("--default-topic " + json_quoted(options.default_topic) + " is invalid: " + problem);
     }
     constexpr std::string_view prefix_tag = "prefix:";
     if (spec == "commcare") {
@@ -365,13 +370,13 @@ router router::from_spec(std::string const& spec, routing_options options) {
             throw std::invalid_argument("--routing=prefix:<p> needs a non-empty prefix");
         }
         if (p->prefix.size() >= max_topic_length) {
-            throw std::invalid_argument("--routing=" + quoted(spec) +
+            throw std::invalid_argument("--routing=" + json_quoted(spec) +
                                         ": the prefix leaves no room for a doc_type (topic names are at most 249 "
                                         "characters)");
         }
         for (char c : p->prefix) {
             if (!is_topic_char(c)) {
-                throw std::invalid_argument("--routing=" + quoted(spec) +
+                throw std::invalid_argument("--routing=" + json_quoted(spec) +
                                             ": the prefix may only contain [a-zA-Z0-9._-] (Kafka topic characters)");
             }
         }

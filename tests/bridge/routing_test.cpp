@@ -403,6 +403,12 @@ BOOST_AUTO_TEST_CASE(invalid_routing_files_fail_naming_the_entry) {
     contains(file_error(""), "invalid JSON at line 1");
     contains(file_error("{\"routes\": {}}\n{}"), "invalid JSON at line 2, column 1");
     try {
+        bridge::router::from_spec(test_support::make_temp_dir("routing-dir"), {});
+        BOOST_FAIL("a directory was accepted");
+    } catch (std::invalid_argument const& e) {
+        contains(e.what(), "is a directory");
+    }
+    try {
         bridge::router::from_spec(test_support::make_temp_dir("routing-none") + "/missing.json", {});
         BOOST_FAIL("a missing file was accepted");
     } catch (std::invalid_argument const& e) {
