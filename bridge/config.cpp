@@ -161,12 +161,21 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     ckpt_cmd->allow_extras();
     ckpt_cmd->prefix_command();
 
+    auto* tail_cmd = app.add_subcommand(
+        "tail", "Print the records of Kafka topics (from the beginning) as JSON lines, using --kafka-brokers");
+    tail_cmd->add_option("--topic", result.tail_topics, "A topic to read (repeatable)")->required();
+    tail_cmd->add_option("--max-records", result.tail_max_records, "Stop after this many records (0: no limit)");
+    tail_cmd->add_option("--timeout-ms", result.tail_timeout_ms, "Stop after this long without a new record");
+
     try {
         app.parse(argc, argv);
     } catch (CLI::ParseError const& e) {
         result.what = command::help_or_version_shown;
         result.exit_code = app.exit(e);
         return result;
+    }
+    if (*tail_cmd) {
+        result.what = command::tail;
     }
     if (*ckpt_cmd) {
         result.what = command::checkpoints;

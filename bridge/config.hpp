@@ -45,12 +45,15 @@ struct config {
 };
 
 // What main() should do after parsing.
-enum class command { run, help_or_version_shown, checkpoints };
+enum class command { run, help_or_version_shown, checkpoints, tail };
 
 struct parse_result {
     command what = command::run;
     config cfg;
     std::vector<std::string> checkpoint_args; // for the `checkpoints` subcommand
+    std::vector<std::string> tail_topics;     // for the `tail` subcommand
+    std::size_t tail_max_records = 0;
+    int tail_timeout_ms = 10000;
     int exit_code = 0;
 };
 

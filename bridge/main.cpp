@@ -1,7 +1,9 @@
+#include "bridge/app.hpp"
 #include "bridge/config.hpp"
+#include "bridge/tail.hpp"
+#include "checkpoint/command.hpp"
 
 #include "common/log.hpp"
-#include "common/redact.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -25,9 +27,20 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (parsed.what == bridge::command::checkpoints) {
-        spdlog::error("the checkpoints subcommand has not landed yet");
-        return 2;
+        return checkpoint::run_checkpoints_command(cfg.checkpoint_dir, parsed.checkpoint_args, std::cout, std::cerr);
     }
-    spdlog::error("the pipeline has not landed yet: nothing to run (see --help)");
-    return 2;
+    if (parsed.what == bridge::command::tail) {
+        bridge::tail_options t;
+        t.brokers = cfg.kafka_brokers;
+        t.topics = parsed.tail_topics;
+        t.max_records = parsed.tail_max_records;
+        t.timeout = std::chrono::milliseconds(parsed.tail_timeout_ms);
+        return bridge::run_tail(t, std::cout, std::cerr);
+    }
+    try {
+        return bridge::run_bridge(cfg);
+    } catch (std::exception const& e) {
+        spdlog::critical("fatal: {}", e.what());
+        return 1;
+    }
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# kafka-broker.sh start|stop|restart STATE_DIR
+# kafka-broker.sh start|stop|halt|restart STATE_DIR
 # Starts a single-node KRaft Apache Kafka broker on a free loopback port with a
 # small heap, waits until it is up, and writes STATE_DIR/kafka.env
 # (CKB_TEST_KAFKA_BROKERS=127.0.0.1:PORT). With CKB_TEST_KAFKA_BROKERS already
-# set it starts nothing and records that address. `restart` keeps the log dir
-# and ports (used by the broker-outage test).
+# set it starts nothing and records that address. `halt` stops the broker and
+# `restart` starts it again with the same log dir and ports (the broker-outage
+# test uses both).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -105,13 +106,18 @@ restart)
   launch
   wait_ready "$(cat "$work/port")" $((before + 1))
   ;;
+halt)
+  # Stops the broker but keeps its data, ports and kafka.env (a broker outage).
+  stop_pid_file "$pidfile"
+  echo "kafka-broker: halted"
+  ;;
 stop)
   stop_pid_file "$pidfile"
   rm -f "$state/kafka.env"
   echo "kafka-broker: stopped"
   ;;
 *)
-  echo "usage: kafka-broker.sh start|stop|restart STATE_DIR" >&2
+  echo "usage: kafka-broker.sh start|stop|halt|restart STATE_DIR" >&2
   exit 2
   ;;
 esac

@@ -1,0 +1,375 @@
+#include "bridge/pipeline.hpp"
+
+#include "bridge/change_meta.hpp"
+#include "kafka/producer.hpp"
+#include "metrics/registry.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <random>
+
+namespace asio = boost::asio;
+
+namespace bridge {
+
+namespace {
+
+constexpr auto delivery_retry_initial = std::chrono::milliseconds(1000);
+constexpr auto delivery_retry_max = std::chrono::milliseconds(30000);
+
+double unix_seconds(std::chrono::system_clock::time_point t) {
+    return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
+
+} // namespace
+
+// This pipeline's own metrics (labelled database=<db>). The feed, producer and
+// checkpoint modules have probes of their own.
+struct pipeline::probe {
+    probe(metrics::registry& r, std::string const& db)
+        : registry(r),
+          db_labels{{"database", db}},
+          skipped_design(r.add_counter("couch_bridge_records_skipped_total",
+                                       "Changes deliberately not published, by reason",
+                                       {{"database", db}, {"reason", "design_doc"}})),
+          skipped_no_type(r.add_counter("couch_bridge_records_skipped_total",
+                                        "Changes deliberately not published, by reason",
+                                        {{"database", db}, {"reason", "missing_doc_type"}})),
+          produce_errors(r.add_counter("couch_bridge_produce_errors_total",
+                                       "Records whose produce or delivery failed (the pipeline rewinds)", db_labels)),
+          rewinds(r.add_counter("couch_bridge_pipeline_rewinds_total",
+                                "Times the pipeline went back to its checkpoint after a delivery failure", db_labels)),
+          in_flight(r.add_gauge("couch_bridge_in_flight_records", "Records produced and not yet acknowledged",
+                                db_labels)),
+          in_flight_bytes(r.add_gauge("couch_bridge_in_flight_bytes", "Bytes of records not yet acknowledged",
+                                      db_labels)),
+          backpressure(r.add_counter("couch_bridge_backpressure_waits_total",
+                                     "Times the pipeline stopped reading because its in-flight window was full",
+                                     db_labels)),
+          last_change(r.add_gauge("couch_bridge_last_change_timestamp_seconds",
+                                  "Unix time of the last change read from the feed", db_labels)),
+          ready(r.add_gauge("couch_bridge_pipeline_ready", "1 when the pipeline is connected and not failing",
+                            db_labels)) {}
+
+    metrics::registry& registry;
+    metrics::labels db_labels;
+    metrics::counter& skipped_design;
+    metrics::counter& skipped_no_type;
+    metrics::counter& produce_errors;
+    metrics::counter& rewinds;
+    metrics::gauge& in_flight;
+    metrics::gauge& in_flight_bytes;
+    metrics::counter& backpressure;
+    metrics::gauge& last_change;
+    metrics::gauge& ready;
+};
+
+pipeline::pipeline(asio::any_io_executor pool, couch::client_config client, couch::feed_options feed,
+                   checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits,
+                   dependencies deps)
+    : strand_(asio::make_strand(pool)),
+      initial_since_(feed.since),
+      feed_(strand_, std::move(client), std::move(feed), deps.registry),
+      key_(std::move(key)),
+      limits_(limits),
+      deps_(deps),
+      probe_(std::make_unique<probe>(deps.registry, key_.database)),
+      committed_(checkpoint_seq),
+      start_seq_(std::move(checkpoint_seq)),
+      window_timer_(strand_) {
+    status_.database = key_.database;
+    status_.state = "connecting";
+    if (committed_) {
+        status_.checkpoint_seq = *committed_;
+    }
+}
+
+pipeline::~pipeline() = default;
+
+void pipeline::stop() {
+    if (stop_requested_.exchange(true)) {
+        return;
+    }
+    asio::post(strand_, [this] {
+        stopping_ = true;
+        feed_.stop();
+        window_timer_.cancel();
+    });
+}
+
+std::size_t pipeline::in_flight() const { return in_flight_atomic_.load(std::memory_order_relaxed); }
+
+pipeline_status pipeline::status() const {
+    std::lock_guard lock(status_mutex_);
+    return status_;
+}
+
+metrics::counter& pipeline::published_counter(std::string_view topic) {
+    auto it = published_by_topic_.find(std::string(topic));
+    if (it != published_by_topic_.end()) {
+        return *it->second;
+    }
+    auto& c = deps_.registry.add_counter("couch_bridge_records_published_total",
+                                         "Records acknowledged by Kafka, by database and topic",
+                                         {{"database", key_.database}, {"topic", std::string(topic)}});
+    published_by_topic_.emplace(std::string(topic), &c);
+    return c;
+}
+
+asio::awaitable<void> pipeline::run() {
+    asio::co_spawn(strand_, status_ticker(), asio::detached);
+    std::mt19937 jitter{std::random_device{}()};
+    while (!stopping_) {
+        if (rewind_pending_) {
+            // A delivery failed: wait, then read again from the last position
+            // that Kafka acknowledged. Everything after it is sent again
+            // (at-least-once), nothing is skipped.
+            rewind_pending_ = false;
+            auto delay = retry_delay_;
+            std::uniform_int_distribution<long> spread(0, delay.count() / 4 + 1);
+            delay += std::chrono::milliseconds(spread(jitter));
+            spdlog::warn("db {}: rewinding to checkpoint {} in {} ms after a delivery failure: {}", key_.database,
+                         committed_ ? *committed_ : std::string("(start)"), delay.count(), failure_);
+            asio::steady_timer t(strand_, delay);
+            co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (stopping_) {
+                break;
+            }
+            watermark_.reset();
+            outstanding_.clear();
+            if (committed_) {
+                feed_.rewind(couch::since::from(couch::seq::from_raw_json(*committed_)));
+            } else {
+                feed_.rewind(initial_since_);
+            }
+            probe_->rewinds.inc();
+        }
+
+        // Back-pressure: do not read while the window is full.
+        if (in_flight_records_ >= limits_.max_records || in_flight_bytes_ >= limits_.max_bytes) {
+            probe_->backpressure.inc();
+            while (!stopping_ && !rewind_pending_ &&
+                   (in_flight_records_ >= limits_.max_records || in_flight_bytes_ >= limits_.max_bytes)) {
+                window_timer_.expires_after(std::chrono::seconds(1));
+                co_await window_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+            }
+            continue;
+        }
+
+        auto generation = generation_;
+        std::vector<couch::row> rows;
+        try {
+            rows = co_await feed_.next();
+        } catch (boost::system::system_error const& e) {
+            if (stopping_ || e.code() == asio::error::operation_aborted) {
+                break;
+            }
+            throw;
+        }
+        if (stopping_) {
+            break;
+        }
+        if (generation != generation_ || rewind_pending_) {
+            // Rows read before a rewind decision are dropped: they are read
+            // again from the checkpoint.
+            continue;
+        }
+        co_await publish(std::move(rows), generation);
+    }
+    refresh_status();
+}
+
+asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint64_t generation) {
+    auto const now = std::chrono::system_clock::now();
+
+    // Tickets, in feed order. A row without a seq (CouchDB's seq_interval
+    // leaves most rows' seq null) belongs to the ticket of the next row that
+    // has one: that ticket is done only when all rows of its group are. Each
+    // ticket starts with one "guard" count, released once the row carrying
+    // the seq has been handled, so a group never completes early while a
+    // produce call of the same group is waiting for queue space.
+    std::vector<checkpoint::watermark::ticket> row_ticket(rows.size());
+    {
+        std::size_t group_begin = 0;
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            if (!rows[i].seq.empty() || i + 1 == rows.size()) {
+                auto t = watermark_.push(rows[i].seq.raw_json());
+                outstanding_[t] = 1;
+                for (auto j = group_begin; j <= i; ++j) {
+                    row_ticket[j] = t;
+                }
+                group_begin = i + 1;
+            }
+        }
+    }
+
+    std::string value;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        auto& row = rows[i];
+        if (generation != generation_ || stopping_) {
+            co_return;
+        }
+        auto const ticket = row_ticket[i];
+        bool const ends_group = i + 1 == rows.size() || row_ticket[i + 1] != ticket;
+        ++rows_read_;
+        auto meta = make_change_meta(row, key_.database, now);
+        auto decision = deps_.routes.route(row, meta);
+        if (decision.skipped != skip_reason::none) {
+            (decision.skipped == skip_reason::design_doc ? probe_->skipped_design : probe_->skipped_no_type).inc();
+            ++skipped_;
+        } else {
+            value.clear();
+            serialize(meta, value);
+            kafka::record rec;
+            rec.topic = std::string(decision.topic);
+            rec.key = row.id;
+            rec.value = value;
+            rec.headers.push_back({"database", key_.database});
+            rec.headers.push_back({"seq", row.seq.raw_json()});
+            rec.headers.push_back({"rev", meta.document_rev.value_or(std::string())});
+            auto const bytes = rec.value.size() + rec.key.size();
+            auto const sent = std::chrono::steady_clock::now();
+            for (;;) {
+                auto ec = deps_.producer.try_produce(
+                    rec, strand_,
+                    [this, ticket, generation, bytes, topic = decision.topic, sent](kafka::delivery_report const& r) {
+                        on_delivery(ticket, generation, bytes, topic, sent, r);
+                    });
+                if (!ec) {
+                    break;
+                }
+                if (kafka::producer::is_queue_full(ec)) {
+                    // librdkafka's queue is full: wait for delivery reports, never spin.
+                    co_await deps_.producer.wait_for_space();
+                    if (stopping_ || generation != generation_) {
+                        co_return;
+                    }
+                    continue;
+                }
+                probe_->produce_errors.inc();
+                fail_generation("cannot produce to topic " + rec.topic + ": " + ec.message());
+                co_return;
+            }
+            ++outstanding_[ticket];
+            ++in_flight_records_;
+            in_flight_bytes_ += bytes;
+        }
+        if (ends_group) {
+            release(ticket);
+        }
+    }
+    probe_->in_flight.set(static_cast<double>(in_flight_records_));
+    probe_->in_flight_bytes.set(static_cast<double>(in_flight_bytes_));
+    in_flight_atomic_.store(in_flight_records_, std::memory_order_relaxed);
+    if (!rows.empty()) {
+        probe_->last_change.set(unix_seconds(now));
+    }
+    advance_checkpoint();
+}
+
+void pipeline::release(checkpoint::watermark::ticket ticket) {
+    auto it = outstanding_.find(ticket);
+    if (it == outstanding_.end()) {
+        return;
+    }
+    if (--it->second == 0) {
+        outstanding_.erase(it);
+        watermark_.done(ticket);
+    }
+}
+
+void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t generation, std::size_t bytes,
+                           std::string_view topic, std::chrono::steady_clock::time_point /*sent*/,
+                           kafka::delivery_report const& report) {
+    --in_flight_records_;
+    in_flight_bytes_ -= bytes;
+    in_flight_atomic_.store(in_flight_records_, std::memory_order_relaxed);
+    if (report.ec) {
+        probe_->produce_errors.inc();
+        if (generation == generation_) {
+            fail_generation("delivery to topic " + std::string(topic) + " failed: " + report.ec.message());
+        }
+    } else if (generation == generation_) {
+        release(ticket);
+        published_counter(topic).inc();
+        ++published_;
+        retry_delay_ = std::chrono::milliseconds(0);
+        advance_checkpoint();
+    } else {
+        // Acknowledged, but its generation was abandoned: it was or will be
+        // sent again (a duplicate, which at-least-once allows).
+        published_counter(topic).inc();
+    }
+    // Wake the reader if it waits for room in the window.
+    window_timer_.cancel();
+}
+
+void pipeline::fail_generation(std::string const& why) {
+    ++failures_;
+    ++generation_;
+    rewind_pending_ = true;
+    failure_ = why;
+    failure_time_ = std::chrono::system_clock::now();
+    retry_delay_ = retry_delay_.count() == 0 ? delivery_retry_initial
+                                             : std::min(retry_delay_ * 2, std::chrono::milliseconds(delivery_retry_max));
+    spdlog::error("db {}: {}", key_.database, why);
+    window_timer_.cancel();
+}
+
+void pipeline::advance_checkpoint() {
+    auto const& c = watermark_.committed();
+    // An empty seq can only come from a batch that ended on a seq-less row
+    // (the server never does that); never checkpoint it.
+    if (c && !c->empty() && (!committed_ || *committed_ != *c)) {
+        committed_ = *c;
+        deps_.flusher.update(key_, *c);
+    }
+}
+
+asio::awaitable<void> pipeline::status_ticker() {
+    asio::steady_timer t(strand_);
+    while (!stopping_) {
+        refresh_status();
+        t.expires_after(std::chrono::seconds(1));
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+}
+
+void pipeline::refresh_status() {
+    auto fs = feed_.status();
+    bool const failing = rewind_pending_ || (failure_time_ != std::chrono::system_clock::time_point{} &&
+                                             std::chrono::system_clock::now() - failure_time_ < std::chrono::seconds(30) &&
+                                             retry_delay_.count() != 0);
+    bool const connected = fs.state == couch::feed_state::catching_up || fs.state == couch::feed_state::following;
+    std::lock_guard lock(status_mutex_);
+    status_.state = failing ? std::string("failing") : std::string(couch::to_string(fs.state));
+    status_.last_seq_read = fs.last_seq_read;
+    status_.checkpoint_seq = committed_.value_or(std::string());
+    status_.rows_read = rows_read_;
+    status_.published = published_;
+    status_.skipped = skipped_;
+    status_.delivery_failures = failures_;
+    status_.in_flight = in_flight_records_;
+    status_.in_flight_bytes = in_flight_bytes_;
+    status_.pending = fs.pending;
+    if (failing || (!failure_.empty() && failure_time_ > fs.last_error_time)) {
+        status_.last_error = failure_;
+        status_.last_error_time = failure_time_;
+    } else {
+        status_.last_error = fs.last_error;
+        status_.last_error_time = fs.last_error_time;
+    }
+    status_.last_row_time = fs.last_row_time;
+    status_.ready = connected && !failing;
+    probe_->ready.set(status_.ready ? 1.0 : 0.0);
+}
+
+} // namespace bridge

@@ -1,0 +1,147 @@
+#pragma once
+
+#include "bridge/routing.hpp"
+#include "checkpoint/flusher.hpp"
+#include "checkpoint/store.hpp"
+#include "checkpoint/watermark.hpp"
+#include "couch/changes_feed.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+namespace kafka {
+class producer;
+struct delivery_report;
+} // namespace kafka
+
+namespace metrics {
+class registry;
+class counter;
+class gauge;
+} // namespace metrics
+
+namespace bridge {
+
+// Limits of one pipeline's in-flight window: while either is reached the
+// pipeline stops reading its feed (back-pressure), so memory stays flat when
+// Kafka is slow or down.
+struct window_limits {
+    std::size_t max_records = 20000;
+    std::size_t max_bytes = 64u << 20;
+};
+
+// What /status shows for one database. A snapshot, refreshed on the
+// pipeline's strand at least once a second.
+struct pipeline_status {
+    std::string database;
+    std::string state;         // the feed's state, or "failing" after a delivery failure
+    std::string last_seq_read; // raw JSON
+    std::string checkpoint_seq; // raw JSON of the committed (acknowledged) position
+    std::uint64_t rows_read = 0;
+    std::uint64_t published = 0;
+    std::uint64_t skipped = 0;
+    std::uint64_t delivery_failures = 0;
+    std::size_t in_flight = 0;
+    std::size_t in_flight_bytes = 0;
+    std::optional<std::uint64_t> pending;
+    std::string last_error;
+    std::chrono::system_clock::time_point last_error_time{};
+    std::chrono::system_clock::time_point last_row_time{};
+    bool ready = false; // connected (catching up or following) and not failing
+};
+
+// One followed database: feed -> ChangeMeta -> producer, with the watermark
+// that moves its checkpoint only over acknowledged (or skipped) rows.
+//
+// Everything but status() and stop() runs on the pipeline's own strand. The
+// producer's delivery reports are posted to that strand. The pipeline must
+// outlive its run() coroutine and every delivery report of its records:
+// the owner (bridge::app) waits for in_flight() == 0 or flushes the producer
+// before destroying it.
+class pipeline {
+public:
+    struct dependencies {
+        kafka::producer& producer;
+        router const& routes;
+        checkpoint::flusher& flusher;
+        metrics::registry& registry;
+    };
+
+    pipeline(boost::asio::any_io_executor pool, couch::client_config client, couch::feed_options feed,
+             checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits, dependencies deps);
+    ~pipeline();
+    pipeline(pipeline const&) = delete;
+    pipeline& operator=(pipeline const&) = delete;
+
+    // Runs until stop(). Spawn it on strand().
+    boost::asio::awaitable<void> run();
+
+    // Stops reading (thread-safe, idempotent). Records in flight still get
+    // their delivery reports and still move the watermark.
+    void stop();
+
+    boost::asio::strand<boost::asio::any_io_executor> const& strand() const noexcept { return strand_; }
+    std::string const& database() const noexcept { return key_.database; }
+
+    // Thread-safe snapshot.
+    pipeline_status status() const;
+    // Thread-safe: records produced and not yet acknowledged or failed.
+    std::size_t in_flight() const;
+
+private:
+    struct probe;
+
+    boost::asio::awaitable<void> publish(std::vector<couch::row> rows, std::uint64_t generation);
+    void on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t generation, std::size_t bytes,
+                     std::string_view topic, std::chrono::steady_clock::time_point sent,
+                     kafka::delivery_report const& report);
+    void release(checkpoint::watermark::ticket ticket);
+    void fail_generation(std::string const& why);
+    void advance_checkpoint();
+    void refresh_status();
+    boost::asio::awaitable<void> status_ticker();
+    metrics::counter& published_counter(std::string_view topic);
+
+    boost::asio::strand<boost::asio::any_io_executor> strand_;
+    couch::since initial_since_; // where the feed started when there was no checkpoint
+    couch::changes_feed feed_;
+    checkpoint::key key_;
+    window_limits limits_;
+    dependencies deps_;
+    std::unique_ptr<probe> probe_;
+
+    checkpoint::watermark watermark_;
+    // Per ticket: rows still unacknowledged + 1 until its group is handled.
+    std::unordered_map<checkpoint::watermark::ticket, std::uint32_t> outstanding_;
+    std::optional<std::string> committed_;       // last position handed to the flusher
+    std::optional<std::string> start_seq_;       // the checkpoint we started from
+    std::uint64_t generation_ = 0;               // bumped at every rewind
+    bool rewind_pending_ = false;
+    std::chrono::milliseconds retry_delay_{0};
+    std::size_t in_flight_records_ = 0;
+    std::size_t in_flight_bytes_ = 0;
+    boost::asio::steady_timer window_timer_;     // woken by delivery reports
+    bool stopping_ = false;
+    std::string failure_;                        // last delivery failure, cleared by progress
+    std::chrono::system_clock::time_point failure_time_{};
+    std::uint64_t rows_read_ = 0, published_ = 0, skipped_ = 0, failures_ = 0;
+    std::unordered_map<std::string, metrics::counter*> published_by_topic_;
+
+    mutable std::mutex status_mutex_;
+    pipeline_status status_;
+    std::atomic<std::size_t> in_flight_atomic_{0};
+    std::atomic<bool> stop_requested_{false};
+};
+
+} // namespace bridge

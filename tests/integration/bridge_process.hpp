@@ -1,0 +1,43 @@
+#pragma once
+
+#include "tests/support/process.hpp"
+#include "tests/support/test_env.hpp"
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace integration {
+
+// The couch-kafka-bridge binary under test (ctest sets CKB_BRIDGE_BINARY).
+inline std::string bridge_binary() {
+    char const* b = std::getenv("CKB_BRIDGE_BINARY");
+    if (!b || !*b) {
+        throw std::runtime_error("CKB_BRIDGE_BINARY is not set: run this test through ctest");
+    }
+    return b;
+}
+
+struct bridge_options {
+    std::vector<std::string> databases;
+    std::string checkpoint_dir;
+    std::string brokers;
+    std::vector<std::string> extra;
+};
+
+// Starts the bridge against the test servers; its log goes to <checkpoint_dir>.log.
+inline std::unique_ptr<test_support::child_process> start_bridge(bridge_options const& o, unsigned short http_port) {
+    std::vector<std::string> args{"--couch-url", test_support::couch_url(), "--kafka-brokers", o.brokers,
+                                  "--checkpoint-dir", o.checkpoint_dir, "--http-listen",
+                                  "127.0.0.1:" + std::to_string(http_port), "--log-level", "debug",
+                                  "--checkpoint-interval", "200"};
+    for (auto const& db : o.databases) {
+        args.push_back("--db");
+        args.push_back(db);
+    }
+    args.insert(args.end(), o.extra.begin(), o.extra.end());
+    return std::make_unique<test_support::child_process>(bridge_binary(), args, o.checkpoint_dir + ".log");
+}
+
+} // namespace integration
