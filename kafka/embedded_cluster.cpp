@@ -9,6 +9,16 @@
 
 namespace kafka {
 
+namespace {
+
+// The hosting handle has no bootstrap servers by design, so librdkafka's
+// configuration warnings about it are noise: its lines go to debug.
+void quiet_log_cb(rd_kafka_t const* rk, int level, char const* fac, char const* buf) {
+    spdlog::log(level <= 3 ? spdlog::level::err : spdlog::level::debug, "kafka: {} [{}] {}", rd_kafka_name(rk), fac, buf);
+}
+
+} // namespace
+
 embedded_cluster::embedded_cluster(int brokers) {
     if (brokers < 1) {
         throw std::invalid_argument("embedded kafka cluster: broker count must be at least 1, got " +
@@ -22,6 +32,7 @@ embedded_cluster::embedded_cluster(int brokers) {
         rd_kafka_conf_destroy(conf);
         throw std::runtime_error(std::string("embedded kafka cluster: ") + errstr);
     }
+    rd_kafka_conf_set_log_cb(conf, &quiet_log_cb);
     rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (rk_ == nullptr) {
         rd_kafka_conf_destroy(conf);

@@ -5,6 +5,7 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -15,6 +16,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -95,6 +97,7 @@ struct producer::impl : std::enable_shared_from_this<impl> {
     // non-empty; the read end is watched by the event loop.
     int pipe_write_ = -1;
     boost::asio::posix::stream_descriptor watcher_;
+    std::array<char, 64> wake_buf_{};
 
     // Held shared while the instance is used (produce, poll, admin), exclusive
     // only to swap it: a rebuild never destroys an instance under a caller.
@@ -219,25 +222,29 @@ void producer::impl::start() {
 }
 
 void producer::impl::arm() {
-    watcher_.async_wait(boost::asio::posix::descriptor_base::wait_read,
-                        [weak = weak_from_this()](boost::system::error_code ec) {
-                            auto self = weak.lock();
-                            if (!self || self->stopping_ || ec == boost::asio::error::operation_aborted) {
-                                return;
-                            }
-                            if (ec) {
-                                // Cannot happen on a pipe we own; without the
-                                // watcher no report would ever arrive.
-                                spdlog::critical("kafka producer: delivery report watcher failed: {}", ec.message());
-                                std::terminate();
-                            }
-                            self->drain_pipe();
-                            self->serve();
-                            self->after_serving();
-                            if (!self->stopping_) {
-                                self->arm();
-                            }
-                        });
+    // A read, not a readiness wait: Asio's epoll reactor is edge-triggered and
+    // a wait registered after the pipe became readable would never fire,
+    // while librdkafka writes again only after its queue was served. A read
+    // is attempted at once (speculatively) and finds such a byte.
+    watcher_.async_read_some(
+        boost::asio::buffer(wake_buf_), [weak = weak_from_this()](boost::system::error_code ec, std::size_t) {
+            auto self = weak.lock();
+            if (!self || self->stopping_ || ec == boost::asio::error::operation_aborted) {
+                return;
+            }
+            if (ec) {
+                // Cannot happen on a pipe we own (EOF only after shutdown);
+                // without the watcher no report would ever arrive.
+                spdlog::critical("kafka producer: delivery report watcher failed: {}", ec.message());
+                std::terminate();
+            }
+            self->drain_pipe();
+            self->serve();
+            self->after_serving();
+            if (!self->stopping_) {
+                self->arm();
+            }
+        });
 }
 
 void producer::impl::drain_pipe() {
@@ -316,8 +323,10 @@ void producer::impl::on_error(rd_kafka_t* rk, int err, char const* reason) {
     // Everything else (broker down, all brokers down, auth trouble) is
     // retried by librdkafka itself; messages fail through their reports once
     // message.timeout.ms runs out.
-    spdlog::warn("kafka producer {}: {}: {}", rd_kafka_name(rk), rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)),
-                 reason);
+    // Connection failures are logged by librdkafka itself (FAIL lines).
+    auto level = err == RD_KAFKA_RESP_ERR__TRANSPORT ? spdlog::level::debug : spdlog::level::warn;
+    spdlog::log(level, "kafka producer {}: {}: {}", rd_kafka_name(rk),
+                rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)), reason);
 }
 
 metrics::counter& producer::impl::produced_counter(std::string const& topic) {
@@ -476,16 +485,37 @@ bool producer::is_queue_full(boost::system::error_code const& ec) {
     return ec == make_error_code(RD_KAFKA_RESP_ERR__QUEUE_FULL);
 }
 
+namespace {
+
+// The initiation of wait_for_space(). A named type holding a raw pointer, on
+// purpose: with a lambda capturing a shared_ptr copy inside the co_await
+// expression, g++ 12 was seen releasing that copy once too many (coroutine
+// temporaries), which freed the producer's state under it.
+struct wait_for_space_initiation {
+    producer::impl* self;
+
+    template <typename Handler>
+    void operator()(Handler handler) const {
+        // The coroutine resumes on its own executor.
+        boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler, self->ioc_ex_);
+        std::lock_guard lock(self->waiters_mutex_);
+        // With nothing in flight no report is coming to wake us: the reports
+        // that freed the queue were served between the caller's queue-full
+        // and now (another thread). Checked under the waiters' lock, which
+        // every wake-up takes after its reports were counted.
+        if (self->in_flight_.load() == 0) {
+            boost::asio::post(ex, std::move(handler));
+            return;
+        }
+        self->waiters_.push_back(producer::impl::waiter{std::move(ex), std::move(handler)});
+    }
+};
+
+} // namespace
+
 boost::asio::awaitable<void> producer::wait_for_space() {
-    auto self = impl_;
-    co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void()>(
-        [self](auto handler) {
-            // The coroutine resumes on its own executor.
-            boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler, self->ioc_ex_);
-            std::lock_guard lock(self->waiters_mutex_);
-            self->waiters_.push_back(impl::waiter{std::move(ex), std::move(handler)});
-        },
-        boost::asio::use_awaitable);
+    return boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void()>(
+        wait_for_space_initiation{impl_.get()}, boost::asio::use_awaitable);
 }
 
 std::size_t producer::in_flight() const { return impl_->in_flight_.load(); }

@@ -67,6 +67,8 @@ struct producer_config {
 // counted in couch_bridge_kafka_producer_rebuilds_total and logged.
 //
 // Thread safety: every member function may be called from any thread.
+// The watcher is outstanding work: io_context::run() does not run out of work
+// while the producer exists (stop the context, or destroy the producer).
 // Lifetime: destroy the producer before the io_context behind `ioc_ex`;
 // completion handlers must not outlive what they capture, as usual.
 class producer {
@@ -97,7 +99,9 @@ public:
 
     // Completes (on the awaiting coroutine's executor) once delivery reports
     // have been served after the call, i.e. once space may have been freed.
-    // Do not await it when nothing is in flight: nothing would wake it.
+    // Completes at once when nothing is in flight. Spurious wake-ups are
+    // possible (another producer took the space): try again, wait again.
+    // Destroying the producer abandons waiting coroutines (never resumed).
     boost::asio::awaitable<void> wait_for_space();
 
     // Messages accepted by try_produce whose completion has not been posted yet.
