@@ -126,7 +126,7 @@ class Scenario_failed(Exception):
 class Runner:
     def __init__(self, args):
         self.args = args
-        self.size = SIZES[args.mode]
+        self.size = dict(SIZES[args.mode])
         self.work = tempfile.mkdtemp(prefix="ckb-bench-")
         self.procs = []
         self.results = {}
@@ -547,9 +547,16 @@ def main():
     p.add_argument("--command", default="bench/run")
     p.add_argument("--scenarios", default="micro,throughput,idle,checkpoints")
     p.add_argument("--keep-work", action="store_true")
+    p.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one size of the mode, e.g. source_changes=50000 (repeatable)")
     args = p.parse_args()
 
     runner = Runner(args)
+    for item in args.size:
+        key, _, value = item.partition("=")
+        if key not in runner.size:
+            p.error("unknown size %r; known: %s" % (key, ", ".join(sorted(runner.size))))
+        runner.size[key] = json.loads(value)
     wanted = set(args.scenarios.split(","))
     failed = []
     try:
