@@ -24,7 +24,7 @@ std::int64_t to_unix_ms(std::chrono::system_clock::time_point t) {
 
 flusher::flusher(asio::any_io_executor ex, position_writer& writer, std::chrono::milliseconds interval,
                  metrics::registry& registry, std::string bridge_version, clock_fn now)
-    : strand_(asio::make_strand(std::move(ex))), timer_(strand_), writer_(writer), interval_(interval),
+    : strand_(asio::make_strand(std::move(ex))), timer_(std::make_shared<asio::steady_timer>(strand_)), writer_(writer), interval_(interval),
       registry_(registry), bridge_version_(std::move(bridge_version)),
       now_(now ? std::move(now) : clock_fn([] { return std::chrono::system_clock::now(); })),
       writes_total_(registry.add_counter("couch_bridge_checkpoint_writes_total",
@@ -53,8 +53,8 @@ asio::awaitable<void> flusher::run() {
 
 asio::awaitable<void> flusher::loop() {
     while (!stopped_.load()) {
-        timer_.expires_after(interval_);
-        auto [ec] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+        timer_->expires_after(interval_);
+        auto [ec] = co_await timer_->async_wait(asio::as_tuple(asio::use_awaitable));
         if (stopped_.load()) {
             break;
         }
@@ -67,7 +67,7 @@ asio::awaitable<void> flusher::loop() {
 
 void flusher::stop() {
     stopped_.store(true);
-    asio::post(strand_, [this] { timer_.cancel(); });
+    asio::post(strand_, [timer = timer_] { timer->cancel(); });
 }
 
 boost::system::error_code flusher::flush_now() { return flush_once(); }
@@ -129,17 +129,30 @@ boost::system::error_code flusher::flush_once() {
     health_.consecutive_failures = 0;
     health_.last_success_time = written;
     for (auto& [k, p] : entries) {
-        auto [it, inserted] = durable_.try_emplace(k);
-        if (inserted) {
-            it->second.age = &registry_.add_gauge(
-                "couch_bridge_checkpoint_age_seconds",
-                "Seconds since the database's checkpoint was last durably written", {{"database", k.database}});
-        }
-        it->second.seq_json = std::move(p.seq_json);
-        it->second.written = written;
+        auto& d = durable_entry_locked(k);
+        d.seq_json = std::move(p.seq_json);
+        d.written = written;
     }
     refresh_ages_locked(written);
     return {};
+}
+
+flusher::durable_entry& flusher::durable_entry_locked(key const& k) {
+    auto [it, inserted] = durable_.try_emplace(k);
+    if (inserted) {
+        it->second.age = &registry_.add_gauge("couch_bridge_checkpoint_age_seconds",
+                                              "Seconds since the database's checkpoint was last durably written",
+                                              {{"database", k.database}});
+    }
+    return it->second;
+}
+
+void flusher::restore(key const& k, position const& p) {
+    std::lock_guard lock(mutex_);
+    auto& d = durable_entry_locked(k);
+    d.seq_json = p.seq_json;
+    d.written = std::chrono::system_clock::time_point(std::chrono::milliseconds(p.written_unix_ms));
+    refresh_ages_locked(now_());
 }
 
 void flusher::refresh_ages_locked(std::chrono::system_clock::time_point now) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -52,7 +53,7 @@ public:
     void update(key const& k, std::string seq_json);
 
     // The periodic loop: every interval, write all dirty entries in one
-    // batch. Returns after stop(). Does not flush on exit: call flush_now()
+    // batch. Returns after stop(). Call (and co_spawn / co_await) once. Does not flush on exit: call flush_now()
     // once the pipelines have made their last update(). The loop runs on an
     // internal strand, whatever executor the caller co_spawns it on.
     // Note: the durable write (an fsync) runs on an io thread once per
@@ -69,7 +70,14 @@ public:
     // entries then stay dirty).
     boost::system::error_code flush_now();
 
-    // The last seq durably written for `k` by this flusher; nullopt if none.
+    // Tells the flusher what is already durable for `k` (the position read
+    // from the store at startup), so that durable_seq() and the age metric
+    // are right before the first write. Does not write or mark dirty.
+    // Thread-safe.
+    void restore(key const& k, position const& p);
+
+    // The last seq durably written for `k` by this flusher (or restored);
+    // nullopt if none.
     std::optional<std::string> durable_seq(key const& k) const;
 
     // Entries waiting for the next write.
@@ -94,9 +102,12 @@ private:
     boost::asio::awaitable<void> loop();
     boost::system::error_code flush_once();
     void refresh_ages_locked(std::chrono::system_clock::time_point now);
+    durable_entry& durable_entry_locked(key const& k);
 
     boost::asio::strand<boost::asio::any_io_executor> strand_;
-    boost::asio::steady_timer timer_;
+    // Shared with the cancel handler stop() posts, which may run after the
+    // flusher is gone if run() had already ended.
+    std::shared_ptr<boost::asio::steady_timer> timer_;
     position_writer& writer_;
     std::chrono::milliseconds interval_;
     metrics::registry& registry_;

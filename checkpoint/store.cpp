@@ -197,10 +197,11 @@ position decode_position(std::string_view raw) {
         throw std::invalid_argument("stored checkpoint seq is not a JSON string or number: " + p.seq_json);
     }
     auto const* written = o->if_contains("written_unix_ms");
-    if (written == nullptr || !(written->is_int64() || written->is_uint64())) {
+    if (written == nullptr || !written->is_int64()) {
+        // (A uint64 here is beyond any real time: garbage too.)
         throw std::invalid_argument("stored checkpoint value has no integer field written_unix_ms");
     }
-    p.written_unix_ms = written->to_number<std::int64_t>();
+    p.written_unix_ms = written->get_int64();
     auto const* version = o->if_contains("bridge_version");
     if (version == nullptr || !version->is_string()) {
         throw std::invalid_argument("stored checkpoint value has no string field bridge_version");

@@ -244,6 +244,18 @@ BOOST_AUTO_TEST_CASE(age_gauge_follows_the_injected_clock) {
     BOOST_TEST(fx.store->get(ck::key{"src", "cases"})->written_unix_ms == 1'700'000'000'000);
 }
 
+BOOST_AUTO_TEST_CASE(restore_seeds_durable_seq_and_age_without_writing) {
+    fixture fx;
+    ck::flusher f(fx.ioc.get_executor(), fx.writer, 50ms, fx.registry, "0.1.0", fx.clock.fn());
+    ck::key const k{"src", "forms"};
+    f.restore(k, ck::position{"\"8-q\"", fx.clock.ms->load() - 42'000, "0.0.9"});
+    BOOST_TEST(f.durable_seq(k).value_or("") == "\"8-q\"");
+    BOOST_TEST(f.dirty_count() == 0u);
+    BOOST_TEST(exposition_has(fx.registry, "couch_bridge_checkpoint_age_seconds{database=\"forms\"} 42\n"));
+    BOOST_TEST(!f.flush_now());
+    BOOST_TEST(fx.writer.batches().empty());
+}
+
 BOOST_AUTO_TEST_CASE(stop_before_the_first_tick_ends_run_promptly) {
     fixture fx;
     // An hour-long interval: only stop() can end run().

@@ -251,6 +251,8 @@ BOOST_AUTO_TEST_CASE(decode_position_rejects_garbage) {
     for (std::string bad : {"", "[]", R"({"seq_json":1,"written_unix_ms":1,"bridge_version":"v"})",
                             R"({"seq_json":"x y","written_unix_ms":1,"bridge_version":"v"})",
                             R"({"seq_json":"1","written_unix_ms":"1","bridge_version":"v"})",
+                            R"({"seq_json":"1","written_unix_ms":18446744073709551615,"bridge_version":"v"})",
+                            R"({"seq_json":"1","written_unix_ms":1.5,"bridge_version":"v"})",
                             R"({"seq_json":"1","written_unix_ms":1})"}) {
         BOOST_CHECK_THROW(checkpoint::decode_position(bad), std::invalid_argument);
     }
