@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -23,6 +24,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -152,6 +155,21 @@ struct server_fixture {
         }
     }
 };
+
+asio::awaitable<void> keep_alive_client(std::uint16_t port, int requests, std::vector<reply>* out) {
+    beast::tcp_stream s(co_await asio::this_coro::executor);
+    if (auto ec = co_await connect(s, port)) {
+        reply r;
+        r.ec = ec;
+        out->push_back(r);
+        co_return;
+    }
+    for (int i = 0; i < requests; ++i) {
+        // Alternate so that scrapes (collectors, the registry lock) run
+        // concurrently with counting handlers.
+        out->push_back(co_await request_on(s, http::verb::get, i % 2 == 0 ? "/count" : "/metrics"));
+    }
+}
 
 bool closed_without_timeout(beast::error_code const& ec) {
     return ec && ec != beast::error::timeout;
@@ -369,6 +387,46 @@ BOOST_AUTO_TEST_CASE(stop_closes_idle_connections) {
     }(f.server->port(), &*f.server, &res));
     BOOST_TEST(res.first.status == 200u);
     BOOST_TEST(closed_without_timeout(res.end), "ended with: " << res.end.message());
+}
+
+BOOST_AUTO_TEST_CASE(parallel_clients_on_a_multithreaded_io_context) {
+    metrics::registry reg;
+    metrics::register_process_metrics(reg);
+    asio::io_context ioc;
+    metrics::http_server server(ioc.get_executor(), "127.0.0.1:0", reg);
+    std::atomic<int> hits{0};
+    server.handle("/count", [&hits] {
+        hits.fetch_add(1);
+        return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"};
+    });
+    server.start();
+    constexpr int clients = 8;
+    constexpr int per_client = 6;
+    std::vector<std::vector<reply>> results(clients);
+    std::vector<std::exception_ptr> errors(clients);
+    std::atomic<int> finished{0};
+    for (int i = 0; i < clients; ++i) {
+        asio::co_spawn(asio::make_strand(ioc), keep_alive_client(server.port(), per_client, &results[i]),
+                       [&, i](std::exception_ptr e) {
+                           errors[i] = e;
+                           if (finished.fetch_add(1) + 1 == clients) {
+                               server.stop();
+                           }
+                       });
+    }
+    std::thread second([&ioc] { ioc.run_for(300s); });
+    ioc.run_for(300s);
+    second.join();
+    BOOST_TEST_REQUIRE(finished.load() == clients);
+    for (int i = 0; i < clients; ++i) {
+        BOOST_TEST(!errors[i]);
+        BOOST_TEST_REQUIRE(results[i].size() == std::size_t(per_client));
+        for (auto const& r : results[i]) {
+            BOOST_TEST(!r.ec);
+            BOOST_TEST(r.status == 200u);
+        }
+    }
+    BOOST_TEST(hits.load() == clients * per_client / 2);
 }
 
 BOOST_AUTO_TEST_CASE(bind_failures_and_bad_addresses_throw_clear_errors) {
