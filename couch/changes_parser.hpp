@@ -90,6 +90,7 @@ public:
     std::string const& error_detail() const noexcept { return error_detail_; }
     // Rows parsed so far (for tests and metrics).
     std::uint64_t rows_parsed() const noexcept { return rows_parsed_; }
+    feed_kind kind() const noexcept { return kind_; }
 
     void reset(feed_kind kind);
 

@@ -1,0 +1,921 @@
+#include "couch/changes_feed.hpp"
+
+#include "common/redact.hpp"
+#include "couch/changes_parser.hpp"
+#include "metrics/registry.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <map>
+#include <random>
+#include <stdexcept>
+
+namespace couch {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+using namespace std::chrono_literals;
+
+std::string_view to_string(feed_state s) noexcept {
+    switch (s) {
+    case feed_state::connecting:
+        return "connecting";
+    case feed_state::catching_up:
+        return "catching_up";
+    case feed_state::following:
+        return "following";
+    case feed_state::backoff:
+        return "backoff";
+    case feed_state::unauthorized:
+        return "unauthorized";
+    case feed_state::db_missing:
+        return "db_missing";
+    case feed_state::failed:
+        return "failed";
+    case feed_state::stopped:
+        return "stopped";
+    }
+    return "unknown";
+}
+
+std::string url_encode(std::string_view s) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(s.size() * 3);
+    for (unsigned char c : s) {
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+            c == '_' || c == '~') {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out.push_back('%');
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 15]);
+        }
+    }
+    return out;
+}
+
+namespace {
+
+constexpr std::array<std::string_view, 8> all_states = {"connecting", "catching_up", "following", "backoff",
+                                                        "unauthorized", "db_missing", "failed", "stopped"};
+constexpr std::array<std::string_view, 9> reconnect_reasons = {
+    "closed", "stall", "last_seq", "http_5xx", "refused", "server_error", "db_missing", "unauthorized", "bad_response"};
+
+std::string percent_decode(std::string_view s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%' && i + 2 < s.size()) {
+            auto hv = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) ? std::stoi(std::string(1, c), nullptr, 16) : -1; };
+            int const a = hv(s[i + 1]);
+            int const b = hv(s[i + 2]);
+            if (a >= 0 && b >= 0) {
+                out.push_back(static_cast<char>(a * 16 + b));
+                i += 2;
+                continue;
+            }
+        }
+        out.push_back(s[i]);
+    }
+    return out;
+}
+
+std::string base64(std::string_view in) {
+    static constexpr char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    std::size_t i = 0;
+    for (; i + 2 < in.size(); i += 3) {
+        unsigned v = (unsigned char)in[i] << 16 | (unsigned char)in[i + 1] << 8 | (unsigned char)in[i + 2];
+        out += {tbl[v >> 18], tbl[(v >> 12) & 63], tbl[(v >> 6) & 63], tbl[v & 63]};
+    }
+    if (i + 1 == in.size()) {
+        unsigned v = (unsigned char)in[i] << 16;
+        out += {tbl[v >> 18], tbl[(v >> 12) & 63], '=', '='};
+    } else if (i + 2 == in.size()) {
+        unsigned v = (unsigned char)in[i] << 16 | (unsigned char)in[i + 1] << 8;
+        out += {tbl[v >> 18], tbl[(v >> 12) & 63], tbl[(v >> 6) & 63], '='};
+    }
+    return out;
+}
+
+struct parsed_url {
+    bool tls = false;
+    std::string host, port, prefix, user, password, redacted;
+};
+
+parsed_url parse_url(client_config const& cfg) {
+    parsed_url u;
+    std::string_view s = cfg.url;
+    u.redacted = common::redact_url(s);
+    if (s.starts_with("https://")) {
+        u.tls = true;
+        s.remove_prefix(8);
+    } else if (s.starts_with("http://")) {
+        s.remove_prefix(7);
+    } else {
+        throw std::invalid_argument("CouchDB URL must start with http:// or https://: " + u.redacted);
+    }
+    auto const auth_end = std::min(s.find_first_of("/?#"), s.size());
+    std::string_view authority = s.substr(0, auth_end);
+    std::string_view path = s.substr(auth_end);
+    path = path.substr(0, std::min(path.find_first_of("?#"), path.size()));
+    if (auto at = authority.rfind('@'); at != std::string_view::npos) {
+        auto const userinfo = authority.substr(0, at);
+        auto const colon = userinfo.find(':');
+        u.user = percent_decode(userinfo.substr(0, colon));
+        if (colon != std::string_view::npos) {
+            u.password = percent_decode(userinfo.substr(colon + 1));
+        }
+        authority.remove_prefix(at + 1);
+    }
+    if (authority.starts_with("[")) {
+        auto const close = authority.find(']');
+        if (close == std::string_view::npos) {
+            throw std::invalid_argument("bad IPv6 host in CouchDB URL " + u.redacted);
+        }
+        u.host = std::string(authority.substr(1, close - 1));
+        authority.remove_prefix(close + 1);
+        if (authority.starts_with(":")) {
+            u.port = std::string(authority.substr(1));
+        }
+    } else {
+        auto const colon = authority.find(':');
+        u.host = std::string(authority.substr(0, colon));
+        if (colon != std::string_view::npos) {
+            u.port = std::string(authority.substr(colon + 1));
+        }
+    }
+    if (u.host.empty()) {
+        throw std::invalid_argument("no host in CouchDB URL " + u.redacted);
+    }
+    if (u.port.empty()) {
+        u.port = u.tls ? "443" : "80";
+    }
+    while (path.ends_with("/")) {
+        path.remove_suffix(1);
+    }
+    u.prefix = std::string(path);
+    if (!cfg.user.empty()) {
+        u.user = cfg.user;
+        u.password = cfg.password;
+    }
+    return u;
+}
+
+// This feed's metrics, looked up once.
+struct probe {
+    probe(metrics::registry& r, std::string const& db)
+        : rows(r.add_counter("couch_bridge_couch_rows_read_total", "Change rows read from CouchDB",
+                             {{"database", db}})),
+          bytes(r.add_counter("couch_bridge_couch_bytes_read_total", "Bytes of _changes responses read",
+                              {{"database", db}})),
+          last_row(r.add_gauge("couch_bridge_couch_last_row_timestamp_seconds",
+                               "Unix time of the last change row read", {{"database", db}})),
+          pending(r.add_gauge("couch_bridge_couch_pending_changes",
+                              "Changes still pending on the server (last catch-up batch)", {{"database", db}})) {
+        for (std::size_t i = 0; i < all_states.size(); ++i) {
+            states[i] = &r.add_gauge("couch_bridge_couch_state", "Feed state (1 for the current state)",
+                                     {{"database", db}, {"state", std::string(all_states[i])}});
+        }
+        for (auto reason : reconnect_reasons) {
+            reconnects.emplace(std::string(reason),
+                               &r.add_counter("couch_bridge_couch_reconnects_total", "Feed reconnects by reason",
+                                              {{"database", db}, {"reason", std::string(reason)}}));
+        }
+    }
+    void set_state(feed_state s) noexcept {
+        for (std::size_t i = 0; i < states.size(); ++i) {
+            states[i]->set(i == static_cast<std::size_t>(s) ? 1.0 : 0.0);
+        }
+    }
+    void reconnect(std::string const& reason) {
+        if (auto it = reconnects.find(reason); it != reconnects.end()) {
+            it->second->inc();
+        }
+    }
+    metrics::counter& rows;
+    metrics::counter& bytes;
+    metrics::gauge& last_row;
+    metrics::gauge& pending;
+    std::array<metrics::gauge*, all_states.size()> states{};
+    std::map<std::string, metrics::counter*, std::less<>> reconnects;
+};
+
+// One HTTP(S) connection; TLS or plain decided at connect time.
+struct connection {
+    std::optional<beast::tcp_stream> plain;
+    std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+
+    beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+    void close() {
+        error_code ignored;
+        tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+        tcp().socket().close(ignored);
+    }
+};
+
+struct small_response {
+    error_code ec;
+    unsigned status = 0;
+    std::string body;
+    std::string set_cookie;
+};
+
+std::string reason_of(std::string const& body) {
+    error_code ec;
+    auto v = boost::json::parse(body, ec);
+    if (!ec && v.is_object()) {
+        std::string out;
+        if (auto const* e = v.get_object().if_contains("error"); e != nullptr && e->is_string()) {
+            out = std::string(e->get_string());
+        }
+        if (auto const* r = v.get_object().if_contains("reason"); r != nullptr && r->is_string()) {
+            out += (out.empty() ? "" : ": ") + std::string(r->get_string());
+        }
+        if (!out.empty()) {
+            return out;
+        }
+    }
+    return body.substr(0, 200);
+}
+
+// The numeric prefix of a seq ("12-g1AA..." or 12); nullopt if it has none.
+std::optional<std::uint64_t> seq_prefix(std::string_view raw) {
+    if (raw.starts_with("\"")) {
+        raw.remove_prefix(1);
+    }
+    std::uint64_t n = 0;
+    std::size_t i = 0;
+    for (; i < raw.size() && raw[i] >= '0' && raw[i] <= '9' && i < 19; ++i) {
+        n = n * 10 + static_cast<std::uint64_t>(raw[i] - '0');
+    }
+    if (i == 0) {
+        return std::nullopt;
+    }
+    return n;
+}
+
+} // namespace
+
+struct changes_feed::impl {
+    impl(asio::any_io_executor ex, client_config client, feed_options options, metrics::registry& registry)
+        : ex_(std::move(ex)), cfg_(std::move(client)), opt_(std::move(options)), url_(parse_url(cfg_)),
+          probe_(registry, opt_.database), parser_(feed_kind::normal, opt_.max_row_bytes), timer_(ex_),
+          position_(opt_.since), backoff_(opt_.backoff_initial), rng_(std::random_device{}()) {
+        if (opt_.batch_limit == 0) {
+            opt_.batch_limit = 1;
+        }
+        if (url_.tls) {
+            ssl_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+            ssl_->set_default_verify_paths();
+            if (!cfg_.ca_file.empty()) {
+                ssl_->load_verify_file(cfg_.ca_file); // throws on a bad file: a startup failure
+            }
+            ssl_->set_verify_mode(cfg_.tls_verify ? asio::ssl::verify_peer : asio::ssl::verify_none);
+        }
+        set_state(feed_state::connecting);
+    }
+
+    // --- state and errors ------------------------------------------------
+
+    void set_state(feed_state s) {
+        status_.state = s;
+        probe_.set_state(s);
+    }
+
+    bool quiet_state() const {
+        return status_.state == feed_state::unauthorized || status_.state == feed_state::db_missing ||
+               status_.state == feed_state::failed;
+    }
+
+    void note_error(std::string const& reason, std::string msg) {
+        msg = common::redact_secret(std::move(msg), url_.password);
+        status_.last_error = msg;
+        status_.last_error_time = std::chrono::system_clock::now();
+        ++status_.reconnects;
+        probe_.reconnect(reason);
+        spdlog::warn("couch feed {} ({}): {}", opt_.database, reason, msg);
+    }
+
+    void drop_connection() {
+        if (conn_) {
+            conn_->close();
+        }
+        response_open_ = false;
+        need_db_check_ = true;
+    }
+
+    // A transient problem: reconnect after a jittered exponential backoff.
+    void transient(std::string const& reason, std::string msg) {
+        drop_connection();
+        note_error(reason, std::move(msg));
+        auto const now = std::chrono::steady_clock::now();
+        if (connected_ && now - connected_at_ >= opt_.healthy_reset) {
+            backoff_ = opt_.backoff_initial;
+        }
+        connected_ = false;
+        std::uniform_int_distribution<long long> jitter(backoff_.count() / 2, std::max<long long>(backoff_.count(), 1));
+        wait_ = std::chrono::milliseconds(jitter(rng_));
+        backoff_ = std::min(backoff_ * 2, opt_.backoff_max);
+        catching_up_ = true;
+        set_state(feed_state::backoff);
+    }
+
+    // A problem an operator must see (auth, missing db, bad data): a visible
+    // state, retried every slow_retry.
+    void slow(feed_state s, std::string const& reason, std::string msg) {
+        drop_connection();
+        note_error(reason, std::move(msg));
+        connected_ = false;
+        wait_ = opt_.slow_retry;
+        catching_up_ = true;
+        set_state(s);
+    }
+
+    void throw_if_stopped() const {
+        if (stopped_) {
+            throw boost::system::system_error(asio::error::operation_aborted);
+        }
+    }
+
+    std::string db_path() const { return url_.prefix + "/" + url_encode(opt_.database); }
+
+    std::string changes_target() const {
+        std::string t = db_path() + "/_changes?include_docs=true&style=main_only";
+        if (catching_up_) {
+            t += "&feed=normal&limit=" + std::to_string(opt_.batch_limit);
+            if (opt_.seq_interval > 0) {
+                t += "&seq_interval=" + std::to_string(opt_.seq_interval);
+            }
+        } else {
+            t += "&feed=continuous&heartbeat=" + std::to_string(opt_.heartbeat.count());
+        }
+        t += "&since=" + url_encode(position_.to_query_param());
+        return t;
+    }
+
+    template <class Req>
+    void add_auth(Req& req) const {
+        req.set(http::field::host, url_.host);
+        req.set(http::field::user_agent, "couch-kafka-bridge");
+        req.set(http::field::accept, "application/json");
+        if (cfg_.auth == client_config::auth_mode::cookie) {
+            if (!cookie_.empty()) {
+                req.set(http::field::cookie, cookie_);
+            }
+        } else if (!url_.user.empty()) {
+            req.set(http::field::authorization, "Basic " + base64(url_.user + ":" + url_.password));
+        }
+    }
+
+    // --- I/O -------------------------------------------------------------
+
+    asio::awaitable<error_code> connect(connection& c) {
+        error_code ec;
+        tcp::resolver resolver(ex_);
+        auto const results =
+            co_await resolver.async_resolve(url_.host, url_.port, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+            co_return ec;
+        }
+        if (ssl_) {
+            c.tls.emplace(ex_, *ssl_);
+        } else {
+            c.plain.emplace(ex_);
+        }
+        c.tcp().expires_after(opt_.request_timeout);
+        co_await c.tcp().async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+            co_return ec;
+        }
+        if (c.tls) {
+            if (!SSL_set_tlsext_host_name(c.tls->native_handle(), url_.host.c_str())) {
+                co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
+            }
+            if (cfg_.tls_verify) {
+                c.tls->set_verify_callback(asio::ssl::host_name_verification(url_.host));
+            }
+            co_await c.tls->async_handshake(asio::ssl::stream_base::client,
+                                            asio::redirect_error(asio::use_awaitable, ec));
+        }
+        co_return ec;
+    }
+
+    template <class Msg>
+    asio::awaitable<error_code> write(connection& c, Msg& msg) {
+        error_code ec;
+        if (c.tls) {
+            co_await http::async_write(*c.tls, msg, asio::redirect_error(asio::use_awaitable, ec));
+        } else {
+            co_await http::async_write(*c.plain, msg, asio::redirect_error(asio::use_awaitable, ec));
+        }
+        co_return ec;
+    }
+
+    template <class Parser>
+    asio::awaitable<error_code> read_header(connection& c, beast::flat_buffer& buf, Parser& p) {
+        error_code ec;
+        if (c.tls) {
+            co_await http::async_read_header(*c.tls, buf, p, asio::redirect_error(asio::use_awaitable, ec));
+        } else {
+            co_await http::async_read_header(*c.plain, buf, p, asio::redirect_error(asio::use_awaitable, ec));
+        }
+        co_return ec;
+    }
+
+    template <class Parser>
+    asio::awaitable<error_code> read_rest(connection& c, beast::flat_buffer& buf, Parser& p) {
+        error_code ec;
+        if (c.tls) {
+            co_await http::async_read(*c.tls, buf, p, asio::redirect_error(asio::use_awaitable, ec));
+        } else {
+            co_await http::async_read(*c.plain, buf, p, asio::redirect_error(asio::use_awaitable, ec));
+        }
+        co_return ec;
+    }
+
+    asio::awaitable<std::size_t> read_some(connection& c, error_code& ec) {
+        auto const b = buf_.prepare(64 * 1024);
+        std::size_t n = 0;
+        if (c.tls) {
+            n = co_await c.tls->async_read_some(b, asio::redirect_error(asio::use_awaitable, ec));
+        } else {
+            n = co_await c.plain->async_read_some(b, asio::redirect_error(asio::use_awaitable, ec));
+        }
+        buf_.commit(n);
+        co_return n;
+    }
+
+    // A short request on its own connection (db info, _session).
+    asio::awaitable<small_response> fetch(http::verb verb, std::string target, std::string body) {
+        small_response out;
+        fetch_conn_ = std::make_unique<connection>();
+        auto& c = *fetch_conn_;
+        if ((out.ec = co_await connect(c))) {
+            co_return out;
+        }
+        http::request<http::string_body> req(verb, target, 11);
+        add_auth(req);
+        if (!body.empty()) {
+            req.set(http::field::content_type, "application/json");
+            req.body() = std::move(body);
+            req.prepare_payload();
+        }
+        c.tcp().expires_after(opt_.request_timeout);
+        if ((out.ec = co_await write(c, req))) {
+            co_return out;
+        }
+        beast::flat_buffer buf;
+        http::response_parser<http::string_body> p;
+        p.body_limit(1u << 20);
+        if ((out.ec = co_await read_rest(c, buf, p))) {
+            co_return out;
+        }
+        out.status = p.get().result_int();
+        out.body = std::move(p.get().body());
+        if (auto it = p.get().find(http::field::set_cookie); it != p.get().end()) {
+            out.set_cookie = std::string(it->value());
+        }
+        c.close();
+        co_return out;
+    }
+
+    asio::awaitable<bool> login() {
+        boost::json::object o;
+        o["name"] = url_.user;
+        o["password"] = url_.password;
+        auto r = co_await fetch(http::verb::post, url_.prefix + "/_session", boost::json::serialize(o));
+        if (r.ec || r.status != 200) {
+            co_return false;
+        }
+        auto const semi = r.set_cookie.find(';');
+        cookie_ = r.set_cookie.substr(0, semi);
+        co_return cookie_.starts_with("AuthSession=") && cookie_.size() > 12;
+    }
+
+    std::string where() const { return "database '" + opt_.database + "' at " + url_.redacted; }
+
+    // Cookie auth: a 401/403 may only mean the session expired. Logs in again
+    // once per failure streak; true when the caller may retry at once.
+    asio::awaitable<bool> renew_session(unsigned status) {
+        if ((status != 401 && status != 403) || cfg_.auth != client_config::auth_mode::cookie || renewed_) {
+            co_return false;
+        }
+        renewed_ = true;
+        bool const ok = co_await login();
+        co_return ok;
+    }
+
+    // Records a non-200 answer as a state.
+    void on_status(unsigned status, std::string const& body) {
+        std::string const what = "HTTP " + std::to_string(status) + " for " + where() + ": " + reason_of(body);
+        if (status == 401 || status == 403) {
+            slow(feed_state::unauthorized, "unauthorized", what);
+        } else if (status == 404) {
+            seen_missing_ = true;
+            slow(feed_state::db_missing, "db_missing", what);
+        } else if (status >= 500) {
+            transient("http_5xx", what);
+        } else {
+            slow(feed_state::failed, "bad_response", what);
+        }
+    }
+
+    void transport_error(error_code ec, std::string_view during) {
+        std::string const reason = ec == asio::error::connection_refused ? "refused"
+                                   : ec == beast::error::timeout          ? "stall"
+                                                                          : "closed";
+        transient(reason, std::string(during) + " " + where() + ": " + ec.message());
+    }
+
+    asio::awaitable<void> sleep(std::chrono::milliseconds d) {
+        timer_.expires_after(d);
+        error_code ec;
+        co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+
+    // Opens the next _changes response (after any wait), or records why not.
+    asio::awaitable<void> open() {
+        if (wait_.count() > 0) {
+            auto const d = wait_;
+            wait_ = 0ms;
+            co_await sleep(d);
+            throw_if_stopped();
+        }
+        auto const gen = generation_;
+        if (!quiet_state()) {
+            set_state(feed_state::connecting);
+        }
+        if (cfg_.auth == client_config::auth_mode::cookie && cookie_.empty()) {
+            if (!co_await login()) {
+                throw_if_stopped();
+                slow(feed_state::unauthorized, "unauthorized", "cookie login (POST /_session) failed for " + where());
+                co_return;
+            }
+        }
+        if (need_db_check_ && position_.where == since::kind::at) {
+            auto r = co_await fetch(http::verb::get, db_path(), {});
+            throw_if_stopped();
+            if (gen != generation_) {
+                co_return;
+            }
+            if (r.ec) {
+                transport_error(r.ec, "reading db info of");
+                co_return;
+            }
+            if (r.status != 200) {
+                bool const retry_now = co_await renew_session(r.status);
+                throw_if_stopped();
+                if (!retry_now) {
+                    on_status(r.status, r.body);
+                }
+                co_return;
+            }
+            if (seen_missing_) {
+                slow(feed_state::failed, "db_missing",
+                     where() + " was deleted and re-created; refusing to follow the new incarnation from seq " +
+                         position_.at_seq.raw_json() + " (CouchDB would silently restart from 0); reset the checkpoint");
+                co_return;
+            }
+            error_code jec;
+            auto info = boost::json::parse(r.body, jec);
+            if (!jec && info.is_object()) {
+                if (auto const* us = info.get_object().if_contains("update_seq")) {
+                    auto const cur = seq_prefix(boost::json::serialize(*us));
+                    auto const mine = seq_prefix(position_.at_seq.raw_json());
+                    if (cur && mine && *cur < *mine) {
+                        slow(feed_state::failed, "db_missing",
+                             where() + " looks re-created: its update_seq " + boost::json::serialize(*us) +
+                                 " is behind the feed position " + position_.at_seq.raw_json() +
+                                 "; refusing to follow from 0 (reset the checkpoint)");
+                        co_return;
+                    }
+                }
+            }
+            need_db_check_ = false;
+        }
+        seen_missing_ = false;
+
+        conn_ = std::make_unique<connection>();
+        buf_.clear();
+        if (auto ec = co_await connect(*conn_)) {
+            throw_if_stopped();
+            if (gen == generation_) {
+                transport_error(ec, "connecting to");
+            }
+            co_return;
+        }
+        http::request<http::empty_body> req(http::verb::get, changes_target(), 11);
+        add_auth(req);
+        conn_->tcp().expires_after(opt_.request_timeout);
+        if (auto ec = co_await write(*conn_, req)) {
+            throw_if_stopped();
+            if (gen == generation_) {
+                transport_error(ec, "sending _changes request to");
+            }
+            co_return;
+        }
+        http::response_parser<http::string_body> p;
+        p.body_limit(1u << 16);
+        if (auto ec = co_await read_header(*conn_, buf_, p)) {
+            throw_if_stopped();
+            if (gen == generation_) {
+                transport_error(ec, "reading _changes response header from");
+            }
+            co_return;
+        }
+        throw_if_stopped();
+        if (gen != generation_) {
+            co_return;
+        }
+        unsigned const status = p.get().result_int();
+        if (status != 200) {
+            auto ec = co_await read_rest(*conn_, buf_, p);
+            throw_if_stopped();
+            if (gen != generation_) {
+                co_return;
+            }
+            std::string body;
+            if (!ec) {
+                body = std::move(p.get().body());
+            }
+            drop_connection();
+            bool const retry_now = co_await renew_session(status);
+            throw_if_stopped();
+            if (!retry_now) {
+                on_status(status, body);
+            }
+            co_return;
+        }
+        renewed_ = false;
+        if (p.chunked()) {
+            framing_ = framing::chunked;
+        } else if (auto len = p.content_length()) {
+            framing_ = framing::length;
+            body_left_ = *len;
+        } else {
+            framing_ = framing::eof;
+        }
+        decoder_.reset();
+        parser_.reset(catching_up_ ? feed_kind::normal : feed_kind::continuous);
+        response_open_ = true;
+        if (!connected_) {
+            connected_ = true;
+            connected_at_ = std::chrono::steady_clock::now();
+        }
+        set_state(catching_up_ ? feed_state::catching_up : feed_state::following);
+        if (framing_ == framing::length && body_left_ == 0) {
+            end_of_response();
+        }
+    }
+
+    // New rows were appended to ready_ from index `before`.
+    void took_rows(std::size_t before) {
+        if (ready_.size() == before) {
+            return;
+        }
+        auto const n = ready_.size() - before;
+        status_.rows_read += n;
+        probe_.rows.inc(static_cast<double>(n));
+        status_.last_row_time = std::chrono::system_clock::now();
+        probe_.last_row.set(std::chrono::duration<double>(status_.last_row_time.time_since_epoch()).count());
+        for (auto i = ready_.size(); i > before; --i) {
+            if (!ready_[i - 1].seq.empty()) {
+                position_ = since::from(ready_[i - 1].seq);
+                status_.last_seq_read = ready_[i - 1].seq.raw_json();
+                break;
+            }
+        }
+    }
+
+    void parse_error(error_code ec) {
+        std::string const msg = where() + ": " + ec.message() + " (" + parser_.error_detail() + ")";
+        if (ec == errc::truncated_body) {
+            transient("closed", msg);
+        } else if (ec == errc::server_error_row) {
+            transient("server_error", msg);
+        } else {
+            // Reading again would meet the same row: never skip it, show it.
+            slow(feed_state::failed, "bad_response", msg);
+        }
+    }
+
+    void end_of_response() {
+        auto const before = ready_.size();
+        auto const ec = parser_.finish(ready_);
+        took_rows(before);
+        if (ec) {
+            parse_error(ec);
+            return;
+        }
+        if (parser_.has_last_seq()) {
+            position_ = since::from(parser_.last_seq());
+            status_.last_seq_read = parser_.last_seq().raw_json();
+        }
+        if (parser_.pending()) {
+            status_.pending = parser_.pending();
+            probe_.pending.set(static_cast<double>(*parser_.pending()));
+        }
+        if (catching_up_) {
+            // A clean batch: go on at once (no db check between batches).
+            if (conn_) {
+                conn_->close();
+            }
+            response_open_ = false;
+            bool const drained = parser_.rows_parsed() < opt_.batch_limit ||
+                                 (parser_.pending().has_value() && *parser_.pending() == 0);
+            if (drained) {
+                catching_up_ = false;
+            }
+            return;
+        }
+        if (parser_.ended()) {
+            transient("last_seq", "the server ended the continuous feed of " + where() + " with last_seq");
+        } else {
+            transient("closed", "the server closed the continuous feed of " + where());
+        }
+    }
+
+    asio::awaitable<void> read_body() {
+        auto const gen = generation_;
+        if (buf_.size() == 0) {
+            conn_->tcp().expires_after(catching_up_ ? opt_.request_timeout : 2 * opt_.heartbeat);
+            error_code ec;
+            auto const n = co_await read_some(*conn_, ec);
+            throw_if_stopped();
+            if (gen != generation_) {
+                co_return;
+            }
+            status_.bytes_read += n;
+            probe_.bytes.inc(static_cast<double>(n));
+            if (ec) {
+                if (ec == http::error::end_of_stream || ec == asio::error::eof) {
+                    if (framing_ == framing::eof) {
+                        end_of_response();
+                        co_return;
+                    }
+                }
+                if (ec == beast::error::timeout) {
+                    transient("stall", "no bytes for " + std::to_string((2 * opt_.heartbeat).count()) +
+                                           " ms from " + where() + " (watchdog)");
+                } else {
+                    auto const before = ready_.size();
+                    // Rows completed before the close are good; a partial one is re-read.
+                    if (parser_.kind() == feed_kind::continuous) {
+                        parser_.finish(ready_);
+                        took_rows(before);
+                    }
+                    transient("closed", "connection to " + where() + " lost: " + ec.message());
+                }
+                co_return;
+            }
+        }
+        auto const data = buf_.cdata();
+        std::string_view in(static_cast<char const*>(data.data()), data.size());
+        auto const before = ready_.size();
+        error_code ec;
+        bool end = false;
+        if (framing_ == framing::chunked) {
+            while (!in.empty() && !decoder_.done()) {
+                std::string_view piece;
+                if (auto dec = decoder_.next(in, piece)) {
+                    buf_.consume(buf_.size());
+                    took_rows(before);
+                    if (dec == errc::chunk_size_not_hex) {
+                        seen_missing_ = true;
+                        slow(feed_state::db_missing, "db_missing",
+                             where() + " was deleted under the open feed (the server wrote a new response into "
+                                       "the chunked body)");
+                    } else {
+                        transient("bad_response", where() + ": " + dec.message());
+                    }
+                    co_return;
+                }
+                if (!piece.empty() && (ec = parser_.feed(piece, ready_))) {
+                    break;
+                }
+            }
+            end = decoder_.done();
+        } else if (framing_ == framing::length) {
+            auto const n = static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), body_left_));
+            ec = parser_.feed(in.substr(0, n), ready_);
+            body_left_ -= n;
+            end = body_left_ == 0;
+        } else {
+            ec = parser_.feed(in, ready_);
+        }
+        buf_.consume(buf_.size());
+        took_rows(before);
+        if (ec) {
+            parse_error(ec);
+            co_return;
+        }
+        if (end) {
+            end_of_response();
+        }
+    }
+
+    asio::awaitable<std::vector<row>> next() {
+        for (;;) {
+            throw_if_stopped();
+            if (!ready_.empty()) {
+                std::vector<row> out;
+                out.swap(ready_);
+                co_return out;
+            }
+            if (!response_open_) {
+                co_await open();
+                continue;
+            }
+            co_await read_body();
+        }
+    }
+
+    void rewind(since from) {
+        drop_connection();
+        ready_.clear();
+        position_ = std::move(from);
+        catching_up_ = true;
+        wait_ = 0ms;
+        ++generation_;
+        timer_.cancel();
+    }
+
+    void stop() {
+        stopped_ = true;
+        if (conn_) {
+            conn_->close();
+        }
+        if (fetch_conn_ && (fetch_conn_->plain || fetch_conn_->tls)) {
+            fetch_conn_->close();
+        }
+        timer_.cancel();
+        set_state(feed_state::stopped);
+    }
+
+    enum class framing { chunked, length, eof };
+
+    asio::any_io_executor ex_;
+    client_config cfg_;
+    feed_options opt_;
+    parsed_url url_;
+    probe probe_;
+    std::unique_ptr<asio::ssl::context> ssl_;
+    std::unique_ptr<connection> conn_;
+    std::unique_ptr<connection> fetch_conn_;
+    beast::flat_buffer buf_;
+    chunked_decoder decoder_;
+    changes_parser parser_;
+    asio::steady_timer timer_;
+    framing framing_ = framing::chunked;
+    std::uint64_t body_left_ = 0;
+    bool response_open_ = false;
+    bool catching_up_ = true;
+    bool need_db_check_ = true;
+    bool seen_missing_ = false;
+    bool stopped_ = false;
+    bool renewed_ = false;
+    bool connected_ = false;
+    std::chrono::steady_clock::time_point connected_at_;
+    since position_;
+    std::vector<row> ready_;
+    std::chrono::milliseconds backoff_;
+    std::chrono::milliseconds wait_{0};
+    std::uint64_t generation_ = 0;
+    std::string cookie_;
+    std::mt19937_64 rng_;
+    feed_status status_;
+};
+
+changes_feed::changes_feed(asio::any_io_executor ex, client_config client, feed_options options,
+                           metrics::registry& registry)
+    : impl_(std::make_unique<impl>(std::move(ex), std::move(client), std::move(options), registry)) {}
+
+changes_feed::~changes_feed() = default;
+
+asio::awaitable<std::vector<row>> changes_feed::next() { return impl_->next(); }
+
+void changes_feed::rewind(since from) { impl_->rewind(std::move(from)); }
+
+feed_status changes_feed::status() const { return impl_->status_; }
+
+void changes_feed::stop() { impl_->stop(); }
+
+} // namespace couch

@@ -1,0 +1,410 @@
+// The feed against a small in-test CouchDB-protocol server that follows a
+// script per connection: write bytes, pause, close, or hold the socket open.
+#include "couch/changes_feed.hpp"
+#include "metrics/registry.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct action {
+    enum kind { write, pause, close, hold } k;
+    std::string bytes;
+    std::chrono::milliseconds ms{0};
+};
+using script = std::vector<action>;
+
+action w(std::string s) { return {action::write, std::move(s), {}}; }
+action pause_for(std::chrono::milliseconds ms) { return {action::pause, {}, ms}; }
+action close_now() { return {action::close, {}, {}}; }
+action hold() { return {action::hold, {}, {}}; }
+
+std::string chunk(std::string const& s) {
+    char size[20];
+    std::snprintf(size, sizeof size, "%zx", s.size());
+    return std::string(size) + "\r\n" + s + "\r\n";
+}
+std::string const chunked_200 = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+std::string status_response(int code, std::string const& body) {
+    return "HTTP/1.1 " + std::to_string(code) + " X\r\nContent-Type: application/json\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+std::string row_line(std::string const& id, std::string const& seq) {
+    return R"({"seq":")" + seq + R"(","id":")" + id + R"(","changes":[{"rev":"1-a"}],"doc":{"_id":")" + id +
+           R"(","_rev":"1-a"}})" "\n";
+}
+std::string normal_body(std::vector<std::pair<std::string, std::string>> const& rows, std::string const& last, int pending) {
+    std::string b = "{\"results\":[\n";
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        auto line = row_line(rows[i].first, rows[i].second);
+        line.pop_back();
+        b += (i ? ",\r\n" : "") + line;
+    }
+    return b + "\n],\n\"last_seq\":\"" + last + "\",\"pending\":" + std::to_string(pending) + "}\n";
+}
+
+// Scripted server: each _changes connection takes the next script (an empty
+// queue means hold). GET /<db> is answered with `db_info` without a script.
+class fault_server {
+public:
+    explicit fault_server(asio::io_context& io) : acceptor_(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+        asio::co_spawn(io, accept_loop(), asio::detached);
+    }
+    unsigned short port() const { return acceptor_.local_endpoint().port(); }
+    std::string url() const { return "http://u:s3cret@127.0.0.1:" + std::to_string(port()); }
+    void push(script s) { scripts_.push_back(std::move(s)); }
+    void stop() {
+        boost::system::error_code ec;
+        acceptor_.close(ec);
+        for (auto* s : sockets_) {
+            s->close(ec);
+        }
+    }
+    std::vector<std::string> targets;
+    std::vector<std::string> auth_headers;
+    std::string db_info = R"({"db_name":"db","update_seq":"999-x"})";
+
+private:
+    asio::awaitable<void> accept_loop() {
+        for (;;) {
+            boost::system::error_code ec;
+            auto sock = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+            if (ec) {
+                co_return;
+            }
+            asio::co_spawn(acceptor_.get_executor(), session(std::move(sock)), asio::detached);
+        }
+    }
+    asio::awaitable<void> session(tcp::socket sock) {
+        sockets_.push_back(&sock);
+        boost::system::error_code ec;
+        std::string req;
+        char buf[4096];
+        while (req.find("\r\n\r\n") == std::string::npos) {
+            auto n = co_await sock.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+            if (ec) {
+                break;
+            }
+            req.append(buf, n);
+        }
+        if (!ec) {
+            auto const target = req.substr(req.find(' ') + 1, req.find(" HTTP/") - req.find(' ') - 1);
+            targets.push_back(target);
+            auto const a = req.find("Authorization: ");
+            auth_headers.push_back(a == std::string::npos ? "" : req.substr(a, req.find("\r\n", a) - a));
+            script s;
+            if (target.find("/_changes") == std::string::npos) {
+                s = {w(status_response(200, db_info)), hold()};
+            } else if (!scripts_.empty()) {
+                s = std::move(scripts_.front());
+                scripts_.pop_front();
+            } else {
+                s = {hold()};
+            }
+            co_await run(sock, s);
+        }
+        std::erase(sockets_, &sock);
+    }
+    asio::awaitable<void> run(tcp::socket& sock, script const& s) {
+        boost::system::error_code ec;
+        asio::steady_timer t(sock.get_executor());
+        for (auto const& a : s) {
+            switch (a.k) {
+            case action::write:
+                co_await asio::async_write(sock, asio::buffer(a.bytes), asio::redirect_error(asio::use_awaitable, ec));
+                break;
+            case action::pause:
+                t.expires_after(a.ms);
+                co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                break;
+            case action::close:
+                sock.close(ec);
+                co_return;
+            case action::hold: {
+                char b[256];
+                while (!ec) {
+                    co_await sock.async_read_some(asio::buffer(b), asio::redirect_error(asio::use_awaitable, ec));
+                }
+                co_return;
+            }
+            }
+            if (ec) {
+                co_return;
+            }
+        }
+    }
+    tcp::acceptor acceptor_;
+    std::deque<script> scripts_;
+    std::vector<tcp::socket*> sockets_;
+};
+
+couch::feed_options fast_options(couch::since since = couch::since::beginning()) {
+    couch::feed_options o;
+    o.database = "db";
+    o.since = std::move(since);
+    o.heartbeat = 150ms;
+    o.backoff_initial = 20ms;
+    o.backoff_max = 100ms;
+    o.slow_retry = 100ms;
+    o.batch_limit = 2;
+    o.seq_interval = 0;
+    o.request_timeout = 10s;
+    return o;
+}
+
+struct outcome {
+    std::vector<std::string> ids, seqs;
+    couch::feed_status status;
+    std::string error;
+    bool timed_out = false;
+};
+
+// Reads rows until `want` rows arrived or `until_state` is reached, then stops
+// the feed and the server; all assertions happen after run() returns.
+outcome drive(fault_server& server, asio::io_context& io, couch::feed_options options, std::size_t want,
+              std::optional<couch::feed_state> until_state = std::nullopt, metrics::registry* reg = nullptr) {
+    outcome out;
+    metrics::registry local;
+    auto strand = asio::make_strand(io);
+    couch::client_config cfg;
+    cfg.url = server.url();
+    couch::changes_feed feed(strand, cfg, std::move(options), reg ? *reg : local);
+    bool finished = false;
+    auto finish = [&] {
+        if (!finished) {
+            finished = true;
+            feed.stop();
+            out.status = feed.status();
+            server.stop();
+        }
+    };
+    asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
+        try {
+            while (out.ids.size() < want) {
+                auto rows = co_await feed.next();
+                for (auto& r : rows) {
+                    out.ids.push_back(r.id);
+                    out.seqs.push_back(r.seq.raw_json());
+                }
+            }
+        } catch (std::exception const& e) {
+            out.error = e.what();
+        }
+        finish();
+    }, asio::detached);
+    asio::steady_timer watch(strand);
+    asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
+        auto const deadline = std::chrono::steady_clock::now() + 60s;
+        while (!finished) {
+            if (until_state && feed.status().state == *until_state) {
+                finish();
+                break;
+            }
+            if (std::chrono::steady_clock::now() > deadline) {
+                out.timed_out = true;
+                finish();
+                break;
+            }
+            watch.expires_after(10ms);
+            co_await watch.async_wait(asio::use_awaitable);
+        }
+    }, asio::detached);
+    io.run();
+    return out;
+}
+
+bool contains(std::string const& s, std::string_view part) { return s.find(part) != std::string::npos; }
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(feed)
+
+BOOST_AUTO_TEST_CASE(catches_up_in_batches_then_follows_with_split_chunks) {
+    asio::io_context io;
+    fault_server server(io);
+    // Batch 1 (limit 2, pending 1), batch 2 (1 row, pending 0), then continuous.
+    auto b1 = normal_body({{"a/b", "1-x"}, {"c", "2-x"}}, "2-x", 1);
+    server.push({w(chunked_200), w(chunk(b1.substr(0, 30))), w(chunk(b1.substr(30))), w(chunk("\n")), w("0\r\n\r\n")});
+    auto b2 = normal_body({{"d", "3-x"}}, "3-x", 0);
+    server.push({w(status_response(200, b2))});
+    auto live = row_line("e", "4-x") + "\n" + row_line("f", "5-x");
+    server.push({w(chunked_200), w(chunk("\n")), w(chunk(live.substr(0, 7))), pause_for(20ms),
+                 w(chunk(live.substr(7, 100))), w(chunk(live.substr(107))), hold()});
+    auto const out = drive(server, io, fast_options(), 5);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST(out.error.empty(), out.error);
+    BOOST_TEST((out.ids == std::vector<std::string>{"a/b", "c", "d", "e", "f"}));
+    BOOST_TEST(out.seqs.back() == "\"5-x\"");
+    BOOST_TEST((out.status.state == couch::feed_state::stopped));
+    BOOST_REQUIRE_GE(server.targets.size(), 4u);
+    BOOST_TEST(contains(server.targets[0], "feed=normal"));
+    BOOST_TEST(contains(server.targets[0], "include_docs=true"));
+    BOOST_TEST(contains(server.targets[0], "limit=2"));
+    BOOST_TEST(contains(server.targets[0], "since=0"));
+    BOOST_TEST(contains(server.targets[1], "/db")); // db check before resuming from a seq
+    BOOST_TEST(contains(server.targets[2], "since=2-x"));
+    BOOST_TEST(contains(server.targets[3], "feed=continuous"));
+    BOOST_TEST(contains(server.targets[3], "heartbeat=150"));
+    BOOST_TEST(contains(server.targets[3], "since=3-x"));
+    BOOST_TEST(server.auth_headers[0] == "Authorization: Basic dTpzM2NyZXQ=");
+    BOOST_TEST(!contains(out.status.last_error, "s3cret"));
+}
+
+BOOST_AUTO_TEST_CASE(stall_reset_5xx_and_last_seq_reconnect_from_the_last_row) {
+    asio::io_context io;
+    fault_server server(io);
+    auto const empty_batch = [](std::string const& last) { return status_response(200, normal_body({}, last, 0)); };
+    // since=0 catch-up: nothing; continuous: row a then stall (watchdog).
+    server.push({w(empty_batch("0"))});
+    server.push({w(chunked_200), w(chunk(row_line("a", "1-x"))), hold()});
+    // After the stall: catch-up from 1-x, then continuous: row b and half of c, then reset.
+    server.push({w(empty_batch("1-x"))});
+    server.push({w(chunked_200), w(chunk(row_line("b", "2-x") + row_line("c", "3-x").substr(0, 20))), close_now()});
+    // A 503, then catch-up, then continuous c and a last_seq end.
+    server.push({w(status_response(503, R"({"error":"unavailable","reason":"try later"})"))});
+    server.push({w(empty_batch("2-x"))});
+    server.push({w(chunked_200), w(chunk(row_line("c", "3-x"))), w(chunk("{\"last_seq\":\"3-x\",\"pending\":0}\n")),
+                 w("0\r\n\r\n"), hold()});
+    server.push({w(empty_batch("3-x"))});
+    server.push({w(chunked_200), w(chunk(row_line("d", "4-x"))), hold()});
+    metrics::registry reg;
+    auto const out = drive(server, io, fast_options(), 4, std::nullopt, &reg);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST((out.ids == std::vector<std::string>{"a", "b", "c", "d"})); // none lost, duplicated, reordered
+    BOOST_TEST(out.status.reconnects >= 4u);
+    auto const text = reg.expose();
+    BOOST_TEST(contains(text, R"(couch_bridge_couch_reconnects_total{database="db",reason="stall"} 1)"), text);
+    BOOST_TEST(contains(text, R"(couch_bridge_couch_reconnects_total{database="db",reason="closed"} 1)"));
+    BOOST_TEST(contains(text, R"(couch_bridge_couch_reconnects_total{database="db",reason="http_5xx"} 1)"));
+    BOOST_TEST(contains(text, R"(couch_bridge_couch_reconnects_total{database="db",reason="last_seq"} 1)"));
+    BOOST_TEST(contains(text, R"(couch_bridge_couch_rows_read_total{database="db"} 4)"));
+    bool resumed_from_c = false;
+    for (auto const& t : server.targets) {
+        resumed_from_c = resumed_from_c || (contains(t, "feed=continuous") && contains(t, "since=3-x"));
+    }
+    BOOST_TEST(resumed_from_c);
+}
+
+BOOST_AUTO_TEST_CASE(unauthorized_is_a_visible_state) {
+    asio::io_context io;
+    fault_server server(io);
+    for (int i = 0; i < 50; ++i) {
+        server.push({w(status_response(401, R"({"error":"unauthorized","reason":"Name or password is incorrect."})"))});
+    }
+    auto const out = drive(server, io, fast_options(), 1, couch::feed_state::unauthorized);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST(out.ids.empty());
+    BOOST_TEST(contains(out.status.last_error, "Name or password is incorrect"), out.status.last_error);
+    BOOST_TEST(contains(out.status.last_error, "database 'db'"));
+    BOOST_TEST(!contains(out.status.last_error, "s3cret"));
+}
+
+BOOST_AUTO_TEST_CASE(db_deleted_under_open_feed_then_recreated_is_never_followed_from_0) {
+    asio::io_context io;
+    fault_server server(io);
+    auto const not_found = status_response(404, R"({"error":"not_found","reason":"Database does not exist."})");
+    server.push({w(status_response(200, normal_body({}, "5-x", 0)))});
+    // The 06k race: rows, heartbeats, then a whole 404 response inside the chunked body.
+    server.push({w(chunked_200), w(chunk(row_line("a", "6-x"))), w(chunk("\n")), w(not_found), hold()});
+    auto const out = drive(server, io, fast_options(couch::since::now()), 2, couch::feed_state::db_missing);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST((out.ids == std::vector<std::string>{"a"}));
+    BOOST_TEST(contains(out.status.last_error, "deleted"), out.status.last_error);
+    BOOST_TEST(out.status.last_seq_read == "\"6-x\"", out.status.last_seq_read);
+
+    // Next: the database is back (db info answers 200): refuse with `failed`.
+    asio::io_context io2;
+    fault_server server2(io2);
+    server2.push({w(status_response(200, normal_body({}, "5-x", 0)))});
+    server2.push({w(chunked_200), w(chunk(row_line("a", "6-x"))), w(not_found), hold()});
+    auto const out2 = drive(server2, io2, fast_options(couch::since::now()), 2, couch::feed_state::failed);
+    BOOST_TEST(!out2.timed_out);
+    BOOST_TEST(out2.ids.size() == 1u);
+    BOOST_TEST(contains(out2.status.last_error, "re-created"), out2.status.last_error);
+    for (auto const& t : server2.targets) {
+        BOOST_TEST(!contains(t, "since=0"), t);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(recreated_db_detected_by_update_seq_prefix) {
+    asio::io_context io;
+    fault_server server(io);
+    server.db_info = R"({"db_name":"db","update_seq":"2-g1AAAA"})";
+    auto const out = drive(server, io, fast_options(couch::since::from(couch::seq::from_raw_json("\"7-g1AAAA\""))), 1,
+                           couch::feed_state::failed);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST(contains(out.status.last_error, "re-created"), out.status.last_error);
+    BOOST_TEST(server.targets.size() >= 1u);
+    for (auto const& t : server.targets) {
+        BOOST_TEST(!contains(t, "_changes"), t);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(oversized_row_fails_naming_db_and_doc) {
+    asio::io_context io;
+    fault_server server(io);
+    server.push({w(status_response(200, normal_body({}, "1-x", 0)))});
+    auto big = row_line("huge-doc", "2-x");
+    big.insert(big.size() - 3, std::string(5000, ' '));
+    server.push({w(chunked_200), w(chunk(row_line("ok", "1-y"))), w(chunk(big)), hold()});
+    auto opt = fast_options();
+    opt.max_row_bytes = 1000;
+    auto const out = drive(server, io, opt, 2, couch::feed_state::failed);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST((out.ids == std::vector<std::string>{"ok"}));
+    BOOST_TEST(contains(out.status.last_error, "huge-doc"), out.status.last_error);
+    BOOST_TEST(contains(out.status.last_error, "database 'db'"));
+}
+
+BOOST_AUTO_TEST_CASE(refused_connection_backs_off_and_stop_aborts_next) {
+    asio::io_context io;
+    fault_server server(io);
+    auto const port = server.port();
+    server.stop(); // nothing listens any more
+    metrics::registry reg;
+    auto strand = asio::make_strand(io);
+    couch::client_config cfg;
+    cfg.url = "http://127.0.0.1:" + std::to_string(port);
+    couch::changes_feed feed(strand, cfg, fast_options(), reg);
+    std::string error;
+    asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
+        try {
+            co_await feed.next();
+        } catch (boost::system::system_error const& e) {
+            error = e.code() == asio::error::operation_aborted ? "aborted" : e.what();
+        }
+    }, asio::detached);
+    asio::steady_timer t(strand);
+    asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
+        while (feed.status().reconnects < 3) {
+            t.expires_after(10ms);
+            co_await t.async_wait(asio::use_awaitable);
+        }
+        feed.stop();
+    }, asio::detached);
+    io.run();
+    BOOST_TEST(error == "aborted");
+    BOOST_TEST(contains(reg.expose(), R"(couch_bridge_couch_reconnects_total{database="db",reason="refused"})"));
+    BOOST_TEST((feed.status().state == couch::feed_state::stopped));
+    BOOST_TEST(contains(reg.expose(), R"(couch_bridge_couch_state{database="db",state="stopped"} 1)"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
