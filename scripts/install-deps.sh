@@ -24,7 +24,7 @@ for arg in "$@"; do
   case "$arg" in
   --build-only) build_only=1 ;; # the Dockerfile's build stage: no test servers
   --fuzz) packages+=(clang libclang-rt-14-dev) ;;
-  --bench) packages+=(libbenchmark-dev python3-venv python3-pip linux-perf) ;;
+  --bench) packages+=(libbenchmark-dev python3-venv python3-pip linux-perf curl) ;;
   *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
   esac
 done
