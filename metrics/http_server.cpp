@@ -320,6 +320,9 @@ http_server::http_server(boost::asio::any_io_executor ex, std::string const& lis
     impl_->handlers["/metrics"] = [&reg] {
         return http_response{200, "text/plain; version=0.0.4; charset=utf-8", reg.expose()};
     };
+    // Liveness: answering at all is the signal (the event loop runs). The
+    // bridge may replace it with a richer check.
+    impl_->handlers["/healthz"] = [] { return http_response{200, "text/plain; charset=utf-8", "ok\n"}; };
 }
 
 http_server::~http_server() { stop(); }

@@ -48,9 +48,10 @@ struct http_server_options {
 
 // The operations HTTP server: HTTP/1.1 with keep-alive, GET and HEAD only
 // (405 otherwise), 404 for unknown paths, 400 and close for malformed
-// requests. `/metrics` is built in (registry::expose(), content type
-// "text/plain; version=0.0.4; charset=utf-8"). The query string is ignored
-// for routing.
+// requests. Built in, and replaceable through handle(): `/metrics`
+// (registry::expose(), content type "text/plain; version=0.0.4;
+// charset=utf-8") and `/healthz` (200 "ok": the event loop answers). The
+// query string is ignored for routing.
 //
 // Its own metrics: couch_bridge_http_requests_total{path,code} (path is a
 // registered path or "other") and couch_bridge_http_connections_rejected_total.

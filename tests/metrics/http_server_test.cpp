@@ -213,9 +213,10 @@ BOOST_AUTO_TEST_CASE(custom_handlers_head_404_405_and_500) {
     f.server->handle("/readyz", [] { return metrics::http_response{503, "text/plain; charset=utf-8", "not ready\n"}; });
     f.server->handle("/boom", []() -> metrics::http_response { throw std::runtime_error("handler bug"); });
     struct results {
-        reply status, query, ready, head, missing, post, boom, after_boom, metrics;
+        reply health, status, query, ready, head, missing, post, boom, after_boom, metrics;
     } res;
     f.run([](std::uint16_t port, results* out) -> asio::awaitable<void> {
+        out->health = co_await get(port, "/healthz");
         out->status = co_await get(port, "/status");
         out->query = co_await get(port, "/status?verbose=1");
         out->ready = co_await get(port, "/readyz");
@@ -226,6 +227,8 @@ BOOST_AUTO_TEST_CASE(custom_handlers_head_404_405_and_500) {
         out->after_boom = co_await get(port, "/status");
         out->metrics = co_await get(port, "/metrics");
     }(f.server->port(), &res));
+    BOOST_TEST(res.health.status == 200u);
+    BOOST_TEST(res.health.body == "ok\n");
     BOOST_TEST(res.status.status == 200u);
     BOOST_TEST(res.status.content_type == "application/json");
     BOOST_TEST(res.status.body == R"({"databases":{}})");
