@@ -154,6 +154,18 @@ int run_bridge(config const& cfg) {
         return 2;
     }
 
+    {
+        auto& sanitized = registry.add_gauge("couch_bridge_routing_sanitized_doc_types",
+                                             "Doc types whose prefix topic needed illegal characters replaced");
+        auto& overflow = registry.add_gauge("couch_bridge_routing_prefix_overflow_routes",
+                                            "Records sent to the default topic because the prefix cache was full");
+        registry.on_collect([&routes, &sanitized, &overflow] {
+            auto st = routes->stats();
+            sanitized.set(static_cast<double>(st.sanitized_doc_types));
+            overflow.set(static_cast<double>(st.prefix_overflow_routes));
+        });
+    }
+
     checkpoint::flusher flusher(ioc.get_executor(), *store, cfg.checkpoint_interval, registry, common::version);
 
     couch::client_config client;
@@ -177,6 +189,7 @@ int run_bridge(config const& cfg) {
             if (pos) {
                 fo.since = couch::since::from(couch::seq::from_raw_json(pos->seq_json));
                 start = pos->seq_json;
+                flusher.restore(key, *pos);
                 spdlog::info("db {}: resuming from checkpoint {}", db, pos->seq_json);
             } else {
                 fo.since = parse_since(cfg.initial_since);

@@ -225,6 +225,7 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
         if (decision.skipped != skip_reason::none) {
             (decision.skipped == skip_reason::design_doc ? probe_->skipped_design : probe_->skipped_no_type).inc();
             ++skipped_;
+            spdlog::debug("db {}: skipped {} ({})", key_.database, row.id, to_string(decision.skipped));
         } else {
             value.clear();
             serialize(meta, value);

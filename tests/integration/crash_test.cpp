@@ -99,8 +99,11 @@ std::set<change_key> couch_changes(std::string const& couch, std::vector<std::st
     std::set<change_key> out;
     for (auto const& db : dbs) {
         auto r = test_support::couch_request(couch, "GET", "/" + db + "/_changes");
-        BOOST_REQUIRE(r.status == 200);
-        for (auto const& row : json::parse(r.body).at("results").as_array()) {
+        BOOST_REQUIRE_MESSAGE(r.status == 200, "GET " << db << "/_changes -> " << r.status);
+        auto parsed = json::parse(r.body);
+        BOOST_REQUIRE_MESSAGE(parsed.is_object() && parsed.as_object().contains("results"),
+                              "unexpected _changes body of " << db << ": " << r.body.substr(0, 300));
+        for (auto const& row : parsed.at("results").as_array()) {
             out.emplace(db, std::string(row.at("id").as_string()),
                         std::string(row.at("changes").as_array().at(0).at("rev").as_string()));
         }
