@@ -305,7 +305,9 @@ BOOST_AUTO_TEST_CASE(garbage_and_oversized_requests_get_400_and_server_keeps_ser
         {
             beast::tcp_stream s(co_await asio::this_coro::executor);
             co_await connect(s, port);
-            co_await send_raw(s, std::string("\x16\x03\x01\x02\x00 not http at all\r\n\r\n", 27));
+            // A TLS-ish preamble with a NUL in it, then CRLFs.
+            static constexpr char garbage[] = "\x16\x03\x01\x02\x00 not http at all\r\n\r\n";
+            co_await send_raw(s, std::string(garbage, sizeof garbage - 1));
             std::tie(out->garbage_end, out->garbage_got) = co_await read_until_close(s);
         }
         {
