@@ -55,9 +55,15 @@ std::string embedded_cluster::bootstrap_servers() const { return rd_kafka_mock_c
 
 void embedded_cluster::create_topic(std::string const& topic, int partitions) {
     auto err = rd_kafka_mock_topic_create(mock_, topic.c_str(), partitions, 1);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
         throw std::runtime_error("embedded kafka cluster: cannot create topic '" + topic + "': " +
                                  rd_kafka_err2str(err));
+    }
+}
+
+void embedded_cluster::create_topics(std::vector<std::string> const& topics, int partitions) {
+    for (auto const& t : topics) {
+        create_topic(t, partitions);
     }
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 // librdkafka's C types, forward-declared so that this header stays light.
 // Include <librdkafka/rdkafka_mock.h> where the mock API is used.
@@ -40,9 +41,15 @@ public:
     // lifetime of this object.
     rd_kafka_mock_cluster_t* mock() const { return mock_; }
 
-    // Creates a topic (replication factor 1). Throws std::runtime_error with
-    // librdkafka's reason on failure.
+    // Creates a topic (replication factor 1); one that exists already is
+    // left as it is. Throws std::runtime_error with librdkafka's reason on
+    // failure.
     void create_topic(std::string const& topic, int partitions);
+
+    // create_topic() for each; what startup calls instead of
+    // producer::create_topics() when the brokers are the embedded cluster.
+    // A topic that exists already is left as it is.
+    void create_topics(std::vector<std::string> const& topics, int partitions);
 
 private:
     rd_kafka_s* rk_ = nullptr;

@@ -1,6 +1,7 @@
 #include "kafka/producer.hpp"
 
 #include "kafka/error.hpp"
+#include "metrics/registry.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -16,10 +17,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>

@@ -1,7 +1,5 @@
 #pragma once
 
-#include "metrics/registry.hpp"
-
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
@@ -14,6 +12,10 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace metrics {
+class registry;
+}
 
 namespace kafka {
 

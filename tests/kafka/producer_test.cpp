@@ -1,6 +1,7 @@
 #include "kafka/embedded_cluster.hpp"
 #include "kafka/error.hpp"
 #include "kafka/producer.hpp"
+#include "metrics/registry.hpp"
 #include "kafka_test_util.hpp"
 #include "tests/support/test_env.hpp"
 
@@ -223,6 +224,64 @@ BOOST_FIXTURE_TEST_CASE(broker_down_reports_failures_not_success, fixture) {
     BOOST_TEST(p.in_flight() == 0u);
 }
 
+namespace {
+
+// Produces one record and runs the loop until its report arrived.
+kafka::delivery_report produce_one(asio::io_context& ioc, kafka::producer& p, kafka::record const& r) {
+    kafka::delivery_report out;
+    bool done = false;
+    auto ec = p.try_produce(r, ioc.get_executor(), [&](kafka::delivery_report const& rep) {
+        out = rep;
+        done = true;
+        ioc.stop();
+    });
+    if (ec) {
+        out.ec = ec;
+        return out;
+    }
+    if (!kafka_test::run_until_stopped(ioc, 1) || !done) {
+        throw std::runtime_error("no delivery report within the safety net");
+    }
+    return out;
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(retriable_broker_errors_are_retried_permanent_ones_reported, fixture) {
+    cluster.create_topic(topic, 1);
+    kafka::producer p(ioc.get_executor(), config(), registry);
+    constexpr std::int16_t produce_api = 0;
+    // Leadership moved twice: librdkafka refreshes metadata and retries.
+    rd_kafka_mock_push_request_errors(cluster.mock(), produce_api, 2, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                      RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
+    auto retried = produce_one(ioc, p, {topic, "k", "retried", {}});
+    BOOST_TEST(!retried.ec, retried.ec.message());
+    BOOST_TEST(retried.offset >= 0);
+
+    // A permanent error fails the record, with the broker's error.
+    rd_kafka_mock_push_request_errors(cluster.mock(), produce_api, 1, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    auto refused = produce_one(ioc, p, {topic, "k", "refused", {}});
+    BOOST_TEST(refused.ec == kafka::make_error_code(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE), refused.ec.message());
+    BOOST_TEST(kafka_test::sample(registry.expose(),
+                                  "couch_bridge_kafka_produce_errors_total{reason=\"MSG_SIZE_TOO_LARGE\"}") == 1.0);
+
+    // And the producer carries on.
+    auto later = produce_one(ioc, p, {topic, "k", "later", {}});
+    BOOST_TEST(!later.ec, later.ec.message());
+    BOOST_TEST(later.offset > retried.offset);
+}
+
+BOOST_FIXTURE_TEST_CASE(oversized_record_is_refused_at_once, fixture) {
+    kafka::producer p(ioc.get_executor(), config({{"message.max.bytes", "10000"}}), registry);
+    bool called = false;
+    auto ec = p.try_produce({topic, "k", std::string(20000, 'x'), {}}, ioc.get_executor(),
+                            [&](kafka::delivery_report const&) { called = true; });
+    BOOST_TEST(ec == kafka::make_error_code(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE), ec.message());
+    BOOST_TEST(p.in_flight() == 0u);
+    ioc.poll();
+    BOOST_TEST(!called);
+}
+
 BOOST_FIXTURE_TEST_CASE(fatal_error_rebuilds_and_fails_outstanding_messages, fixture) {
     cluster.create_topic(topic, 1);
     kafka::producer p(ioc.get_executor(), config(), registry);
@@ -322,6 +381,21 @@ BOOST_FIXTURE_TEST_CASE(missing_topics_lists_only_absent_ones, fixture) {
     BOOST_TEST(missing.front() == absent);
     // Asking did not create it.
     BOOST_TEST(p.missing_topics({absent}, 10s).size() == 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(embedded_cluster_creates_topics_admin_api_failure_is_reported, fixture) {
+    kafka::producer p(ioc.get_executor(), config(), registry);
+    auto second = topic + "-b";
+    cluster.create_topics({topic, second}, 3);
+    cluster.create_topics({topic}, 3); // exists already: fine
+    BOOST_TEST(p.missing_topics({topic, second}, 10s).empty());
+    // The mock cluster has no CreateTopics: the admin call must fail, not
+    // pretend success.
+    auto third = topic + "-c";
+    auto ec = p.create_topics({third}, 3, 1, 1s);
+    BOOST_TEST(bool(ec));
+    BOOST_TEST_MESSAGE("create_topics on the mock cluster: " << ec.message());
+    BOOST_TEST(p.missing_topics({third}, 10s).size() == 1u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

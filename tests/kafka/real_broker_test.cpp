@@ -1,4 +1,5 @@
 #include "kafka/producer.hpp"
+#include "metrics/registry.hpp"
 #include "kafka_test_util.hpp"
 #include "tests/support/murmur2.hpp"
 #include "tests/support/test_env.hpp"
