@@ -240,8 +240,9 @@ int run_bridge(config const& cfg) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
     }
-    spdlog::info("couch-kafka-bridge {} following {} database(s) of {}; metrics on http://{}/metrics", common::version,
-                 pipelines.size(), common::redact_url(cfg.couch_url), cfg.http_listen);
+    spdlog::info("couch-kafka-bridge {} following {} database(s) of {}; metrics on http://{}:{}/metrics",
+                 common::version, pipelines.size(), common::redact_url(cfg.couch_url),
+                 cfg.http_listen.substr(0, cfg.http_listen.rfind(':')), http->port());
 
     asio::co_spawn(ioc, flusher.run(), asio::detached);
     for (auto& p : pipelines) {

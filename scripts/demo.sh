@@ -10,6 +10,7 @@ cd "$root"
 
 bash scripts/install-deps.sh
 bash scripts/fetch-test-servers.sh couch
+export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
 preset="${CKB_DEMO_PRESET:-ci}"
 cmake --preset "$preset" > /dev/null
 cmake --build --preset "$preset" --target couch-kafka-bridge

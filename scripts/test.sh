@@ -12,6 +12,9 @@ cd "$root"
 bash scripts/install-deps.sh
 bash scripts/fetch-test-servers.sh all
 
+# ccache hits across clones of the repo (CI builds a fresh clone each time).
+export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
+
 preset="${CKB_TEST_PRESET:-ci}"
 cmake --preset "$preset" > /dev/null
 cmake --build --preset "$preset"
