@@ -148,6 +148,9 @@ asio::awaitable<void> pipeline::run() {
             if (committed_) {
                 feed_.rewind(couch::since::from(couch::seq::from_raw_json(*committed_)));
             } else {
+                // Nothing acknowledged yet. A `now` start that has resolved
+                // was checkpointed below, so committed_ is set then; here
+                // "now" never resolved, hence no row was read either.
                 feed_.rewind(initial_since_);
             }
             probe_->rewinds.inc();
@@ -182,6 +185,14 @@ asio::awaitable<void> pipeline::run() {
             // again from the checkpoint.
             continue;
         }
+        if (!committed_ && initial_since_.where == couch::since::kind::now) {
+            // Pin where "now" was, durably, before the first row is sent: a
+            // crash or a rewind must come back here, not to a later "now".
+            if (auto start = feed_.status().start_seq; !start.empty()) {
+                committed_ = start;
+                deps_.flusher.update(key_, start);
+            }
+        }
         co_await publish(std::move(rows), generation);
     }
     refresh_status();
@@ -211,7 +222,8 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
         }
     }
 
-    std::string value;
+    kafka::record rec;
+    rec.headers = {{"database", key_.database}, {"seq", {}}, {"rev", {}}};
     for (std::size_t i = 0; i < rows.size(); ++i) {
         auto& row = rows[i];
         if (generation != generation_ || stopping_) {
@@ -227,15 +239,18 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
             ++skipped_;
             spdlog::debug("db {}: skipped {} ({})", key_.database, row.id, to_string(decision.skipped));
         } else {
-            value.clear();
-            serialize(meta, value);
-            kafka::record rec;
-            rec.topic = std::string(decision.topic);
-            rec.key = row.id;
-            rec.value = value;
-            rec.headers.push_back({"database", key_.database});
-            rec.headers.push_back({"seq", row.seq.raw_json()});
-            rec.headers.push_back({"rev", meta.document_rev.value_or(std::string())});
+            // One record reused across the batch: assignments keep their
+            // capacity, so the steady state allocates nothing here.
+            rec.value.clear();
+            serialize(meta, rec.value);
+            rec.topic.assign(decision.topic);
+            rec.key.assign(row.id);
+            rec.headers[1].value.assign(row.seq.raw_json());
+            if (meta.document_rev) {
+                rec.headers[2].value.assign(*meta.document_rev);
+            } else {
+                rec.headers[2].value.clear();
+            }
             auto const bytes = rec.value.size() + rec.key.size();
             auto const sent = std::chrono::steady_clock::now();
             for (;;) {

@@ -2,7 +2,7 @@
 # (third-party headers come in as SYSTEM includes and stay quiet).
 add_library(ckb_warnings INTERFACE)
 target_compile_options(ckb_warnings INTERFACE
-  -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor -Wcast-align
+  -Wall -Wextra -Wpedantic $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local> -Wnon-virtual-dtor -Wcast-align
   -Woverloaded-virtual -Wimplicit-fallthrough
   $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
 if(CKB_WERROR)

@@ -728,6 +728,12 @@ struct changes_feed::impl {
         if (parser_.has_last_seq()) {
             position_ = since::from(parser_.last_seq());
             status_.last_seq_read = parser_.last_seq().raw_json();
+            // since=now has just become a real position (the first response
+            // of a `now` start carries no rows): publish it, so the owner can
+            // checkpoint it and rewind to it instead of to a later "now".
+            if (opt_.since.where == since::kind::now && status_.start_seq.empty() && status_.rows_read == 0) {
+                status_.start_seq = status_.last_seq_read;
+            }
         }
         if (parser_.pending()) {
             status_.pending = parser_.pending();

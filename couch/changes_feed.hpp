@@ -51,6 +51,9 @@ struct feed_options {
 struct feed_status { // a snapshot, for /status and metrics
     feed_state state = feed_state::connecting;
     std::string last_seq_read; // raw json, empty if none
+    // For a feed started with since=now: the seq "now" resolved to (raw
+    // json), empty until the server told it. Rows after it are all owed.
+    std::string start_seq;
     std::string last_error;    // credentials never appear here
     std::chrono::system_clock::time_point last_error_time, last_row_time;
     std::optional<std::uint64_t> pending;

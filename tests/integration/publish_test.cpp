@@ -13,6 +13,7 @@
 #include <csignal>
 #include <map>
 #include <regex>
+#include <set>
 #include <thread>
 
 namespace json = boost::json;
@@ -180,6 +181,63 @@ BOOST_AUTO_TEST_CASE(every_change_reaches_its_topic_with_exact_change_meta) {
     auto code = bridge->wait_for_exit(std::chrono::seconds(60));
     BOOST_REQUIRE(code.has_value());
     BOOST_TEST(*code == 0);
+}
+
+// Waits until the bridge's /status shows `db` following its live feed.
+void wait_following(unsigned short port, std::string const& db) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+        try {
+            auto r = test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/status");
+            if (r.status == 200) {
+                auto st = json::parse(r.body).at("databases").at(db).at("state");
+                if (st.as_string() == "following") {
+                    return;
+                }
+            }
+        } catch (std::exception const&) {
+            // not listening yet
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    BOOST_FAIL("the bridge never reached state following for " << db);
+}
+
+BOOST_AUTO_TEST_CASE(initial_since_now_skips_the_backlog_and_a_restart_resumes_from_the_checkpoint) {
+    auto const couch = test_support::couch_url();
+    auto const db = test_support::unique_name("since-now");
+    test_support::couch_create_db(couch, db);
+    test_support::couch_put_doc(couch, db, "old-1", {{"doc_type", "CommCareCase"}, {"domain", "d"}});
+    test_support::couch_put_doc(couch, db, "old-2", {{"doc_type", "CommCareCase"}, {"domain", "d"}});
+
+    auto dir = test_support::make_temp_dir("since-now-ckpt");
+    auto port = test_support::free_port();
+    integration::bridge_options opts{{db}, dir, test_support::kafka_brokers(), {"--initial-since", "now"}};
+    {
+        auto bridge = integration::start_bridge(opts, port);
+        wait_following(port, db);
+        test_support::couch_put_doc(couch, db, "new-1", {{"doc_type", "CommCareCase"}, {"domain", "d"}});
+        test_support::couch_put_doc(couch, db, "new-2", {{"doc_type", "CommCareCase"}, {"domain", "d"}});
+        auto got = wait_for_records(db, 2);
+        BOOST_TEST(got.size() == 2u);
+        bridge->signal(SIGTERM);
+        auto code = bridge->wait_for_exit(std::chrono::seconds(60));
+        BOOST_REQUIRE(code.has_value());
+        BOOST_TEST(*code == 0);
+    }
+    // A change made while the bridge is down is published after the restart,
+    // from the checkpoint (not from "now" again, not from 0).
+    test_support::couch_put_doc(couch, db, "while-down", {{"doc_type", "CommCareCase"}, {"domain", "d"}});
+    auto bridge = integration::start_bridge(opts, port);
+    auto got = wait_for_records(db, 3);
+    std::set<std::string> keys;
+    for (auto const& r : got) {
+        keys.insert(r.key);
+    }
+    BOOST_TEST(got.size() == 3u);
+    BOOST_TEST((keys == std::set<std::string>{"new-1", "new-2", "while-down"}));
+    bridge->signal(SIGTERM);
+    BOOST_TEST(bridge->wait_for_exit(std::chrono::seconds(60)).value_or(-1) == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
