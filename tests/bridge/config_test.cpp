@@ -3,6 +3,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cstdlib>
+#include <iostream>
+#include <sstream>
 #include <vector>
 
 namespace {
@@ -38,6 +40,18 @@ BOOST_AUTO_TEST_CASE(invalid_values_fail_with_nonzero_exit) {
     BOOST_TEST(parse({"--initial-since", "yesterday"}).exit_code != 0);
     BOOST_TEST(parse({"--kafka-property", "novalue"}).exit_code != 0);
     BOOST_TEST(parse({"--http-listen", "localhost"}).exit_code != 0);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_value_error_names_the_flag) {
+    std::ostringstream captured;
+    auto* old = std::cerr.rdbuf(captured.rdbuf());
+    auto r = parse({"--initial-since", "yesterday"});
+    auto r2 = parse({"--log-format", "xml"});
+    std::cerr.rdbuf(old);
+    BOOST_TEST(r.exit_code != 0);
+    BOOST_TEST(r2.exit_code != 0);
+    BOOST_TEST(captured.str().find("--initial-since") != std::string::npos, captured.str());
+    BOOST_TEST(captured.str().find("--log-format") != std::string::npos, captured.str());
 }
 
 BOOST_AUTO_TEST_CASE(describe_masks_secrets) {
