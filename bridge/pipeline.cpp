@@ -1,6 +1,7 @@
 #include "bridge/pipeline.hpp"
 
 #include "bridge/change_meta.hpp"
+#include "kafka/error.hpp"
 #include "kafka/producer.hpp"
 #include "metrics/registry.hpp"
 
@@ -311,7 +312,14 @@ void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t g
     if (report.ec) {
         probe_->produce_errors.inc();
         if (generation == generation_) {
-            fail_generation("delivery to topic " + std::string(topic) + " failed: " + report.ec.message());
+            std::string why = "delivery to topic " + std::string(topic) + " failed: " + report.ec.message();
+            // librdkafka: -188 _UNKNOWN_TOPIC (local), 3 UNKNOWN_TOPIC_OR_PART (broker).
+            if (report.ec.category() == kafka::error_category() &&
+                (report.ec.value() == -188 || report.ec.value() == 3)) {
+                why += " (the topic does not exist and the broker does not create topics: create it, or start "
+                       "the bridge with --create-topics)";
+            }
+            fail_generation(why);
         }
     } else if (generation == generation_) {
         release(ticket);
