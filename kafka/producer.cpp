@@ -70,6 +70,7 @@ struct producer::impl : std::enable_shared_from_this<impl> {
     void start();
     void arm();
     void drain_pipe();
+    void kick();
     // Serves the current instance's report queue without blocking.
     void serve();
     void after_serving();
@@ -219,6 +220,7 @@ void producer::impl::start() {
     pipe_write_ = fds[1];
     rk_ = create_handle();
     current_ = rk_;
+    kick();
     spdlog::info("kafka producer {} created (librdkafka {}), bootstrap servers {}", rd_kafka_name(rk_),
                  rd_kafka_version_str(), config_.bootstrap_servers);
     arm();
@@ -262,6 +264,16 @@ void producer::impl::drain_pipe() {
         }
         return; // EAGAIN (empty) or EOF (write end closed at shutdown)
     }
+}
+
+// librdkafka only signals when its queue turns non-empty, and the instance
+// may have queued events (a first connection failure) before its IO event was
+// enabled: a self-made wake-up has the watcher serve the queue once. Written
+// after the instance became rk_, so that the serve reaches it.
+void producer::impl::kick() {
+    char const wakeup = 'k';
+    // EAGAIN: the pipe is full, a wake-up is pending anyway.
+    [[maybe_unused]] auto n = ::write(pipe_write_, &wakeup, 1);
 }
 
 void producer::impl::serve() {
@@ -379,6 +391,7 @@ void producer::impl::rebuild() {
         rk_ = fresh;
         current_ = fresh;
     }
+    kick();
     retire(old);
     rebuilds_.inc();
     rebuild_count_.fetch_add(1);
