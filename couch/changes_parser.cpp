@@ -1,5 +1,6 @@
 #include "couch/changes_parser.hpp"
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -221,7 +222,8 @@ void changes_parser::reset(feed_kind kind) {
     nstate_ = nstate::before_results;
     envelope_.clear();
     depth_ = 0;
-    row_depth_ = 0;
+    batch_storage_ = {};
+    has_batch_storage_ = false;
     in_string_ = false;
     escape_ = false;
     last_key_.clear();
@@ -243,7 +245,33 @@ boost::system::error_code changes_parser::feed(std::string_view bytes, std::vect
     if (error_) {
         return error_;
     }
-    return kind_ == feed_kind::continuous ? feed_continuous(bytes, out) : feed_normal(bytes, out);
+    // A new batch: rows of earlier calls keep their resource alive, this
+    // call's rows get a fresh one (created on the first row, so heartbeats
+    // and envelope bytes allocate nothing).
+    batch_storage_ = {};
+    has_batch_storage_ = false;
+    batch_bytes_ = bytes.size();
+    auto const ec = kind_ == feed_kind::continuous ? feed_continuous(bytes, out) : feed_normal(bytes, out);
+    // Do not pin this batch's memory in the parser: a row of the next call
+    // gets a new resource anyway.
+    batch_storage_ = {};
+    has_batch_storage_ = false;
+    return ec;
+}
+
+boost::json::storage_ptr const& changes_parser::batch_storage(std::size_t batch_bytes) {
+    if (!has_batch_storage_) {
+        // A document's DOM takes about twice its text (values are 16 bytes,
+        // object entries 32, long strings copied), so twice the input of this
+        // call is usually one block. A row continued from an earlier call may
+        // need more: the resource then grows geometrically, never fails.
+        constexpr std::size_t min_block = 4096;
+        constexpr std::size_t max_first_block = std::size_t{4} << 20;
+        auto const first_block = std::clamp<std::size_t>(2 * batch_bytes, min_block, max_first_block);
+        batch_storage_ = boost::json::make_shared_resource<boost::json::monotonic_resource>(first_block);
+        has_batch_storage_ = true;
+    }
+    return batch_storage_;
 }
 
 boost::system::error_code changes_parser::finish(std::vector<row>& out) {
@@ -359,13 +387,24 @@ boost::system::error_code changes_parser::on_row_text(std::string_view text, std
     if (text.size() > max_row_bytes_) {
         return too_large(text);
     }
-    json_.reset();
+    json_.reset(batch_storage(batch_bytes_));
     boost::system::error_code ec;
     json_.write(text.data(), text.size(), ec);
-    if (ec) {
-        return fail(errc::malformed_row, describe_id(sniff_doc_id(text)) + ": invalid JSON (" + ec.message() + ")");
+    if (!ec) {
+        json_.finish(ec);
     }
-    boost::json::value v = json_.release();
+    if (ec) {
+        return row_parse_failed(text, ec);
+    }
+    return on_row_value(text, json_.release(), out);
+}
+
+boost::system::error_code changes_parser::row_parse_failed(std::string_view partial, boost::system::error_code ec) {
+    return fail(errc::malformed_row, describe_id(sniff_doc_id(partial)) + ": invalid JSON (" + ec.message() + ")");
+}
+
+boost::system::error_code changes_parser::on_row_value(std::string_view text, boost::json::value v,
+                                                       std::vector<row>& out) {
     auto* obj = v.if_object();
     if (obj == nullptr) {
         return fail(errc::malformed_row, "a change row is not a JSON object");
@@ -407,10 +446,26 @@ boost::system::error_code changes_parser::on_row_text(std::string_view text, std
     if (s == nullptr || !(s->is_null() || s->is_string() || s->is_number())) {
         return fail(errc::malformed_row, describe_id(r.id) + ": row without a valid seq");
     }
-    if (!s->is_null()) {
-        // Byte-exact: the seq's own text from the row. Fast path: the
-        // re-serialized value occurs right after `"seq":` (always true for
-        // CouchDB and PouchDB); otherwise locate the member structurally.
+    if (s->is_string()) {
+        // Byte-exact: the seq's own text from the row. Fast path (CouchDB
+        // puts seq first): the first `"seq":` is followed by exactly the
+        // string's text, quoted, without escapes — no serialization needed.
+        constexpr std::string_view key = "\"seq\":\"";
+        auto const& str = s->get_string();
+        auto const pos = text.find(key);
+        if (pos != std::string_view::npos) {
+            auto const start = pos + key.size() - 1;
+            auto const raw = text.substr(start, str.size() + 2);
+            if (raw.size() == str.size() + 2 && raw.back() == '"' &&
+                raw.substr(1, str.size()) == std::string_view(str.data(), str.size())) {
+                r.seq = seq::from_raw_json(std::string(raw));
+            }
+        }
+    }
+    if (!s->is_null() && r.seq.empty()) {
+        // Byte-exact: the seq's own text from the row. The re-serialized
+        // value occurs right after `"seq":` (always true for CouchDB and
+        // PouchDB); otherwise locate the member structurally.
         std::string candidate = boost::json::serialize(*s);
         constexpr std::string_view key = "\"seq\":";
         bool found = false;
@@ -520,9 +575,7 @@ boost::system::error_code changes_parser::feed_normal(std::string_view bytes, st
             } else if (c == '{') {
                 nstate_ = nstate::in_row;
                 row_start = i;
-                row_depth_ = 0;
-                in_string_ = false;
-                escape_ = false;
+                json_.reset(batch_storage(batch_bytes_));
             } else if (c == ']') {
                 envelope_.push_back(']');
                 --depth_;
@@ -534,58 +587,47 @@ boost::system::error_code changes_parser::feed_normal(std::string_view bytes, st
             break;
         }
         case nstate::in_row: {
-            bool complete = false;
-            while (i < n) {
-                if (in_string_) {
-                    // Inside a string only a quote or a backslash matters.
-                    for (; i < n; ++i) {
-                        char const c = p[i];
-                        if (escape_) {
-                            escape_ = false;
-                        } else if (c == '\\') {
-                            escape_ = true;
-                        } else if (c == '"') {
-                            in_string_ = false;
-                            ++i;
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                char const c = p[i++];
-                if (c == '"') {
-                    in_string_ = true;
-                } else if (c == '{' || c == '[') {
-                    ++row_depth_;
-                } else if (c == '}' || c == ']') {
-                    if (--row_depth_ == 0) {
-                        complete = true;
-                        break;
-                    }
-                }
-            }
-            std::size_t const size = pending_bytes_.size() + (i - row_start);
-            if (size > max_row_bytes_) {
+            // The JSON parser finds the end of the row itself (it stops after
+            // the closing brace and the whitespace after it), so the row's
+            // bytes are scanned once. Never hand it more than the row limit
+            // allows: a huge row fails before its DOM is built.
+            std::size_t const room = max_row_bytes_ + 1 - std::min(max_row_bytes_, pending_bytes_.size() + (i - row_start));
+            boost::system::error_code ec;
+            i += json_.write_some(p + i, std::min(n - i, room), ec);
+            std::string_view fresh = bytes.substr(row_start, i - row_start);
+            if (ec) {
                 if (pending_bytes_.empty()) {
-                    return too_large(bytes.substr(row_start, std::min<std::size_t>(i - row_start, 4096)));
+                    return row_parse_failed(fresh.substr(0, std::min<std::size_t>(fresh.size(), 1u << 16)), ec);
+                }
+                pending_bytes_.append(fresh.substr(0, std::min<std::size_t>(fresh.size(), 4096)));
+                return row_parse_failed(pending_bytes_, ec);
+            }
+            bool const complete = json_.done();
+            // Trailing whitespace the parser consumed is not part of the row.
+            while (complete && !fresh.empty() && is_ws(fresh.back())) {
+                fresh.remove_suffix(1);
+            }
+            if (pending_bytes_.size() + fresh.size() > max_row_bytes_) {
+                if (pending_bytes_.empty()) {
+                    return too_large(fresh.substr(0, std::min<std::size_t>(fresh.size(), 4096)));
                 }
                 return too_large(pending_bytes_);
             }
             if (!complete) {
-                pending_bytes_.append(p + row_start, i - row_start);
+                pending_bytes_.append(fresh);
                 break;
             }
             std::string_view text;
             if (pending_bytes_.empty()) {
-                text = bytes.substr(row_start, i - row_start);
+                text = fresh;
             } else {
-                pending_bytes_.append(p + row_start, i - row_start);
+                pending_bytes_.append(fresh);
                 text = pending_bytes_;
             }
-            auto const ec = on_row_text(text, out);
+            auto const row_ec = on_row_value(text, json_.release(), out);
             pending_bytes_.clear();
-            if (ec) {
-                return ec;
+            if (row_ec) {
+                return row_ec;
             }
             nstate_ = nstate::in_results;
             break;

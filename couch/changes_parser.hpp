@@ -4,7 +4,9 @@
 #include "couch/row.hpp"
 #include "couch/seq.hpp"
 
-#include <boost/json/parser.hpp>
+#include <boost/json/stream_parser.hpp>
+#include <boost/json/storage_ptr.hpp>
+#include <boost/json/value.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
@@ -55,7 +57,18 @@ enum class feed_kind {
 // Streaming parser of a _changes response body (already de-chunked). Rows
 // are split out of the byte stream without buffering the whole response
 // (only a row that straddles two feed() calls is copied) and each row is
-// parsed once with a reused Boost.JSON parser.
+// parsed once with a reused Boost.JSON parser: in a continuous feed the row
+// ends at the newline (memchr), in a normal feed the JSON parser itself finds
+// the end of each row, so no byte of a row is scanned twice.
+//
+// Memory: the rows appended by one feed() call share one
+// boost::json::monotonic_resource (their docs hold a counted storage_ptr to
+// it), so a document costs a few block allocations per batch instead of one
+// heap allocation per string, key and container. The batch's memory is
+// returned when the last row of that feed() call is destroyed; keep rows only
+// as long as needed (the pipeline drops them after publishing). Copies of a
+// row's doc share that resource too and must stay on the thread that owns the
+// rows (the resource is not thread-safe for allocation).
 //
 // Seqs are kept byte-exact: row.seq.raw_json() is the text the server sent.
 // A `"seq":null` row (seq_interval) gets an empty seq; such a row is never the
@@ -99,6 +112,9 @@ private:
     boost::system::error_code feed_normal(std::string_view bytes, std::vector<row>& out);
     boost::system::error_code on_line(std::string_view line, std::vector<row>& out);
     boost::system::error_code on_row_text(std::string_view text, std::vector<row>& out);
+    boost::system::error_code on_row_value(std::string_view text, boost::json::value v, std::vector<row>& out);
+    boost::system::error_code row_parse_failed(std::string_view partial, boost::system::error_code ec);
+    boost::json::storage_ptr const& batch_storage(std::size_t batch_bytes);
     boost::system::error_code parse_envelope();
     boost::system::error_code fail(boost::system::error_code ec, std::string detail);
     boost::system::error_code too_large(std::string_view partial);
@@ -107,7 +123,12 @@ private:
 
     feed_kind kind_;
     std::size_t max_row_bytes_;
-    boost::json::parser json_;
+    boost::json::stream_parser json_;
+    // The monotonic resource of the current feed() call (null until its first
+    // row); rows keep it alive through their docs.
+    boost::json::storage_ptr batch_storage_;
+    bool has_batch_storage_ = false;
+    std::size_t batch_bytes_ = 0; // size of the current feed() input, to size the first block
     std::string pending_bytes_; // a row/line that straddles feed() calls
     std::vector<row> held_;     // null-seq rows waiting for a seq (seq_interval)
     couch::seq last_seq_;
@@ -122,7 +143,6 @@ private:
     nstate nstate_ = nstate::before_results;
     std::string envelope_;  // the body without the rows (small; bounded)
     int depth_ = 0;         // JSON nesting depth (1 = the envelope object)
-    int row_depth_ = 0;     // nesting depth inside the current row
     bool in_string_ = false;
     bool escape_ = false;
     std::string last_key_;  // last string seen at depth 1 (the key before "results")
