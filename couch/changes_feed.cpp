@@ -17,12 +17,14 @@
 #include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
 #include <map>
 #include <random>
 #include <stdexcept>
+#include <utility>
 
 namespace couch {
 
@@ -76,8 +78,9 @@ namespace {
 
 constexpr std::array<std::string_view, 8> all_states = {"connecting", "catching_up", "following", "backoff",
                                                         "unauthorized", "db_missing", "failed", "stopped"};
-constexpr std::array<std::string_view, 9> reconnect_reasons = {
-    "closed", "stall", "last_seq", "http_5xx", "refused", "server_error", "db_missing", "unauthorized", "bad_response"};
+constexpr std::array<std::string_view, 10> reconnect_reasons = {
+    "closed",       "stall",       "last_seq",     "http_5xx",     "refused",
+    "server_error", "db_missing",  "unauthorized", "bad_response", "tls"};
 
 std::string percent_decode(std::string_view s) {
     std::string out;
@@ -286,7 +289,14 @@ struct changes_feed::impl {
             ssl_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
             ssl_->set_default_verify_paths();
             if (!cfg_.ca_file.empty()) {
-                ssl_->load_verify_file(cfg_.ca_file); // throws on a bad file: a startup failure
+                // A bad file is a startup failure; say which file (Asio's
+                // own message names only the call).
+                error_code ec;
+                ssl_->load_verify_file(cfg_.ca_file, ec);
+                if (ec) {
+                    throw std::invalid_argument("cannot load CA file '" + cfg_.ca_file + "' for " + url_.redacted +
+                                                ": " + ec.message());
+                }
             }
             ssl_->set_verify_mode(cfg_.tls_verify ? asio::ssl::verify_peer : asio::ssl::verify_none);
         }
@@ -389,6 +399,7 @@ struct changes_feed::impl {
 
     asio::awaitable<error_code> connect(connection& c) {
         error_code ec;
+        tls_rejected_.clear();
         tcp::resolver resolver(ex_);
         auto const results =
             co_await resolver.async_resolve(url_.host, url_.port, asio::redirect_error(asio::use_awaitable, ec));
@@ -406,14 +417,31 @@ struct changes_feed::impl {
             co_return ec;
         }
         if (c.tls) {
-            if (!SSL_set_tlsext_host_name(c.tls->native_handle(), url_.host.c_str())) {
+            auto* const ssl = c.tls->native_handle();
+            error_code not_ip;
+            asio::ip::make_address(url_.host, not_ip);
+            // SNI carries DNS names only (RFC 6066 section 3), never an IP literal.
+            if (not_ip && !SSL_set_tlsext_host_name(ssl, url_.host.c_str())) {
                 co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
             }
             if (cfg_.tls_verify) {
-                c.tls->set_verify_callback(asio::ssl::host_name_verification(url_.host));
+                // OpenSSL's own name check instead of a verify callback: a
+                // wrong name is then reported as such (SSL_get_verify_result
+                // says "hostname mismatch"), not as a bare "verify failed".
+                auto* const param = SSL_get0_param(ssl);
+                int const ok = not_ip ? X509_VERIFY_PARAM_set1_host(param, url_.host.c_str(), url_.host.size())
+                                      : X509_VERIFY_PARAM_set1_ip_asc(param, url_.host.c_str());
+                if (ok != 1) {
+                    co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
+                }
             }
             co_await c.tls->async_handshake(asio::ssl::stream_base::client,
                                             asio::redirect_error(asio::use_awaitable, ec));
+            if (ec && cfg_.tls_verify) {
+                if (auto const v = SSL_get_verify_result(ssl); v != X509_V_OK) {
+                    tls_rejected_ = X509_verify_cert_error_string(v); // see transport_error()
+                }
+            }
         }
         co_return ec;
     }
@@ -490,43 +518,83 @@ struct changes_feed::impl {
         }
         out.status = p.get().result_int();
         out.body = std::move(p.get().body());
-        if (auto it = p.get().find(http::field::set_cookie); it != p.get().end()) {
-            out.set_cookie = std::string(it->value());
+        // The session cookie, even when other Set-Cookie fields (a proxy's)
+        // come first.
+        auto const cookies = p.get().equal_range(http::field::set_cookie);
+        for (auto it = cookies.first; it != cookies.second; ++it) {
+            if (out.set_cookie.empty() || it->value().starts_with("AuthSession=")) {
+                out.set_cookie = std::string(it->value());
+            }
         }
         c.close();
         co_return out;
     }
 
-    asio::awaitable<bool> login() {
+    // Cookie auth: POST /_session. True with cookie_ set. False when it
+    // failed, after recording why (transport trouble is transient like any
+    // other; a refusal is `unauthorized` with CouchDB's reason), or when
+    // stop()/rewind() interrupted it (nothing recorded; the caller checks).
+    asio::awaitable<bool> login(std::uint64_t gen) {
+        // Never send a stale session along, and never keep one after a
+        // failed login: the next attempt must log in afresh.
+        cookie_.clear();
         boost::json::object o;
         o["name"] = url_.user;
         o["password"] = url_.password;
         auto r = co_await fetch(http::verb::post, url_.prefix + "/_session", boost::json::serialize(o));
-        if (r.ec || r.status != 200) {
+        if (stopped_ || gen != generation_) {
+            co_return false;
+        }
+        if (r.ec) {
+            transport_error(r.ec, "logging in (POST /_session) for");
+            co_return false;
+        }
+        std::string const what = "cookie login (POST /_session) for " + where() + ": HTTP " +
+                                 std::to_string(r.status) + ": " + reason_of(r.body);
+        if (r.status != 200) {
+            // Not on_status(): a 404 here says nothing about the database.
+            if (r.status == 401 || r.status == 403) {
+                slow(feed_state::unauthorized, "unauthorized", what);
+            } else if (r.status >= 500) {
+                transient("http_5xx", what);
+            } else {
+                slow(feed_state::failed, "bad_response", what);
+            }
             co_return false;
         }
         auto const semi = r.set_cookie.find(';');
-        cookie_ = r.set_cookie.substr(0, semi);
-        co_return cookie_.starts_with("AuthSession=") && cookie_.size() > 12;
+        auto cookie = r.set_cookie.substr(0, semi);
+        if (!cookie.starts_with("AuthSession=") || cookie.size() <= 12) {
+            slow(feed_state::unauthorized, "unauthorized", what + " (no AuthSession cookie in the answer)");
+            co_return false;
+        }
+        cookie_ = std::move(cookie);
+        co_return true;
     }
 
     std::string where() const { return "database '" + opt_.database + "' at " + url_.redacted; }
 
     // Cookie auth: a 401/403 may only mean the session expired. Logs in again
-    // once per failure streak; true when the caller may retry at once.
-    asio::awaitable<bool> renew_session(unsigned status) {
+    // once per failure streak. True when the status is dealt with: the caller
+    // just returns, and open() runs again (at once after a good login, after
+    // the wait login() set when it failed). False: the caller records it.
+    asio::awaitable<bool> renew_session(unsigned status, std::uint64_t gen) {
         if ((status != 401 && status != 403) || cfg_.auth != client_config::auth_mode::cookie || renewed_) {
             co_return false;
         }
         renewed_ = true;
-        bool const ok = co_await login();
-        co_return ok;
+        co_await login(gen);
+        co_return true;
     }
 
     // Records a non-200 answer as a state.
     void on_status(unsigned status, std::string const& body) {
         std::string const what = "HTTP " + std::to_string(status) + " for " + where() + ": " + reason_of(body);
         if (status == 401 || status == 403) {
+            // Cookie auth: the session may expire while the feed waits out the
+            // slow retry; log in afresh on the next attempt instead of
+            // presenting the same cookie (and its 401) forever.
+            cookie_.clear();
             slow(feed_state::unauthorized, "unauthorized", what);
         } else if (status == 404) {
             seen_missing_ = true;
@@ -539,6 +607,15 @@ struct changes_feed::impl {
     }
 
     void transport_error(error_code ec, std::string_view during) {
+        if (!tls_rejected_.empty()) {
+            // The server's certificate was refused: a configuration problem
+            // that retrying soon will not fix; show it as `failed`.
+            auto detail = std::exchange(tls_rejected_, {});
+            slow(feed_state::failed, "tls",
+                 "TLS certificate of " + where() + " not accepted (" + detail +
+                     "); give its CA in ca_file, or turn verification off with tls_verify=false");
+            return;
+        }
         std::string const reason = ec == asio::error::connection_refused ? "refused"
                                    : ec == beast::error::timeout          ? "stall"
                                                                           : "closed";
@@ -564,9 +641,8 @@ struct changes_feed::impl {
             set_state(feed_state::connecting);
         }
         if (cfg_.auth == client_config::auth_mode::cookie && cookie_.empty()) {
-            if (!co_await login()) {
-                throw_if_stopped();
-                slow(feed_state::unauthorized, "unauthorized", "cookie login (POST /_session) failed for " + where());
+            if (!co_await login(gen)) {
+                throw_if_stopped(); // else login() recorded why, or a rewind() came in
                 co_return;
             }
         }
@@ -581,9 +657,9 @@ struct changes_feed::impl {
                 co_return;
             }
             if (r.status != 200) {
-                bool const retry_now = co_await renew_session(r.status);
+                bool const handled = co_await renew_session(r.status, gen);
                 throw_if_stopped();
-                if (!retry_now) {
+                if (!handled) {
                     on_status(r.status, r.body);
                 }
                 co_return;
@@ -657,9 +733,9 @@ struct changes_feed::impl {
                 body = std::move(p.get().body());
             }
             drop_connection();
-            bool const retry_now = co_await renew_session(status);
+            bool const handled = co_await renew_session(status, gen);
             throw_if_stopped();
-            if (!retry_now) {
+            if (!handled) {
                 on_status(status, body);
             }
             co_return;
@@ -856,6 +932,11 @@ struct changes_feed::impl {
 
     void rewind(since from) {
         drop_connection();
+        // Also cut a db-info or /_session request in flight: it belongs to
+        // the old position and may otherwise hold next() until its deadline.
+        if (fetch_conn_ && (fetch_conn_->plain || fetch_conn_->tls)) {
+            fetch_conn_->close();
+        }
         ready_.clear();
         position_ = std::move(from);
         catching_up_ = true;
@@ -906,6 +987,7 @@ struct changes_feed::impl {
     std::chrono::milliseconds wait_{0};
     std::uint64_t generation_ = 0;
     std::string cookie_;
+    std::string tls_rejected_; // why the last handshake refused the server's certificate
     std::mt19937_64 rng_;
     feed_status status_;
 };
