@@ -140,8 +140,11 @@ int run_bridge(config const& cfg) {
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
         if (cfg.create_topics) {
             auto topics = routes->known_topics();
-            if (auto ec = producer->create_topics(topics, cfg.topic_partitions, cfg.topic_replication,
-                                                  std::chrono::seconds(30))) {
+            if (embedded) {
+                // The mock cluster has no CreateTopics API; it creates them directly.
+                embedded->create_topics(topics, cfg.topic_partitions);
+            } else if (auto ec = producer->create_topics(topics, cfg.topic_partitions, cfg.topic_replication,
+                                                         std::chrono::seconds(30))) {
                 throw std::runtime_error("cannot create topics: " + ec.message());
             }
             spdlog::info("topics ready: {} topics ({} partitions, replication {})", topics.size(),
@@ -296,18 +299,30 @@ int run_bridge(config const& cfg) {
     // Shutdown: stop reading, wait (bounded) for acknowledgements, flush.
     int exit_code = 0;
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    std::function<void(boost::system::error_code, int)> on_second_signal = [](boost::system::error_code ec, int sig) {
-        if (!ec) {
+    auto first_signal_at = std::chrono::steady_clock::time_point{};
+    // A second signal exits at once. One that arrives within 500 ms of the
+    // first is taken as the same request delivered twice (`timeout`, a shell
+    // or a supervisor signalling the whole process group as well as the
+    // process), not as an operator insisting.
+    std::function<void(boost::system::error_code, int)> on_second_signal =
+        [&](boost::system::error_code ec, int sig) {
+            if (ec) {
+                return;
+            }
+            if (std::chrono::steady_clock::now() - first_signal_at < std::chrono::milliseconds(500)) {
+                signals.async_wait(on_second_signal);
+                return;
+            }
             // Still safe: checkpoints only ever cover acknowledged records.
             spdlog::warn("signal {} again: exiting at once", sig);
             spdlog::default_logger()->flush();
             ::_exit(130);
-        }
-    };
+        };
     signals.async_wait([&](boost::system::error_code ec, int sig) {
         if (ec) {
             return;
         }
+        first_signal_at = std::chrono::steady_clock::now();
         signals.async_wait(on_second_signal);
         stopping = true;
         asio::co_spawn(

@@ -1,0 +1,56 @@
+// SIGTERM waits (bounded) for in-flight records; a second signal exits at
+// once; neither moves a checkpoint past an unacknowledged record.
+#include "bridge_process.hpp"
+
+#include "tests/support/couch_http.hpp"
+#include "tests/support/test_env.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <csignal>
+#include <thread>
+
+namespace {
+
+std::string run_checkpoints_list(std::string const& dir) {
+    test_support::child_process list(integration::bridge_binary(), {"--checkpoint-dir", dir, "checkpoints", "list"},
+                                     dir + ".list");
+    BOOST_REQUIRE(list.wait_for_exit(std::chrono::seconds(30)).value_or(-1) == 0);
+    return test_support::read_file(dir + ".list");
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(shutdown)
+
+BOOST_AUTO_TEST_CASE(second_signal_exits_at_once_and_nothing_unacknowledged_is_checkpointed) {
+    auto const couch = test_support::couch_url();
+    auto const db = test_support::unique_name("shutdown");
+    test_support::couch_create_db(couch, db);
+    for (int i = 0; i < 5; ++i) {
+        test_support::couch_put_doc(couch, db, "doc-" + std::to_string(i), {{"doc_type", "CommCareCase"}});
+    }
+    auto dir = test_support::make_temp_dir("shutdown-ckpt");
+    auto port = test_support::free_port();
+    // A broker nobody listens on: every record stays in flight.
+    auto dead_broker = "127.0.0.1:" + std::to_string(test_support::free_port());
+    auto bridge = integration::start_bridge({{db}, dir, dead_broker, {"--shutdown-timeout", "60000"}}, port);
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    BOOST_REQUIRE(bridge->running());
+
+    bridge->signal(SIGTERM);
+    // It waits for acknowledgements that cannot come...
+    BOOST_TEST(!bridge->wait_for_exit(std::chrono::seconds(2)).has_value());
+    // ...until a second signal ends it at once.
+    bridge->signal(SIGTERM);
+    auto code = bridge->wait_for_exit(std::chrono::seconds(10));
+    BOOST_REQUIRE(code.has_value());
+    BOOST_TEST(*code == 130);
+
+    auto log = test_support::read_file(dir + ".log");
+    BOOST_TEST(log.find("waiting up to 60000 ms for 5 in-flight record(s)") != std::string::npos, log);
+    // No record was acknowledged, so no checkpoint exists.
+    BOOST_TEST(run_checkpoints_list(dir).find(db) == std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
