@@ -25,7 +25,9 @@ struct client_config {
     std::string url;            // base URL, e.g. http://user:pw@host:5984 or https://host; may have a path prefix
     std::string user, password; // when set, override credentials in the URL
     enum class auth_mode { basic, cookie } auth = auth_mode::basic; // cookie: POST /_session, renew on 401
-    std::string ca_file;        // HTTPS: extra CA bundle; verification on by default
+    std::string ca_file;        // HTTPS: extra CA bundle (PEM); verification on by default
+    // false: accept any certificate and name. A refused certificate otherwise
+    // makes the feed `failed` (reason "tls", the verify error in last_error).
     bool tls_verify = true;
 };
 
@@ -80,7 +82,7 @@ class changes_feed {
 public:
     // `ex` should be the pipeline's strand; every member is called from it. `registry` gets this feed's probe
     // (metrics labelled database=<db>): rows/bytes read, reconnects by reason, state, last-row time, pending.
-    // Throws std::invalid_argument for an unusable URL (startup failure).
+    // Throws std::invalid_argument for an unusable URL or an unreadable ca_file (startup failure).
     changes_feed(boost::asio::any_io_executor ex, client_config client, feed_options options,
                  metrics::registry& registry);
     ~changes_feed();
