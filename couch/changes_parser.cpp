@@ -222,8 +222,9 @@ void changes_parser::reset(feed_kind kind) {
     nstate_ = nstate::before_results;
     envelope_.clear();
     depth_ = 0;
-    batch_storage_ = {};
-    has_batch_storage_ = false;
+    json_.reset(); // first: it may hold values in the resources below
+    batch_storage_.reset();
+    row_storage_.reset();
     in_string_ = false;
     escape_ = false;
     last_key_.clear();
@@ -248,30 +249,32 @@ boost::system::error_code changes_parser::feed(std::string_view bytes, std::vect
     // A new batch: rows of earlier calls keep their resource alive, this
     // call's rows get a fresh one (created on the first row, so heartbeats
     // and envelope bytes allocate nothing).
-    batch_storage_ = {};
-    has_batch_storage_ = false;
+    batch_storage_.reset();
     batch_bytes_ = bytes.size();
     auto const ec = kind_ == feed_kind::continuous ? feed_continuous(bytes, out) : feed_normal(bytes, out);
     // Do not pin this batch's memory in the parser: a row of the next call
     // gets a new resource anyway.
-    batch_storage_ = {};
-    has_batch_storage_ = false;
+    batch_storage_.reset();
     return ec;
 }
 
-boost::json::storage_ptr const& changes_parser::batch_storage(std::size_t batch_bytes) {
-    if (!has_batch_storage_) {
+void changes_parser::start_row() {
+    // Drop whatever the parser holds before the resource it lives in may go.
+    json_.reset();
+    if (!batch_storage_) {
         // A document's DOM takes about twice its text (values are 16 bytes,
         // object entries 32, long strings copied), so twice the input of this
         // call is usually one block. A row continued from an earlier call may
         // need more: the resource then grows geometrically, never fails.
         constexpr std::size_t min_block = 4096;
         constexpr std::size_t max_first_block = std::size_t{4} << 20;
-        auto const first_block = std::clamp<std::size_t>(2 * batch_bytes, min_block, max_first_block);
-        batch_storage_ = boost::json::make_shared_resource<boost::json::monotonic_resource>(first_block);
-        has_batch_storage_ = true;
+        auto const first_block = std::clamp<std::size_t>(2 * batch_bytes_, min_block, max_first_block);
+        batch_storage_ = std::make_shared<boost::json::monotonic_resource>(first_block);
     }
-    return batch_storage_;
+    row_storage_ = batch_storage_;
+    // Not counted: the row holds row_storage_ instead, which lets Boost.JSON
+    // skip the destructor walk of a monotonic (trivially deallocating) DOM.
+    json_.reset(boost::json::storage_ptr(row_storage_.get()));
 }
 
 boost::system::error_code changes_parser::finish(std::vector<row>& out) {
@@ -387,7 +390,7 @@ boost::system::error_code changes_parser::on_row_text(std::string_view text, std
     if (text.size() > max_row_bytes_) {
         return too_large(text);
     }
-    json_.reset(batch_storage(batch_bytes_));
+    start_row();
     boost::system::error_code ec;
     json_.write(text.data(), text.size(), ec);
     if (!ec) {
@@ -497,6 +500,7 @@ boost::system::error_code changes_parser::on_row_value(std::string_view text, bo
         }
     }
     if (auto* doc = obj->if_contains("doc"); doc != nullptr && doc->is_object()) {
+        r.doc_storage = row_storage_;
         r.doc.emplace(std::move(doc->get_object()));
     }
     r.wire_bytes = text.size();
@@ -575,7 +579,7 @@ boost::system::error_code changes_parser::feed_normal(std::string_view bytes, st
             } else if (c == '{') {
                 nstate_ = nstate::in_row;
                 row_start = i;
-                json_.reset(batch_storage(batch_bytes_));
+                start_row();
             } else if (c == ']') {
                 envelope_.push_back(']');
                 --depth_;

@@ -4,6 +4,7 @@
 #include "couch/row.hpp"
 #include "couch/seq.hpp"
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/stream_parser.hpp>
 #include <boost/json/storage_ptr.hpp>
 #include <boost/json/value.hpp>
@@ -11,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -62,13 +64,14 @@ enum class feed_kind {
 // the end of each row, so no byte of a row is scanned twice.
 //
 // Memory: the rows appended by one feed() call share one
-// boost::json::monotonic_resource (their docs hold a counted storage_ptr to
-// it), so a document costs a few block allocations per batch instead of one
-// heap allocation per string, key and container. The batch's memory is
-// returned when the last row of that feed() call is destroyed; keep rows only
-// as long as needed (the pipeline drops them after publishing). Copies of a
-// row's doc share that resource too and must stay on the thread that owns the
-// rows (the resource is not thread-safe for allocation).
+// boost::json::monotonic_resource (each row holds it in row.doc_storage), so
+// a document costs a few block allocations per batch instead of one heap
+// allocation per string, key and container, and destroying it is free. The
+// batch's memory is returned when the last row of that feed() call is
+// destroyed; keep rows only as long as needed (the pipeline drops them after
+// publishing). A row's doc must not outlive the row (see row::doc_storage),
+// and copies made with its storage must stay on the thread that owns the rows
+// (the resource is not thread-safe for allocation).
 //
 // Seqs are kept byte-exact: row.seq.raw_json() is the text the server sent.
 // A `"seq":null` row (seq_interval) gets an empty seq; such a row is never the
@@ -114,7 +117,7 @@ private:
     boost::system::error_code on_row_text(std::string_view text, std::vector<row>& out);
     boost::system::error_code on_row_value(std::string_view text, boost::json::value v, std::vector<row>& out);
     boost::system::error_code row_parse_failed(std::string_view partial, boost::system::error_code ec);
-    boost::json::storage_ptr const& batch_storage(std::size_t batch_bytes);
+    void start_row();
     boost::system::error_code parse_envelope();
     boost::system::error_code fail(boost::system::error_code ec, std::string detail);
     boost::system::error_code too_large(std::string_view partial);
@@ -123,11 +126,13 @@ private:
 
     feed_kind kind_;
     std::size_t max_row_bytes_;
-    boost::json::stream_parser json_;
     // The monotonic resource of the current feed() call (null until its first
-    // row); rows keep it alive through their docs.
-    boost::json::storage_ptr batch_storage_;
-    bool has_batch_storage_ = false;
+    // row), and the one the row being parsed lives in (a row that straddles
+    // feed() calls stays in the resource of the call where it began).
+    // Declared before json_, which may hold values in them, so they outlive it.
+    std::shared_ptr<boost::json::monotonic_resource> batch_storage_;
+    std::shared_ptr<boost::json::monotonic_resource> row_storage_;
+    boost::json::stream_parser json_;
     std::size_t batch_bytes_ = 0; // size of the current feed() input, to size the first block
     std::string pending_bytes_; // a row/line that straddles feed() calls
     std::vector<row> held_;     // null-seq rows waiting for a seq (seq_interval)

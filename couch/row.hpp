@@ -5,6 +5,7 @@
 #include <boost/json/object.hpp>
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +21,14 @@ struct row {
     // changes[].rev in the order the server sent them (the winning rev first
     // for style=main_only, which is what the bridge asks for).
     std::vector<std::string> revs;
+    // Owns the memory `doc` lives in (a monotonic arena shared by the rows of
+    // one parser batch, see couch::changes_parser). Declared before `doc` so it
+    // outlives it. `doc` does not count references to the arena itself (that
+    // lets its destructor skip walking the DOM, ~18 % of parsing), so a doc
+    // or a value inside it must not outlive its row: to keep one longer, copy
+    // it into another storage, e.g. boost::json::object(*row.doc, {}). Rows
+    // built by hand (tests) leave this empty and use any storage they like.
+    std::shared_ptr<void> doc_storage;
     // The document (include_docs=true); nullopt when the server sent none or
     // `null` (CouchDB sends the tombstone `{_id,_rev,_deleted}` for deletions).
     std::optional<boost::json::object> doc;
