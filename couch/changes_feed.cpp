@@ -480,7 +480,10 @@ struct changes_feed::impl {
     }
 
     asio::awaitable<std::size_t> read_some(connection& c, error_code& ec) {
-        auto const b = buf_.prepare(64 * 1024);
+        // 256 KiB per read: while catching up a read fills it, and fewer,
+        // larger reads mean fewer syscalls and event-loop wake-ups per row
+        // (the parser's per-call arena grows with it; see changes_parser).
+        auto const b = buf_.prepare(256 * 1024);
         std::size_t n = 0;
         if (c.tls) {
             n = co_await c.tls->async_read_some(b, asio::redirect_error(asio::use_awaitable, ec));
