@@ -336,4 +336,43 @@ BOOST_AUTO_TEST_CASE(member_lookup_and_id_sniffing) {
     BOOST_TEST(couch::sniff_doc_id(R"({"seq":"1-x","doc":{"_id":"q")").empty());
 }
 
+// Docs live in a per-feed()-call arena owned by the rows (row.doc_storage):
+// they must stay valid after the parser is reset or destroyed, and a row that
+// straddles two feed() calls must keep the arena it was started in.
+BOOST_AUTO_TEST_CASE(docs_outlive_the_parser_and_its_batches) {
+    std::string const body = R"({"results":[)"
+                             R"({"seq":"1-a","id":"a","changes":[{"rev":"1-x"}],"doc":{"_id":"a","n":"first value, long enough to be a heap string"}},)"
+                             R"({"seq":"2-b","id":"b","changes":[{"rev":"1-y"}],"doc":{"_id":"b","n":"second value, long enough to be a heap string"}})"
+                             R"(],"last_seq":"2-b","pending":0})";
+    std::vector<couch::row> rows;
+    {
+        couch::changes_parser parser(couch::feed_kind::normal);
+        // Cut inside the second row's doc: its first half is parsed in the
+        // first call's arena, the rest in the second call.
+        auto const cut = body.find("second value");
+        BOOST_REQUIRE(!parser.feed(std::string_view(body).substr(0, cut), rows));
+        BOOST_REQUIRE_EQUAL(rows.size(), 1u);
+        BOOST_REQUIRE(!parser.feed(std::string_view(body).substr(cut), rows));
+        BOOST_REQUIRE(!parser.finish(rows));
+        parser.reset(couch::feed_kind::continuous);
+        std::vector<couch::row> more;
+        BOOST_REQUIRE(!parser.feed("{\"seq\":3,\"id\":\"c\",\"changes\":[],\"doc\":{\"_id\":\"c\"}}\n", more));
+        BOOST_REQUIRE_EQUAL(more.size(), 1u);
+        rows.push_back(std::move(more.front()));
+    }
+    BOOST_REQUIRE_EQUAL(rows.size(), 3u);
+    for (auto const& r : rows) {
+        BOOST_TEST(r.doc_storage != nullptr);
+        BOOST_REQUIRE(r.doc.has_value());
+        BOOST_TEST(r.doc->at("_id").as_string() == r.id);
+    }
+    BOOST_TEST(rows[0].doc->at("n").as_string() == "first value, long enough to be a heap string");
+    BOOST_TEST(rows[1].doc->at("n").as_string() == "second value, long enough to be a heap string");
+    BOOST_TEST(rows[1].seq.raw_json() == "\"2-b\"");
+    // A copy into the default storage is independent of the row's arena.
+    boost::json::object const copy(*rows[1].doc, boost::json::storage_ptr{});
+    rows.clear();
+    BOOST_TEST(copy.at("n").as_string() == "second value, long enough to be a heap string");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
