@@ -53,4 +53,35 @@ BOOST_AUTO_TEST_CASE(second_signal_exits_at_once_and_nothing_unacknowledged_is_c
     BOOST_TEST(run_checkpoints_list(dir).find(db) == std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(a_second_bridge_and_the_checkpoints_command_refuse_a_store_in_use) {
+    auto const couch = test_support::couch_url();
+    auto const db = test_support::unique_name("locked");
+    test_support::couch_create_db(couch, db);
+    auto dir = test_support::make_temp_dir("locked-ckpt");
+    auto first = integration::start_bridge({{db}, dir, "embedded", {}}, test_support::free_port());
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    BOOST_REQUIRE(first->running());
+
+    test_support::child_process second(integration::bridge_binary(),
+                                       {"--couch-url", couch, "--db", db, "--kafka-brokers", "embedded",
+                                        "--checkpoint-dir", dir, "--http-listen",
+                                        "127.0.0.1:" + std::to_string(test_support::free_port())},
+                                       dir + ".second");
+    auto code = second.wait_for_exit(std::chrono::seconds(30));
+    BOOST_REQUIRE(code.has_value());
+    BOOST_TEST(*code == 2);
+    auto log = test_support::read_file(dir + ".second");
+    BOOST_TEST(log.find("locked by another running couch-kafka-bridge") != std::string::npos, log);
+
+    test_support::child_process list(integration::bridge_binary(), {"--checkpoint-dir", dir, "checkpoints", "list"},
+                                     dir + ".list");
+    auto list_code = list.wait_for_exit(std::chrono::seconds(30));
+    BOOST_REQUIRE(list_code.has_value());
+    BOOST_TEST(*list_code != 0);
+    BOOST_TEST(test_support::read_file(dir + ".list").find("locked") != std::string::npos);
+
+    first->signal(SIGTERM);
+    BOOST_TEST(first->wait_for_exit(std::chrono::seconds(60)).value_or(-1) == 0);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
