@@ -3,6 +3,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
 #include <iostream>
 #include <sstream>
 #include <vector>
@@ -40,6 +43,24 @@ BOOST_AUTO_TEST_CASE(invalid_values_fail_with_nonzero_exit) {
     BOOST_TEST(parse({"--initial-since", "yesterday"}).exit_code != 0);
     BOOST_TEST(parse({"--kafka-property", "novalue"}).exit_code != 0);
     BOOST_TEST(parse({"--http-listen", "localhost"}).exit_code != 0);
+}
+
+BOOST_AUTO_TEST_CASE(config_file_is_read_and_flags_win_over_it) {
+    auto path = std::filesystem::temp_directory_path() / ("ckb-config-test-" + std::to_string(::getpid()) + ".toml");
+    {
+        std::ofstream f(path);
+        f << "kafka-brokers = \"file-broker:9092\"\n"
+          << "db = [\"from-file-a\", \"from-file-b\"]\n"
+          << "log-level = \"debug\"\n";
+    }
+    auto from_file = parse({"--config", path.c_str()});
+    BOOST_TEST(from_file.exit_code == 0);
+    BOOST_TEST(from_file.cfg.kafka_brokers == "file-broker:9092");
+    BOOST_TEST((from_file.cfg.databases == std::vector<std::string>{"from-file-a", "from-file-b"}));
+    BOOST_TEST(from_file.cfg.log_level == "debug");
+    auto flag_wins = parse({"--config", path.c_str(), "--log-level", "warn"});
+    BOOST_TEST(flag_wins.cfg.log_level == "warn");
+    std::filesystem::remove(path);
 }
 
 BOOST_AUTO_TEST_CASE(invalid_value_error_names_the_flag) {
