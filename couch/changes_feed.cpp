@@ -712,7 +712,12 @@ struct changes_feed::impl {
             co_return;
         }
         http::response_parser<http::string_body> p;
-        p.body_limit(1u << 16);
+        // No body limit for the header: Beast checks Content-Length against
+        // it while parsing the header, and a 200 body (a normal-feed batch,
+        // which servers such as pouchdb send with Content-Length) is read by
+        // our own streaming parser, which bounds each row instead. Only an
+        // error body is read through Beast, with the limit set below.
+        p.body_limit(boost::none);
         if (auto ec = co_await read_header(*conn_, buf_, p)) {
             throw_if_stopped();
             if (gen == generation_) {
@@ -726,6 +731,7 @@ struct changes_feed::impl {
         }
         unsigned const status = p.get().result_int();
         if (status != 200) {
+            p.body_limit(1u << 16);
             auto ec = co_await read_rest(*conn_, buf_, p);
             throw_if_stopped();
             if (gen != generation_) {

@@ -14,9 +14,11 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <map>
+#include <set>
 #include <string>
 
 namespace asio = boost::asio;
@@ -59,7 +61,7 @@ struct read_result {
 };
 
 // Follows `db` from `since` until `want` rows arrived (60 s safety net).
-read_result follow(std::string const& db, couch::since since, std::size_t want) {
+read_result follow(std::string const& db, couch::since since, std::size_t want, std::size_t batch_limit = 3) {
     read_result out;
     asio::io_context io;
     auto strand = asio::make_strand(io);
@@ -70,7 +72,7 @@ read_result follow(std::string const& db, couch::since since, std::size_t want) 
     opt.database = db;
     opt.since = std::move(since);
     opt.heartbeat = 500ms;
-    opt.batch_limit = 3; // several catch-up batches
+    opt.batch_limit = batch_limit; // by default 3: several catch-up batches
     couch::changes_feed feed(strand, cfg, opt, reg);
     bool done = false;
     asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
@@ -142,6 +144,30 @@ BOOST_AUTO_TEST_CASE(follows_from_0_and_from_a_saved_seq) {
     BOOST_TEST(second.rows[1].id == "100%");
     BOOST_TEST(second.rows[1].deleted);
     BOOST_TEST(second.rows[1].seq.raw_json().find('"') == std::string::npos); // integer seqs stay integers
+}
+
+// pouchdb frames a normal-feed batch with Content-Length; a batch larger
+// than any header-time body limit (here ~180 KiB) must still be read
+// (regression: it used to fail forever with "body limit exceeded").
+BOOST_AUTO_TEST_CASE(catch_up_batch_larger_than_64_kib_is_read) {
+    auto const db = test_support::unique_name("pouch-big");
+    call(http::verb::put, "/" + db);
+    boost::json::array docs;
+    std::string const filler(3000, 'x');
+    for (int i = 0; i < 60; ++i) {
+        docs.push_back(boost::json::object{{"_id", "big-" + std::to_string(i)}, {"doc_type", "CommCareCase"},
+                                           {"filler", filler}});
+    }
+    call(http::verb::post, "/" + db + "/_bulk_docs", boost::json::serialize(boost::json::object{{"docs", docs}}));
+    auto r = follow(db, couch::since::beginning(), 60, 1000);
+    BOOST_TEST(r.error.empty(), r.error);
+    BOOST_REQUIRE(r.rows.size() == 60u);
+    std::set<std::string> ids;
+    for (auto const& row : r.rows) {
+        ids.insert(row.id);
+        BOOST_TEST(row.doc.has_value());
+    }
+    BOOST_TEST(ids.size() == 60u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
