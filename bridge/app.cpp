@@ -128,8 +128,7 @@ int run_bridge(config const& cfg) {
         kafka::producer_config pcfg;
         if (cfg.kafka_brokers == "embedded") {
             embedded = std::make_unique<kafka::embedded_cluster>(1);
-            pcfg.bootstrap_servers = embedded->bootstrap_servers();
-            spdlog::info("embedded Kafka cluster (librdkafka mock, in process) at {}", pcfg.bootstrap_servers);
+            pcfg.bootstrap_servers = embedded->bootstrap_servers(); // the cluster logs its own address
         } else {
             pcfg.bootstrap_servers = cfg.kafka_brokers;
         }

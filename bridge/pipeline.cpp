@@ -114,7 +114,7 @@ pipeline_status pipeline::status() const {
 }
 
 metrics::counter& pipeline::published_counter(std::string_view topic) {
-    auto it = published_by_topic_.find(std::string(topic));
+    auto it = published_by_topic_.find(topic);
     if (it != published_by_topic_.end()) {
         return *it->second;
     }

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 namespace kafka {
@@ -136,7 +137,12 @@ private:
     std::string failure_;                        // last delivery failure, cleared by progress
     std::chrono::system_clock::time_point failure_time_{};
     std::uint64_t rows_read_ = 0, published_ = 0, skipped_ = 0, failures_ = 0;
-    std::unordered_map<std::string, metrics::counter*> published_by_topic_;
+    // Looked up by string_view on every acknowledgement: no allocation.
+    struct topic_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    };
+    std::unordered_map<std::string, metrics::counter*, topic_hash, std::equal_to<>> published_by_topic_;
 
     mutable std::mutex status_mutex_;
     pipeline_status status_;

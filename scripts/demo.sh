@@ -57,7 +57,7 @@ echo "== starting couch-kafka-bridge on the embedded Kafka cluster (metrics on 1
 bridge_pid=$!
 brokers=""
 for _ in $(seq 1 100); do
-  brokers="$(sed -n 's/.*embedded Kafka cluster (librdkafka mock, in process) at \([^ ]*\).*/\1/p' "$work/bridge.log" | head -n 1)"
+  brokers="$(sed -n 's/.*embedded kafka cluster: [0-9]* broker(s) at \([^ ]*\).*/\1/p' "$work/bridge.log" | head -n 1)"
   [[ -n "$brokers" ]] && break
   kill -0 "$bridge_pid" 2>/dev/null || { cat "$work/bridge.log"; exit 1; }
   sleep 0.1

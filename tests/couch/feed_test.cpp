@@ -23,7 +23,11 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
+#include "wire.hpp"
+
 namespace {
+
+using namespace couch_test;
 
 struct action {
     enum kind { write, pause, close, hold } k;
@@ -37,29 +41,6 @@ action pause_for(std::chrono::milliseconds ms) { return {action::pause, {}, ms};
 action close_now() { return {action::close, {}, {}}; }
 action hold() { return {action::hold, {}, {}}; }
 
-std::string chunk(std::string const& s) {
-    char size[20];
-    std::snprintf(size, sizeof size, "%zx", s.size());
-    return std::string(size) + "\r\n" + s + "\r\n";
-}
-std::string const chunked_200 = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-std::string status_response(int code, std::string const& body) {
-    return "HTTP/1.1 " + std::to_string(code) + " X\r\nContent-Type: application/json\r\nContent-Length: " +
-           std::to_string(body.size()) + "\r\n\r\n" + body;
-}
-std::string row_line(std::string const& id, std::string const& seq) {
-    return R"({"seq":")" + seq + R"(","id":")" + id + R"(","changes":[{"rev":"1-a"}],"doc":{"_id":")" + id +
-           R"(","_rev":"1-a"}})" "\n";
-}
-std::string normal_body(std::vector<std::pair<std::string, std::string>> const& rows, std::string const& last, int pending) {
-    std::string b = "{\"results\":[\n";
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-        auto line = row_line(rows[i].first, rows[i].second);
-        line.pop_back();
-        b += (i ? ",\r\n" : "") + line;
-    }
-    return b + "\n],\n\"last_seq\":\"" + last + "\",\"pending\":" + std::to_string(pending) + "}\n";
-}
 
 // Scripted server: each _changes connection takes the next script (an empty
 // queue means hold). GET /<db> is answered with `db_info` without a script.
