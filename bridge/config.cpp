@@ -89,6 +89,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     opt("couch-ca-file", c.couch_ca_file, "CA bundle for HTTPS certificate verification")->group(group_couch);
     opt("couch-tls-verify", c.couch_tls_verify, "Verify the server certificate over HTTPS (true/false)")
         ->group(group_couch);
+    opt("couch-max-connecting", c.couch_max_connecting,
+        "Connection attempts in flight at once against CouchDB, over all databases (spreads reconnects when "
+        "the server is in trouble)")
+        ->check(CLI::Range(1, 10000))
+        ->group(group_couch);
     opt("db", c.databases, "A database to follow (repeatable; the environment twin takes a comma-separated list)")
         ->delimiter(',')
         ->group(group_couch);
@@ -98,6 +103,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->group(group_kafka);
     opt("kafka-property", c.kafka_properties, "A librdkafka property k=v passed through (repeatable)")
         ->check(key_value)
+        ->group(group_kafka);
+    opt("kafka-cluster-change", c.kafka_cluster_change,
+        "When the checkpoints belong to another Kafka cluster: refuse to start, restart (publish every database "
+        "from the start again), or keep (the topics were mirrored)")
+        ->check(CLI::IsMember({"refuse", "restart", "keep"}))
         ->group(group_kafka);
     flag("create-topics", c.create_topics, "Create missing topics at startup through the admin API")
         ->group(group_kafka);
@@ -120,7 +130,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->group(group_routing);
 
     auto* group_ckpt = "Checkpoints";
-    opt("checkpoint-dir", c.checkpoint_dir, "RocksDB directory holding each database's position")->group(group_ckpt);
+    auto* checkpoint_dir =
+        opt("checkpoint-dir", c.checkpoint_dir,
+            "RocksDB directory holding each database's position (with --kafka-brokers embedded and no "
+            "--checkpoint-dir: a throw-away directory, since the embedded cluster's records vanish at exit)")
+            ->group(group_ckpt);
     opt("source-name", c.source_name, "Name of this CouchDB source in checkpoint keys (default: URL without "
                                       "credentials)")
         ->group(group_ckpt);
@@ -174,6 +188,7 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         result.exit_code = app.exit(e);
         return result;
     }
+    c.checkpoint_dir_given = checkpoint_dir->count() > 0;
     if (*tail_cmd) {
         result.what = command::tail;
     }
@@ -209,8 +224,10 @@ std::string describe(config const& c) {
         << "couch-auth = " << c.couch_auth << '\n'
         << "couch-ca-file = " << c.couch_ca_file << '\n'
         << "couch-tls-verify = " << (c.couch_tls_verify ? "true" : "false") << '\n'
+        << "couch-max-connecting = " << c.couch_max_connecting << '\n'
         << "db = " << list(c.databases) << '\n'
         << "kafka-brokers = " << c.kafka_brokers << '\n'
+        << "kafka-cluster-change = " << c.kafka_cluster_change << '\n'
         << "kafka-property = " << list(props) << '\n'
         << "create-topics = " << (c.create_topics ? "true" : "false") << '\n'
         << "topic-partitions = " << c.topic_partitions << '\n'
