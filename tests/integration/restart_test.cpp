@@ -5,9 +5,11 @@
 //    version without a cluster id);
 //  - a `--initial-since now` start is stored durably before anything can be
 //    missed (clean stop, and kill -9 right after resolving);
-//  - SIGTERM in the middle of a large batch waits for what is in flight.
+//  - SIGTERM in the middle of a large batch waits for what is in flight;
+//  - CouchDB's resource errors written into an open feed are survived.
 #include "bridge_process.hpp"
 
+#include "tests/couch/fault_server.hpp"
 #include "tests/support/couch_http.hpp"
 #include "tests/support/kafka_consume.hpp"
 #include "tests/support/test_env.hpp"
@@ -397,6 +399,64 @@ BOOST_AUTO_TEST_CASE(sigterm_during_a_large_batch_waits_for_what_is_in_flight) {
     auto const in_kafka = ids_in_kafka(real, db);
     std::set<std::string> const distinct(in_kafka.begin(), in_kafka.end());
     BOOST_TEST(distinct.size() >= covered);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(couch_trouble)
+
+// Bug 1 end to end: a CouchDB out of file handles writes a whole 500 emfile
+// response into the open feed (and answers the next request 500 too). The
+// real binary must back off, never call the database missing or re-created,
+// and publish every change to the real broker.
+BOOST_AUTO_TEST_CASE(in_body_500_emfile_is_survived_end_to_end) {
+    using namespace couch_test;
+    namespace asio = boost::asio;
+    auto const real = test_support::kafka_brokers();
+    auto const db = test_support::unique_name("emfile");
+    auto doc_row = [](std::string const& id, std::string const& seq) {
+        return R"({"seq":)" + seq + R"(,"id":")" + id + R"(","changes":[{"rev":"1-a"}],"doc":{"_id":")" + id +
+               R"(","_rev":"1-a","doc_type":"CommCareCase","domain":"demo","type":"patient"}})";
+    };
+    auto const emfile = status_response(500, R"({"error":"emfile","reason":"Too many open files"})");
+    asio::io_context io;
+    fault_server server(io);
+    // Catch-up: e1 e2; continuous: e3, then the stray 500; then a plain 500;
+    // catch-up from e3's seq: e4; continuous: e5 and held open.
+    server.push({w(status_response(200, "{\"results\":[" + doc_row("e1", "1") + "," + doc_row("e2", "2") +
+                                            "],\"last_seq\":2,\"pending\":0}\n"))});
+    server.push({w(chunked_200), w(chunk(doc_row("e3", "3") + "\n")), w(chunk("\n")), w(emfile), hold()});
+    server.push({w(emfile)});
+    server.push({w(status_response(200, "{\"results\":[" + doc_row("e4", "4") + "],\"last_seq\":4,\"pending\":0}\n"))});
+    server.push({w(chunked_200), w(chunk(doc_row("e5", "5") + "\n")), hold()});
+    auto work = asio::make_work_guard(io);
+    std::thread server_thread([&io] { io.run(); });
+
+    auto const dir = test_support::make_temp_dir("emfile-ckpt");
+    auto const port = test_support::free_port();
+    std::vector<std::string> args{"--couch-url", "http://127.0.0.1:" + std::to_string(server.port()), "--db", db,
+                                  "--kafka-brokers", real, "--checkpoint-dir", dir, "--http-listen",
+                                  "127.0.0.1:" + std::to_string(port), "--checkpoint-interval", "200"};
+    test_support::child_process bridge(integration::bridge_binary(), args, dir + ".log");
+    auto const got = wait_for_ids(real, db, {"e1", "e2", "e3", "e4", "e5"});
+    auto const st = status_of(port);
+    BOOST_TEST(stop(bridge) == 0);
+    asio::post(io, [&] { server.stop(); });
+    work.reset();
+    io.stop();
+    server_thread.join();
+
+    for (auto const* id : {"e1", "e2", "e3", "e4", "e5"}) {
+        BOOST_TEST(got.count(id) == 1u, id); // all there, none repeated
+    }
+    auto const log = read_log(dir + ".log");
+    BOOST_TEST(log.find("db_missing") == std::string::npos, log);
+    BOOST_TEST(log.find("re-created") == std::string::npos);
+    BOOST_REQUIRE(st.is_object());
+    auto const& src = st.at("source").as_object();
+    BOOST_TEST(src.at("errors").at("emfile").to_number<int>() >= 2);
+    BOOST_TEST(src.at("state").as_string() == "degraded");
+    BOOST_TEST(st.at("databases").at(db).at("state").as_string() == "following");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
