@@ -1,5 +1,7 @@
 #include "bridge/app.hpp"
 
+#include "bridge/admin_api.hpp"
+#include "bridge/fleet.hpp"
 #include "bridge/pipeline.hpp"
 #include "bridge/routing.hpp"
 #include "checkpoint/flusher.hpp"
@@ -56,10 +58,9 @@ std::string iso_time(std::chrono::system_clock::time_point t) {
     return format_timestamp(t);
 }
 
-boost::json::value status_json(std::vector<std::unique_ptr<pipeline>> const& pipelines) {
+boost::json::value status_json(std::vector<pipeline_status> const& statuses) {
     boost::json::object dbs;
-    for (auto const& p : pipelines) {
-        auto s = p->status();
+    for (auto const& s : statuses) {
         boost::json::object o;
         o["state"] = s.state;
         o["ready"] = s.ready;
@@ -88,9 +89,6 @@ boost::json::value status_json(std::vector<std::unique_ptr<pipeline>> const& pip
     return dbs;
 }
 
-couch::since parse_since(std::string const& s) {
-    return s == "now" ? couch::since::now() : couch::since::beginning();
-}
 
 boost::json::value source_json(couch::source const& src) {
     auto h = src.status();
@@ -240,8 +238,8 @@ std::string checkpoint_source(config const& cfg) {
 
 int run_bridge(config const& cfg) {
     if (cfg.databases.empty()) {
-        spdlog::error("no database to follow: give --db NAME (repeatable) or COUCH_BRIDGE_DB=a,b");
-        return 2;
+        spdlog::warn("no --db given: following only the databases the admin API added (PUT /databases/NAME); "
+                     "give --db NAME (repeatable) or COUCH_BRIDGE_DB=a,b");
     }
     asio::io_context ioc;
     auto work = asio::make_work_guard(ioc);
@@ -383,37 +381,14 @@ int run_bridge(config const& cfg) {
     couch::source_options sopts;
     sopts.max_connecting = static_cast<std::size_t>(cfg.couch_max_connecting);
     auto const couch_source = std::make_shared<couch::source>(common::redact_url(cfg.couch_url), sopts, registry);
-    std::vector<std::unique_ptr<pipeline>> pipelines;
-    try {
-        for (auto const& db : cfg.databases) {
-            checkpoint::key key{source, db};
-            auto pos = store->get(key);
-            couch::feed_options fo;
-            fo.database = db;
-            std::optional<std::string> start;
-            if (pos) {
-                fo.since = couch::since::from(couch::seq::from_raw_json(pos->seq_json));
-                start = pos->seq_json;
-                flusher.restore(key, *pos);
-                spdlog::info("db {}: resuming from checkpoint {}", db, pos->seq_json);
-            } else {
-                fo.since = parse_since(cfg.initial_since);
-                spdlog::info("db {}: no checkpoint, starting from since={}", db, cfg.initial_since);
-            }
-            pipelines.push_back(std::make_unique<pipeline>(
-                ioc.get_executor(), client, std::move(fo), key, start, window_limits{},
-                pipeline::dependencies{*producer, *routes, flusher, registry}, couch_source));
-        }
-    } catch (std::exception const& e) {
-        spdlog::error("startup failed: {}", e.what());
-        return 2;
-    }
-
+    fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
+                                        window_limits{},
+                                        pipeline::dependencies{*producer, *routes, flusher, registry}, *store});
+    register_admin_api(*http, databases, cfg.admin_token);
     http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });
-    http->handle("/readyz", [&pipelines, &flusher] {
+    http->handle("/readyz", [&databases, &flusher] {
         std::string not_ready;
-        for (auto const& p : pipelines) {
-            auto s = p->status();
+        for (auto const& s : databases.statuses()) {
             if (!s.ready) {
                 not_ready += s.database + ": " + s.state + (s.last_error.empty() ? "" : " (" + s.last_error + ")") + "\n";
             }
@@ -427,11 +402,11 @@ int run_bridge(config const& cfg) {
         }
         return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
     });
-    http->handle("/status", [&pipelines, &flusher, &couch_source] {
+    http->handle("/status", [&databases, &flusher, &couch_source] {
         boost::json::object root;
         root["version"] = common::version;
         root["source"] = source_json(*couch_source);
-        root["databases"] = status_json(pipelines);
+        root["databases"] = status_json(databases.statuses());
         auto h = flusher.status();
         boost::json::object ck;
         ck["consecutive_failures"] = h.consecutive_failures;
@@ -446,24 +421,16 @@ int run_bridge(config const& cfg) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
     }
-    spdlog::info("couch-kafka-bridge {} following {} database(s) of {}; metrics on http://{}:{}/metrics",
-                 common::version, pipelines.size(), common::redact_url(cfg.couch_url),
-                 cfg.http_listen.substr(0, cfg.http_listen.rfind(':')), http->port());
-
     asio::co_spawn(ioc, flusher.run(), asio::detached);
-    for (auto& p : pipelines) {
-        auto* raw = p.get();
-        asio::co_spawn(raw->strand(), raw->run(), [raw](std::exception_ptr e) {
-            if (!e) {
-                return;
-            }
-            try {
-                std::rethrow_exception(e);
-            } catch (std::exception const& ex) {
-                spdlog::critical("db {}: pipeline stopped by an unexpected error: {}", raw->database(), ex.what());
-            }
-        });
+    try {
+        databases.start(cfg.databases);
+    } catch (std::exception const& e) {
+        spdlog::error("startup failed: {}", e.what());
+        return 2;
     }
+    spdlog::info("couch-kafka-bridge {} following {} database(s) of {}; metrics on http://{}:{}/metrics",
+                 common::version, databases.statuses().size(), common::redact_url(cfg.couch_url),
+                 cfg.http_listen.substr(0, cfg.http_listen.rfind(':')), http->port());
 
     // Progress while catching up: rows read, pending, rate, ETA.
     std::atomic<bool> stopping{false};
@@ -479,8 +446,7 @@ int run_bridge(config const& cfg) {
                 if (stopping) {
                     break;
                 }
-                for (auto const& p : pipelines) {
-                    auto s = p->status();
+                for (auto const& s : databases.statuses()) {
                     auto& prev = last_rows[s.database];
                     auto delta = s.rows_read - prev;
                     prev = s.rows_read;
@@ -530,20 +496,14 @@ int run_bridge(config const& cfg) {
         asio::co_spawn(
             ioc,
             [&, sig]() -> asio::awaitable<void> {
-                std::size_t in_flight = 0;
-                for (auto& p : pipelines) {
-                    p->stop();
-                    in_flight += p->in_flight();
-                }
+                databases.stop_all();
+                std::size_t in_flight = databases.in_flight();
                 spdlog::info("signal {}: stopping; waiting up to {} ms for {} in-flight record(s)", sig,
                              cfg.shutdown_timeout.count(), in_flight);
                 auto deadline = std::chrono::steady_clock::now() + cfg.shutdown_timeout;
                 asio::steady_timer t(ioc);
                 for (;;) {
-                    in_flight = 0;
-                    for (auto& p : pipelines) {
-                        in_flight += p->in_flight();
-                    }
+                    in_flight = databases.in_flight();
                     if (in_flight == 0 || std::chrono::steady_clock::now() >= deadline) {
                         break;
                     }

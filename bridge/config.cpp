@@ -162,6 +162,10 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     opt("http-listen", c.http_listen, "Address of the /metrics, /healthz, /readyz and /status server")
         ->check(listen_address)
         ->group(group_ops);
+    opt("admin-token", c.admin_token,
+        "Bearer token the admin API (/databases) requires; without it the API answers loopback clients only "
+        "(prefer the environment twin)")
+        ->group(group_ops);
     opt("log-format", c.log_format, "Log format: text or json")
         ->check(CLI::IsMember({"text", "json"}))
         ->group(group_ops);
@@ -242,6 +246,7 @@ std::string describe(config const& c) {
         << "checkpoint-interval = " << c.checkpoint_interval.count() << '\n'
         << "shutdown-timeout = " << c.shutdown_timeout.count() << '\n'
         << "http-listen = " << c.http_listen << '\n'
+        << "admin-token = " << masked(c.admin_token) << '\n'
         << "log-format = " << c.log_format << '\n'
         << "log-level = " << c.log_level << '\n';
     return out.str();

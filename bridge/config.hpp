@@ -45,6 +45,7 @@ struct config {
     std::chrono::milliseconds shutdown_timeout{30000};
 
     std::string http_listen = "127.0.0.1:9108";
+    std::string admin_token; // the admin API needs "Authorization: Bearer <it>"; empty: loopback clients only
     std::string log_format = "text";
     std::string log_level = "info";
 

@@ -8,6 +8,7 @@
 //  - SIGTERM in the middle of a large batch waits for what is in flight;
 //  - CouchDB's resource errors written into an open feed are survived.
 #include "bridge_process.hpp"
+#include "helpers.hpp"
 
 #include "tests/couch/fault_server.hpp"
 #include "tests/support/couch_http.hpp"
@@ -28,105 +29,9 @@
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
+using namespace integration;
+
 namespace {
-
-std::vector<std::string> const commcare_topics{"case", "form", "domain", "commcare-user", "web-user", "group",
-                                               "synclog-sql", "app", "location", "meta"};
-
-// Document ids of `db`'s records in `brokers`' commcare topics.
-std::multiset<std::string> ids_in_kafka(std::string const& brokers, std::string const& db) {
-    std::multiset<std::string> out;
-    for (auto& r : test_support::consume_all(brokers, commcare_topics)) {
-        if (r.header("database") == db) {
-            out.insert(r.key);
-        }
-    }
-    return out;
-}
-
-// Waits until every id in `want` is in Kafka (or 90 s); returns what is there.
-std::multiset<std::string> wait_for_ids(std::string const& brokers, std::string const& db,
-                                        std::set<std::string> const& want) {
-    auto const deadline = std::chrono::steady_clock::now() + 90s;
-    std::multiset<std::string> got;
-    for (;;) {
-        got = ids_in_kafka(brokers, db);
-        bool all = true;
-        for (auto const& id : want) {
-            all = all && got.count(id) > 0;
-        }
-        if (all || std::chrono::steady_clock::now() > deadline) {
-            return got;
-        }
-        std::this_thread::sleep_for(300ms);
-    }
-}
-
-void put_case(std::string const& db, std::string const& id) {
-    test_support::couch_put_doc(test_support::couch_url(), db, id,
-                                {{"doc_type", "CommCareCase"}, {"domain", "demo"}, {"type", "patient"}});
-}
-
-std::string read_log(std::string const& path) {
-    try {
-        return test_support::read_file(path);
-    } catch (std::exception const&) {
-        return {};
-    }
-}
-
-// Waits until the log at `path` contains `what` (or `timeout`).
-bool wait_for_log(std::string const& path, std::string const& what, std::chrono::seconds timeout = 90s) {
-    auto const deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (read_log(path).find(what) != std::string::npos) {
-            return true;
-        }
-        std::this_thread::sleep_for(50ms);
-    }
-    return false;
-}
-
-// /status of the bridge on `port`, or null.
-json::value status_of(unsigned short port) {
-    try {
-        auto r = test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/status");
-        return r.status == 200 ? json::parse(r.body) : json::value();
-    } catch (std::exception const&) {
-        return {};
-    }
-}
-
-// Waits until the database's checkpoint covers `published` records.
-bool wait_for_checkpoint(unsigned short port, std::string const& db, std::uint64_t published) {
-    auto const deadline = std::chrono::steady_clock::now() + 90s;
-    while (std::chrono::steady_clock::now() < deadline) {
-        auto s = status_of(port);
-        if (s.is_object()) {
-            auto const* d = s.at("databases").as_object().if_contains(db);
-            if (d != nullptr && d->at("published").to_number<std::uint64_t>() >= published &&
-                !d->at("checkpoint_seq").as_string().empty() && d->at("in_flight").to_number<std::uint64_t>() == 0) {
-                return true;
-            }
-        }
-        std::this_thread::sleep_for(100ms);
-    }
-    return false;
-}
-
-std::string checkpoints_list(std::string const& dir) {
-    static int n = 0;
-    auto const out = dir + ".list" + std::to_string(++n); // the log file appends: one per call
-    test_support::child_process list(integration::bridge_binary(), {"--checkpoint-dir", dir, "checkpoints", "list"},
-                                     out);
-    BOOST_REQUIRE(list.wait_for_exit(30s).value_or(-1) == 0);
-    return test_support::read_file(out);
-}
-
-int stop(test_support::child_process& p) {
-    p.signal(SIGTERM);
-    return p.wait_for_exit(90s).value_or(-1);
-}
 
 // A second real broker, started with the fixture's script in its own state dir.
 class second_broker {
@@ -439,7 +344,15 @@ BOOST_AUTO_TEST_CASE(in_body_500_emfile_is_survived_end_to_end) {
                                   "127.0.0.1:" + std::to_string(port), "--checkpoint-interval", "200"};
     test_support::child_process bridge(integration::bridge_binary(), args, dir + ".log");
     auto const got = wait_for_ids(real, db, {"e1", "e2", "e3", "e4", "e5"});
-    auto const st = status_of(port);
+    // /status is refreshed once a second: wait for the state to settle.
+    json::value st;
+    for (int i = 0; i < 100; ++i) {
+        st = status_of(port);
+        if (st.is_object() && st.at("databases").at(db).at("state") == "following") {
+            break;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
     BOOST_TEST(stop(bridge) == 0);
     asio::post(io, [&] { server.stop(); });
     work.reset();
