@@ -13,6 +13,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
@@ -296,6 +298,7 @@ struct changes_feed::impl {
         if (opt_.batch_limit == 0) {
             opt_.batch_limit = 1;
         }
+        parser_.keep_doc_text(opt_.keep_doc_text);
         if (url_.tls) {
             ssl_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
             ssl_->set_default_verify_paths();
@@ -389,7 +392,31 @@ struct changes_feed::impl {
             t += "&feed=continuous&heartbeat=" + std::to_string(opt_.heartbeat.count());
         }
         t += "&since=" + url_encode(position_.to_query_param());
+        if (!opt_.selector.empty()) {
+            t += "&filter=_selector";
+        } else if (!opt_.doc_ids.empty()) {
+            t += "&filter=_doc_ids";
+        } else if (!opt_.filter.empty()) {
+            t += "&filter=" + url_encode(opt_.filter);
+        }
         return t;
+    }
+
+    bool filtered() const { return !opt_.selector.empty() || !opt_.doc_ids.empty() || !opt_.filter.empty(); }
+
+    // The POST body of a filtered request, empty for a GET.
+    std::string filter_body() const {
+        if (!opt_.selector.empty()) {
+            return "{\"selector\":" + opt_.selector + "}";
+        }
+        if (!opt_.doc_ids.empty()) {
+            boost::json::array ids;
+            for (auto const& id : opt_.doc_ids) {
+                ids.emplace_back(id);
+            }
+            return boost::json::serialize(boost::json::object{{"doc_ids", std::move(ids)}});
+        }
+        return {};
     }
 
     template <class Req>
@@ -610,6 +637,9 @@ struct changes_feed::impl {
             // presenting the same cookie (and its 401) forever.
             cookie_.clear();
             slow(feed_state::unauthorized, "unauthorized", what);
+        } else if (status == 404 && filtered() && body.find("Database does not exist") == std::string::npos) {
+            // Not the database: the filter's design document is missing.
+            slow(feed_state::failed, "bad_response", what + " (the filter " + opt_.filter + " does not exist)");
         } else if (status == 404) {
             // A _changes 404 is a suspicion; GET /{db} confirms it (open()).
             suspect_missing_ = true;
@@ -762,8 +792,15 @@ struct changes_feed::impl {
             }
             co_return;
         }
-        http::request<http::empty_body> req(http::verb::get, changes_target(), 11);
+        auto request_body = filter_body();
+        http::request<http::string_body> req(request_body.empty() ? http::verb::get : http::verb::post,
+                                             changes_target(), 11);
         add_auth(req);
+        if (!request_body.empty()) {
+            req.set(http::field::content_type, "application/json");
+            req.body() = std::move(request_body);
+            req.prepare_payload();
+        }
         conn_->tcp().expires_after(opt_.request_timeout);
         if (auto ec = co_await write(*conn_, req)) {
             throw_if_stopped();
@@ -882,6 +919,14 @@ struct changes_feed::impl {
             if (opt_.since.where == since::kind::now && status_.start_seq.empty() && status_.rows_read == 0) {
                 status_.start_seq = status_.last_seq_read;
             }
+        }
+        if (catching_up_ && filtered() && parser_.has_last_seq() &&
+            (ready_.empty() || ready_.back().seq.raw_json() != parser_.last_seq().raw_json())) {
+            // Filtered-out changes move the position too (see feed_options).
+            row r;
+            r.seq = parser_.last_seq();
+            r.position_only = true;
+            ready_.push_back(std::move(r));
         }
         if (parser_.pending()) {
             status_.pending = parser_.pending();

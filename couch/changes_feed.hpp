@@ -49,6 +49,20 @@ struct feed_options {
     // Deadline for connect + TLS + request + response header, and for reads
     // of a normal (catch-up) response.
     std::chrono::milliseconds request_timeout{60000};
+    // Keep each row's document bytes (row::doc_text) for payloads that pass
+    // the document through.
+    bool keep_doc_text = false;
+    // Filters CouchDB applies (at most one kind): a Mango selector (JSON
+    // object text; filter=_selector, sent as POST), document ids
+    // (filter=_doc_ids, POST), or a design-document filter "ddoc/name".
+    // A filter the server rejects (400, a missing design document) makes
+    // the feed `failed`, never a silent full feed. After a filtered catch-up
+    // batch whose last_seq lies beyond its last row, a position-only row
+    // (row::position_only) carries last_seq, so that filtered-out changes
+    // still move the checkpoint.
+    std::string selector;
+    std::vector<std::string> doc_ids;
+    std::string filter;
 };
 
 struct feed_status { // a snapshot, for /status and metrics
