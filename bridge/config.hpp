@@ -33,6 +33,13 @@ struct config {
     std::string kafka_cluster_change = "refuse";
 
     std::string routing = "commcare"; // commcare | prefix:<p> | path of a JSON file
+    std::string payload = "stub";     // stub | stub+doc | doc
+    std::string on_unpublishable = "dlq"; // dlq | skip | stop
+    std::string dlq_topic = "couch-bridge-dlq";
+    std::vector<std::string> include_doc_types, exclude_doc_types;
+    std::string selector;      // CouchDB 2+ Mango selector (JSON): filter=_selector
+    std::string doc_ids_file;  // a file of document ids (one per line, or a JSON array): filter=_doc_ids
+    std::string filter;        // a design-document filter, ddoc/name
     std::string default_topic = "meta";
     bool route_design_docs = false;
     bool route_missing_doc_type = false;

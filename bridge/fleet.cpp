@@ -107,7 +107,7 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
 void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kind) {
     checkpoint::key key{deps_.source_name, e.db};
     auto pos = deps_.store.get(key);
-    couch::feed_options fo;
+    couch::feed_options fo = deps_.feed;
     fo.database = e.db;
     std::optional<std::string> start;
     if (pos) {

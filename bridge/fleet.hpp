@@ -45,6 +45,7 @@ public:
         std::string source_name;    // checkpoint key's source
         std::string initial_since;  // "0" or "now", for databases without a checkpoint
         window_limits window;
+        couch::feed_options feed; // the template of every feed (database and since are set per database)
         pipeline::dependencies pipe;
         checkpoint::store& store;
     };
