@@ -47,7 +47,7 @@ struct shard_position {
     std::string node; // the node the seq was read from, e.g. "couchdb@127.0.0.1" (UTF-8)
     shard_range range;
     std::uint64_t seq = 0;   // the shard copy's own update seq
-    std::string uuid_prefix; // first characters of the shard file's uuid; empty = unknown (bare-integer entry)
+    std::string uuid_prefix; // first characters of the shard file's uuid; empty = unknown (bare integer, empty binary)
     std::string epoch_node;  // empty when the entry has none ({Seq, Uuid} and bare forms)
 
     bool has_uuid() const noexcept { return !uuid_prefix.empty(); }
@@ -72,11 +72,12 @@ struct decoded_seq {
 // Hard limits of the decoder. The defaults are far above anything CouchDB
 // produces (a q=8 seq is ~300 characters and ~600 bytes of term; a q=1024
 // one would be ~80 KiB of term) and small enough that a hostile value costs
-// at most a few MiB and a few milliseconds.
+// at most a few MiB and a few milliseconds (compare_incarnation pairs shards
+// in O(q^2): a million string comparisons at the shard limit).
 struct shard_seq_limits {
     std::size_t max_text_bytes = std::size_t{1} << 20; // the seq's text, without JSON quotes
     std::size_t max_term_bytes = std::size_t{4} << 20; // the term after base64 and inflation
-    std::size_t max_shards = 8192;                     // entries in the list
+    std::size_t max_shards = 1024;                     // entries in the list (one per range: q)
     std::size_t max_atom_bytes = 1020;                 // Erlang's limit: 255 characters of up to 4 bytes
     std::size_t max_uuid_bytes = 64;                   // CouchDB sends 7
 };
