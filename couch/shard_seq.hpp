@@ -24,7 +24,8 @@
 //     Seq                            a bare integer: the shard has not reported
 //                                    yet (recording 20a), or a purge_seq
 // Exactly that subset is decoded; anything else (split-shard entries, other
-// term types, trailing bytes, sizes past the limits) is `opaque`. Decoding
+// term types, trailing bytes, a range listed twice, sizes past the limits)
+// is `opaque`. Decoding
 // never throws and never reads past its input: every length is checked
 // against the bytes present and against shard_seq_limits, and the subset has
 // a fixed shape, so nesting depth is bounded by construction (no recursion).

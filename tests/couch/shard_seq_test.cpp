@@ -402,6 +402,8 @@ BOOST_AUTO_TEST_CASE(terms_outside_the_subset_are_opaque) {
     { auto& t = add("uuid is an atom"); t.list(1).tuple(3).atom(node).list(2).integer(0).integer(1).nil().tuple(3).integer(0).atom("u").atom(node).nil(); }
     { auto& t = add("uuid too long"); t.list(1).tuple(3).atom(node).list(2).integer(0).integer(1).nil().tuple(2).integer(0).binary(std::string(65, 'a')).nil(); }
     { auto& t = add("atom length past the data"); t.list(1).tuple(3).u8(100).u8(0xff).u8(0xff).raw("abc"); }
+    { auto& t = add("a range listed twice (found by fuzz_shard_seq: it made a seq rewind against itself)");
+      t.list(2).entry(node, 0, 0xffffffffu, 64, "b6c8f7d").entry("other@h", 0, 0xffffffffu, 44, "b6c8f7d").nil(); }
     { auto& t = add("float"); t.list(1).tuple(3).atom(node).list(2).integer(0).integer(1).nil().u8(70).raw(std::string(8, '\0')).nil(); }
     for (auto const& [name, t] : cases) {
         BOOST_TEST_CONTEXT(name) {
