@@ -456,6 +456,8 @@ int run_bridge(config const& cfg) {
     auto const couch_source = std::make_shared<couch::source>(common::redact_url(cfg.couch_url), sopts, registry);
     couch::feed_options feed_template;
     feed_template.keep_doc_text = publishing.payload != payload_mode::stub;
+    feed_template.on_recreate = cfg.on_recreate == "fail" ? couch::feed_options::recreate_policy::fail
+                                                          : couch::feed_options::recreate_policy::restart;
     try {
         feed_template.selector = selector_text(cfg.selector);
         feed_template.doc_ids = read_doc_ids(cfg.doc_ids_file);

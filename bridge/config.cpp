@@ -94,6 +94,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         "the server is in trouble)")
         ->check(CLI::Range(1, 10000))
         ->group(group_couch);
+    opt("on-recreate", c.on_recreate,
+        "A database deleted and re-created under its name: restart (publish the new incarnation from 0) or fail "
+        "(stop it until the checkpoint is reset)")
+        ->check(CLI::IsMember({"restart", "fail"}))
+        ->group(group_couch);
     opt("db", c.databases, "A database to follow (repeatable; the environment twin takes a comma-separated list)")
         ->delimiter(',')
         ->group(group_couch);
@@ -253,6 +258,7 @@ std::string describe(config const& c) {
         << "couch-ca-file = " << c.couch_ca_file << '\n'
         << "couch-tls-verify = " << (c.couch_tls_verify ? "true" : "false") << '\n'
         << "couch-max-connecting = " << c.couch_max_connecting << '\n'
+        << "on-recreate = " << c.on_recreate << '\n'
         << "db = " << list(c.databases) << '\n'
         << "kafka-brokers = " << c.kafka_brokers << '\n'
         << "kafka-cluster-change = " << c.kafka_cluster_change << '\n'

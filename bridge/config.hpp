@@ -19,7 +19,8 @@ struct config {
     std::string couch_ca_file;
     bool couch_tls_verify = true;
     std::vector<std::string> databases;
-    int couch_max_connecting = 16; // connection attempts in flight at once against the CouchDB server
+    int couch_max_connecting = 16;
+    std::string on_recreate = "restart"; // restart | fail // connection attempts in flight at once against the CouchDB server
 
     std::string kafka_brokers = "embedded";
     std::vector<std::string> kafka_properties; // k=v, passed through to librdkafka

@@ -2,6 +2,7 @@
 
 #include "common/redact.hpp"
 #include "couch/changes_parser.hpp"
+#include "couch/shard_seq.hpp"
 #include "metrics/registry.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -194,7 +195,12 @@ struct probe {
           last_row(r.add_gauge("couch_bridge_couch_last_row_timestamp_seconds",
                                "Unix time of the last change row read", {{"database", db}})),
           pending(r.add_gauge("couch_bridge_couch_pending_changes",
-                              "Changes still pending on the server (last catch-up batch)", {{"database", db}})) {
+                              "Changes still pending on the server (last catch-up batch)", {{"database", db}})),
+          recreated(r.add_counter("couch_bridge_databases_recreated_total",
+                                  "Databases found deleted and re-created under their name", {{"database", db}})),
+          source_rewinds(r.add_counter("couch_bridge_source_rewinds_total",
+                                       "Shards the server rewound (same uuid, lower seq): rows come again",
+                                       {{"database", db}})) {
         for (std::size_t i = 0; i < all_states.size(); ++i) {
             states[i] = &r.add_gauge("couch_bridge_couch_state", "Feed state (1 for the current state)",
                                      {{"database", db}, {"state", std::string(all_states[i])}});
@@ -219,6 +225,8 @@ struct probe {
     metrics::counter& bytes;
     metrics::gauge& last_row;
     metrics::gauge& pending;
+    metrics::counter& recreated;
+    metrics::counter& source_rewinds;
     std::array<metrics::gauge*, all_states.size()> states{};
     std::map<std::string, metrics::counter*, std::less<>> reconnects;
 };
@@ -728,15 +736,45 @@ struct changes_feed::impl {
                 auto const cur = seq_prefix(cur_raw);
                 auto const mine = seq_prefix(mine_raw);
                 bool const behind = cur && mine && *cur < *mine;
-                if (behind && (integers || confirmed_missing_)) {
+                // Exact, where both seqs are CouchDB 2/3 clustered seqs.
+                auto const exact = compare_incarnation(position_.at_seq, seq::from_raw_json(cur_raw));
+                for (auto const& back : exact.rewinds) {
+                    ++status_.source_rewinds;
+                    probe_.source_rewinds.inc();
+                    spdlog::warn("couch feed {}: the server rewound shard {} on {} from seq {} to {} (same uuid {}): "
+                                 "rows after it will be sent again (a shard move or node replacement)",
+                                 opt_.database, back.range.to_string(), back.node, back.checkpoint_seq,
+                                 back.server_seq, back.server_uuid);
+                }
+                bool const recreated =
+                    exact.verdict == incarnation::recreated ||
+                    (exact.verdict == incarnation::unknown && behind && (integers || confirmed_missing_));
+                if (recreated) {
+                    std::string const why = exact.verdict == incarnation::recreated
+                                                ? exact.reason
+                                                : "its update_seq " + cur_raw + " is behind the position " + mine_raw;
+                    ++status_.recreated;
+                    probe_.recreated.inc();
+                    if (opt_.on_recreate == feed_options::recreate_policy::restart) {
+                        spdlog::error("couch feed {}: {} was deleted and re-created ({}): publishing the new "
+                                      "incarnation from 0 (--on-recreate restart)",
+                                      opt_.database, where(), why);
+                        position_ = since::beginning();
+                        confirmed_missing_ = false;
+                        need_db_check_ = false;
+                        co_return true;
+                    }
                     recreated_ = true;
                     slow(feed_state::failed, "db_missing",
                          where() + " was deleted and re-created; refusing to follow the new incarnation from seq " +
-                             mine_raw + " (its update_seq " + cur_raw +
-                             " is behind it, and CouchDB would silently restart from 0); reset the checkpoint");
+                             mine_raw + " (" + why +
+                             ", and CouchDB would silently restart from 0); reset the checkpoint or use "
+                             "--on-recreate restart");
                     co_return false;
                 }
-                if (confirmed_missing_) {
+                if (exact.verdict == incarnation::same_incarnation || exact.verdict == incarnation::rewound) {
+                    // Proven the same database, whatever the prefix says.
+                } else if (confirmed_missing_) {
                     spdlog::warn("couch feed {}: {} is back after a 404; its update_seq {} does not prove a new "
                                  "incarnation, following on from {}",
                                  opt_.database, where(), cur_raw, mine_raw);
