@@ -238,6 +238,9 @@ struct connection {
 
     beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
     void close() {
+        if (!plain && !tls) {
+            return; // stop() or rewind() while the name is still being resolved
+        }
         error_code ignored;
         tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
         tcp().socket().close(ignored);
