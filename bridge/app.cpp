@@ -475,7 +475,8 @@ int run_bridge(config const& cfg) {
     }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
                                         window_limits{}, feed_template,
-                                        pipeline::dependencies{*producer, *routes, flusher, registry, publishing},
+                                        pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
+                                                               cfg.deletion_memory ? store.get() : nullptr},
                                         *store});
     register_admin_api(*http, databases, cfg.admin_token);
     http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });

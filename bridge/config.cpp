@@ -133,6 +133,10 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         "document alone)")
         ->check(CLI::IsMember({"stub", "stub+doc", "doc"}))
         ->group(group_routing);
+    opt("deletion-memory", c.deletion_memory,
+        "Remember each published document's doc_type and domain so that its hard delete (a tombstone without "
+        "doc_type) goes to the same topic with them (true/false)")
+        ->group(group_routing);
     opt("on-unpublishable", c.on_unpublishable,
         "A record Kafka can never take (too large, rejected for good): dlq (a stand-in to --dlq-topic), skip "
         "(count and log), stop (keep retrying; the database stalls)")
@@ -268,6 +272,7 @@ std::string describe(config const& c) {
         << "topic-replication = " << c.topic_replication << '\n'
         << "routing = " << c.routing << '\n'
         << "payload = " << c.payload << '\n'
+        << "deletion-memory = " << (c.deletion_memory ? "true" : "false") << '\n'
         << "on-unpublishable = " << c.on_unpublishable << '\n'
         << "dlq-topic = " << c.dlq_topic << '\n'
         << "include-doc-types = " << list(c.include_doc_types) << '\n'

@@ -35,6 +35,7 @@ struct config {
 
     std::string routing = "commcare"; // commcare | prefix:<p> | path of a JSON file
     std::string payload = "stub";     // stub | stub+doc | doc
+    bool deletion_memory = true;      // route hard deletes like the document they delete
     std::string on_unpublishable = "dlq"; // dlq | skip | stop
     std::string dlq_topic = "couch-bridge-dlq";
     std::vector<std::string> include_doc_types, exclude_doc_types;

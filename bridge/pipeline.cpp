@@ -47,6 +47,14 @@ struct pipeline::probe {
           skipped_filter(r.add_counter("couch_bridge_records_skipped_total",
                                        "Changes deliberately not published, by reason",
                                        {{"database", db}, {"reason", "doc_type_filter"}})),
+          tombstones_recalled(r.add_counter("couch_bridge_tombstones_total",
+                                            "Hard deletes (tombstones without doc_type), by how they were routed",
+                                            {{"database", db}, {"how", "remembered"}})),
+          tombstones_unknown(r.add_counter("couch_bridge_tombstones_total",
+                                           "Hard deletes (tombstones without doc_type), by how they were routed",
+                                           {{"database", db}, {"how", "no_memory"}})),
+          memory_errors(r.add_counter("couch_bridge_deletion_memory_errors_total",
+                                      "Failed writes of the hard-delete memory", db_labels)),
           produce_errors(r.add_counter("couch_bridge_produce_errors_total",
                                        "Records whose produce or delivery failed (the pipeline rewinds)", db_labels)),
           rewinds(r.add_counter("couch_bridge_pipeline_rewinds_total",
@@ -68,6 +76,9 @@ struct pipeline::probe {
     metrics::counter& skipped_design;
     metrics::counter& skipped_no_type;
     metrics::counter& skipped_filter;
+    metrics::counter& tombstones_recalled;
+    metrics::counter& tombstones_unknown;
+    metrics::counter& memory_errors;
     metrics::counter& produce_errors;
     metrics::counter& rewinds;
     metrics::gauge& in_flight;
@@ -286,6 +297,27 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
         }
         ++rows_read_;
         auto meta = make_change_meta(row, key_.database, now);
+        std::string forget_id;
+        if (deps_.memory != nullptr) {
+            if (row.deleted && !meta.document_type) {
+                // A hard delete: route it like the document it was.
+                if (auto m = deps_.memory->recall(key_, row.id)) {
+                    meta.document_type = m->doc_type;
+                    if (!m->domain.empty()) {
+                        meta.domain = m->domain;
+                    }
+                    forget_id = row.id;
+                    probe_->tombstones_recalled.inc();
+                } else {
+                    probe_->tombstones_unknown.inc();
+                }
+            } else if (!row.deleted && meta.document_type) {
+                memo_.emplace_back(row.id,
+                                   checkpoint::store::remembered{*meta.document_type, meta.domain.value_or("")});
+            }
+        } else if (row.deleted && !meta.document_type) {
+            probe_->tombstones_unknown.inc();
+        }
         auto decision = deps_.routes.route(row, meta);
         auto const& opts = deps_.options;
         bool const filtered = decision.skipped == skip_reason::none && filtered_out(meta);
@@ -335,9 +367,9 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
             for (;;) {
                 auto ec = deps_.producer.try_produce(
                     rec, strand_,
-                    [this, ticket, generation, bytes, topic = decision.topic, sent,
-                     poison_key](kafka::delivery_report const& r) {
-                        on_delivery(ticket, generation, bytes, topic, sent, r, poison_key);
+                    [this, ticket, generation, bytes, topic = decision.topic, sent, poison_key,
+                     forget_id](kafka::delivery_report const& r) {
+                        on_delivery(ticket, generation, bytes, topic, sent, r, poison_key, forget_id);
                     });
                 if (!ec) {
                     break;
@@ -352,6 +384,7 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
                 }
                 if (kafka::producer::is_queue_full(ec)) {
                     // librdkafka's queue is full: wait for delivery reports, never spin.
+                    write_memory(); // acknowledgements may move the checkpoint while we wait
                     co_await deps_.producer.wait_for_space();
                     if (stopping_ || generation != generation_) {
                         co_return;
@@ -381,7 +414,26 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
     if (!rows.empty()) {
         probe_->last_change.set(unix_seconds(now));
     }
+    write_memory();
     advance_checkpoint();
+}
+
+// Before anything can move the checkpoint past a published document (an
+// acknowledgement handled while publish() waits, or the end of publish()),
+// what it was goes to the store, through the WAL the synced checkpoint write
+// comes after. A failure is counted and logged: the memory is a cache, and
+// the tombstone of that document would go to the default topic.
+void pipeline::write_memory() {
+    if (memo_.empty() || deps_.memory == nullptr) {
+        memo_.clear();
+        return;
+    }
+    if (auto ec = deps_.memory->remember(key_, memo_)) {
+        probe_->memory_errors.inc();
+        spdlog::warn("db {}: cannot write the hard-delete memory of {} document(s): {}", key_.database, memo_.size(),
+                     ec.message());
+    }
+    memo_.clear();
 }
 
 void pipeline::release(checkpoint::watermark::ticket ticket) {
@@ -437,7 +489,7 @@ bool pipeline::unpublishable(couch::row const& row, change_meta const& meta, std
     auto const sent = std::chrono::steady_clock::now();
     std::string_view const topic = o.dlq_topic;
     auto ec = deps_.producer.try_produce(d, strand_, [this, ticket, generation, bytes, topic, sent](kafka::delivery_report const& r) {
-        on_delivery(ticket, generation, bytes, topic, sent, r, {});
+        on_delivery(ticket, generation, bytes, topic, sent, r, {}, {});
     });
     if (ec) {
         probe_->produce_errors.inc();
@@ -466,7 +518,8 @@ unpublishable_policy parse_unpublishable_policy(std::string_view s) {
 
 void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t generation, std::size_t bytes,
                            std::string_view topic, std::chrono::steady_clock::time_point /*sent*/,
-                           kafka::delivery_report const& report, std::string const& poison_key) {
+                           kafka::delivery_report const& report, std::string const& poison_key,
+                           std::string const& forget_id) {
     --in_flight_records_;
     in_flight_bytes_ -= bytes;
     in_flight_atomic_.store(in_flight_records_, std::memory_order_relaxed);
@@ -487,6 +540,9 @@ void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t g
             fail_generation(why);
         }
     } else if (generation == generation_) {
+        if (!forget_id.empty() && deps_.memory != nullptr) {
+            deps_.memory->forget(key_, forget_id); // published: the memory has done its job
+        }
         release(ticket);
         published_counter(topic).inc();
         ++published_;

@@ -99,6 +99,8 @@ public:
         checkpoint::flusher& flusher;
         metrics::registry& registry;
         publish_options options = {};
+        // Hard-delete memory (--deletion-memory): null when off.
+        checkpoint::store* memory = nullptr;
     };
 
     // `source` is shared by the pipelines of one CouchDB server (null: a private one).
@@ -131,7 +133,9 @@ private:
     boost::asio::awaitable<void> publish(std::vector<couch::row> rows, std::uint64_t generation);
     void on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t generation, std::size_t bytes,
                      std::string_view topic, std::chrono::steady_clock::time_point sent,
-                     kafka::delivery_report const& report, std::string const& poison_key);
+                     kafka::delivery_report const& report, std::string const& poison_key,
+                     std::string const& forget_id);
+    void write_memory();
     bool filtered_out(change_meta const& meta) const;
     // A record Kafka can never take: acts by policy. Returns true when the
     // row counts as handled (a DLQ record went out, or it was skipped).
@@ -171,6 +175,9 @@ private:
     // Rows (id + '\n' + rev) whose record a broker refused for good after it
     // was produced: when the rewind reads them again they go by policy.
     std::unordered_map<std::string, std::string> poison_;
+    // Live documents of the batch being published, written to the memory
+    // before anything can move the checkpoint past them (see write_memory).
+    std::vector<std::pair<std::string, checkpoint::store::remembered>> memo_;
     // Looked up by string_view on every acknowledgement: no allocation.
     struct topic_hash {
         using is_transparent = void;

@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <fstream>
 
 using namespace integration;
@@ -209,6 +210,63 @@ BOOST_AUTO_TEST_CASE(selector_is_posted_and_a_rejected_filter_is_failed_not_a_fu
         BOOST_TEST(json::parse(server.bodies[i]) == json::parse(R"({"selector":{"doc_type":"CommCareCase"}})"));
     }
     BOOST_TEST(changes_requests >= 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_hard_deleted_case_reaches_topic_case_with_its_doc_type_across_a_restart) {
+    auto const couch = test_support::couch_url();
+    auto const real = test_support::kafka_brokers();
+    auto const db = test_support::unique_name("hard-delete");
+    test_support::couch_create_db(couch, db);
+    auto const rev = test_support::couch_put_doc(couch, db, "c1",
+                                                 {{"doc_type", "CommCareCase"}, {"domain", "demo"}, {"type", "patient"}});
+    auto const rev2 = test_support::couch_put_doc(couch, db, "c2", {{"doc_type", "CommCareCase"}, {"domain", "demo"}});
+    auto const dir = test_support::make_temp_dir("hard-delete-ckpt");
+    auto port = test_support::free_port();
+    auto first = start_bridge({{db}, dir, real, {}}, port);
+    wait_for_ids(real, db, {"c1", "c2"});
+    BOOST_REQUIRE(wait_for_checkpoint(port, db, 2));
+    BOOST_REQUIRE(stop(*first) == 0);
+
+    // Deleted while the bridge is down: the memory is in the store.
+    test_support::couch_delete_doc(couch, db, "c1", rev);
+    port = test_support::free_port();
+    auto second = start_bridge({{db}, dir, real, {}}, port);
+    auto deadline = std::chrono::steady_clock::now() + 90s;
+    std::vector<test_support::consumed_record> cases;
+    while (std::chrono::steady_clock::now() < deadline) {
+        cases = records_in({"case"}, db);
+        if (std::count_if(cases.begin(), cases.end(), [](auto const& r) { return r.key == "c1"; }) >= 2) {
+            break;
+        }
+        std::this_thread::sleep_for(300ms);
+    }
+    BOOST_TEST(stop(*second) == 0);
+    json::object tombstone;
+    for (auto const& r : cases) {
+        auto v = json::parse(r.value).as_object();
+        if (r.key == "c1" && v.at("is_deletion").as_bool()) {
+            tombstone = v;
+        }
+    }
+    BOOST_REQUIRE_MESSAGE(!tombstone.empty(), "no tombstone of c1 in topic case");
+    BOOST_TEST(tombstone.at("document_type").as_string() == "CommCareCase");
+    BOOST_TEST(tombstone.at("domain").as_string() == "demo");
+    BOOST_TEST(records_in({"meta"}, db).empty());
+
+    // Without the memory, a hard delete goes where it always went.
+    port = test_support::free_port();
+    auto third = start_bridge({{db}, dir, real, {"--deletion-memory", "false"}}, port);
+    test_support::couch_delete_doc(couch, db, "c2", rev2);
+    deadline = std::chrono::steady_clock::now() + 90s;
+    std::vector<test_support::consumed_record> meta;
+    while (meta.empty() && std::chrono::steady_clock::now() < deadline) {
+        meta = records_in({"meta"}, db);
+        std::this_thread::sleep_for(300ms);
+    }
+    BOOST_TEST(stop(*third) == 0);
+    BOOST_REQUIRE(meta.size() == 1u);
+    BOOST_TEST(meta.front().key == "c2");
+    BOOST_TEST(json::parse(meta.front().value).at("document_type").is_null());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
