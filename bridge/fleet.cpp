@@ -369,14 +369,15 @@ fleet::outcome fleet::follow(std::string const& db, std::string const& since, st
     return ok_locked(e, created ? 201 : 200);
 }
 
-fleet::outcome fleet::remove(std::string const& db) {
+// remove() and pause(): stop the pipeline, keep the checkpoint, record why.
+fleet::outcome fleet::stop_following(std::string const& db, std::string const& desired, std::string const& what) {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(db);
     if (it == entries_.end() || it->second->desired == "removed") {
         return {404, error_json("not_found", "database '" + db + "' is not followed")};
     }
     auto& e = *it->second;
-    e.desired = "removed";
+    e.desired = desired;
     e.from_api = true;
     e.rewind_to.reset();
     stop_pipeline_locked(e);
@@ -385,28 +386,13 @@ fleet::outcome fleet::remove(std::string const& db) {
     } catch (std::exception const& err) {
         return {503, error_json("store", err.what())};
     }
-    spdlog::info("db {}: no longer followed (admin API); its checkpoint is kept", db);
+    spdlog::info("db {}: {} (admin API); its checkpoint is kept", db, what);
     return ok_locked(e);
 }
 
-fleet::outcome fleet::pause(std::string const& db) {
-    std::lock_guard lock(mutex_);
-    auto it = entries_.find(db);
-    if (it == entries_.end() || it->second->desired == "removed") {
-        return {404, error_json("not_found", "database '" + db + "' is not followed")};
-    }
-    auto& e = *it->second;
-    e.desired = "paused";
-    e.from_api = true;
-    stop_pipeline_locked(e);
-    try {
-        persist_locked();
-    } catch (std::exception const& err) {
-        return {503, error_json("store", err.what())};
-    }
-    spdlog::info("db {}: paused (admin API)", db);
-    return ok_locked(e);
-}
+fleet::outcome fleet::remove(std::string const& db) { return stop_following(db, "removed", "no longer followed"); }
+
+fleet::outcome fleet::pause(std::string const& db) { return stop_following(db, "paused", "paused"); }
 
 fleet::outcome fleet::resume(std::string const& db) {
     std::lock_guard lock(mutex_);

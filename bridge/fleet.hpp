@@ -99,6 +99,7 @@ private:
     void start_pipeline_locked(entry& e, std::optional<std::string> since_override);
     void stop_pipeline_locked(entry& e);
     void persist_locked();
+    outcome stop_following(std::string const& db, std::string const& desired, std::string const& what);
     outcome ok_locked(entry const& e, unsigned status = 200) const;
 
     dependencies deps_;

@@ -266,6 +266,9 @@ std::vector<std::string> load_row_texts(std::string const& relative_path) {
     std::string body = raw;
     if (raw.starts_with("HTTP/")) {
         auto const header_end = raw.find("\r\n\r\n");
+        if (header_end == std::string::npos) {
+            throw std::runtime_error(relative_path + ": no end of headers");
+        }
         auto const headers = std::string_view(raw).substr(0, header_end);
         body = raw.substr(header_end + 4);
         if (headers.find("Transfer-Encoding: chunked") != std::string_view::npos) {
@@ -292,34 +295,8 @@ std::vector<std::string> load_row_texts(std::string const& relative_path) {
 }
 
 std::vector<couch::row> load_rows(std::string const& relative_path) {
-    auto const raw = test_support::read_file(test_support::data_dir() + "/" + relative_path);
-    std::string body = raw;
-    if (raw.starts_with("HTTP/")) {
-        auto const header_end = raw.find("\r\n\r\n");
-        if (header_end == std::string::npos) {
-            throw std::runtime_error(relative_path + ": no end of headers");
-        }
-        auto const headers = std::string_view(raw).substr(0, header_end);
-        body = raw.substr(header_end + 4);
-        if (headers.find("Transfer-Encoding: chunked") != std::string_view::npos) {
-            body = dechunk(body);
-        }
-    }
     std::vector<couch::row> rows;
-    std::size_t pos = 0;
-    while (pos < body.size()) {
-        auto eol = body.find('\n', pos);
-        if (eol == std::string::npos) {
-            eol = body.size();
-        }
-        std::string_view line = std::string_view(body).substr(pos, eol - pos);
-        pos = eol + 1;
-        while (!line.empty() && (line.back() == '\r' || line.back() == ',')) {
-            line.remove_suffix(1);
-        }
-        if (!line.starts_with("{\"seq\"")) {
-            continue;
-        }
+    for (auto const& line : load_row_texts(relative_path)) {
         boost::json::error_code ec;
         auto const v = boost::json::parse(line, ec);
         if (ec || !v.is_object()) {
