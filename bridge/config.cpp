@@ -157,15 +157,45 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     flag("print-config", c.print_config, "Print the effective configuration (secrets masked) and exit")
         ->group(group_ops);
 
-    auto* ckpt_cmd = app.add_subcommand("checkpoints", "Inspect or change a stopped bridge's checkpoints");
-    ckpt_cmd->allow_extras();
-    ckpt_cmd->prefix_command();
+    // Options of the whole program may also follow a subcommand
+    // (`checkpoints list --checkpoint-dir X`): what a subcommand does not
+    // know falls through to its parent. Subcommands inherit the setting.
+    app.fallthrough();
+
+    auto* ckpt_cmd = app.add_subcommand(
+        "checkpoints", "Inspect or change a stopped bridge's checkpoints (uses --checkpoint-dir)");
+    ckpt_cmd->require_subcommand(1, 1);
+    struct checkpoint_options {
+        std::string db;
+        std::string seq;
+        std::string source;
+    };
+    checkpoint_options ck;
+    auto source_opt = [&ck](CLI::App* cmd) {
+        cmd->add_option("--source", ck.source,
+                        "Which source's checkpoints (needed only when the store holds more than one)");
+    };
+    auto* ck_list = ckpt_cmd->add_subcommand("list", "Show every database's checkpoint (seq, age, written time)");
+    source_opt(ck_list);
+    auto* ck_set = ckpt_cmd->add_subcommand("set", "Move one database's checkpoint (rewind or skip ahead)");
+    ck_set->add_option("--db", ck.db, "The database")->required();
+    ck_set->add_option("--seq", ck.seq, "The seq's JSON text: '\"4-g1AAAA...\"' (with the quotes) or 42")
+        ->required();
+    source_opt(ck_set);
+    auto* ck_delete = ckpt_cmd->add_subcommand(
+        "delete", "Forget one database's checkpoint (it starts again per --initial-since)");
+    ck_delete->add_option("--db", ck.db, "The database")->required();
+    source_opt(ck_delete);
 
     auto* tail_cmd = app.add_subcommand(
         "tail", "Print the records of Kafka topics (from the beginning) as JSON lines, using --kafka-brokers");
     tail_cmd->add_option("--topic", result.tail_topics, "A topic to read (repeatable)")->required();
     tail_cmd->add_option("--max-records", result.tail_max_records, "Stop after this many records (0: no limit)");
     tail_cmd->add_option("--timeout-ms", result.tail_timeout_ms, "Stop after this long without a new record");
+    for (auto* cmd : {ckpt_cmd, ck_list, ck_set, ck_delete, tail_cmd}) {
+        cmd->footer("Options of the whole program (--checkpoint-dir, --kafka-brokers, --couch-url, ...) may be given "
+                    "before or after the subcommand: see couch-kafka-bridge --help.");
+    }
 
     try {
         app.parse(argc, argv);
@@ -179,7 +209,22 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     }
     if (*ckpt_cmd) {
         result.what = command::checkpoints;
-        result.checkpoint_args = ckpt_cmd->remaining();
+        // The checkpoint module's own argument form: verb, then --name value.
+        auto& args = result.checkpoint_args;
+        for (auto* verb : {ck_list, ck_set, ck_delete}) {
+            if (*verb) {
+                args.push_back(verb->get_name());
+            }
+        }
+        auto add = [&args](char const* name, std::string const& value) {
+            if (!value.empty()) {
+                args.push_back(name);
+                args.push_back(value);
+            }
+        };
+        add("--db", ck.db);
+        add("--seq", ck.seq);
+        add("--source", ck.source);
     }
     return result;
 }

@@ -85,4 +85,86 @@ BOOST_AUTO_TEST_CASE(describe_masks_secrets) {
     BOOST_TEST(text.find("couch-url = http://db:5984") != std::string::npos);
 }
 
+// Runs parse() with stdout and stderr captured (help and errors print there).
+struct captured_parse {
+    bridge::parse_result result;
+    std::string out;
+    std::string err;
+};
+captured_parse parse_captured(std::vector<char const*> args) {
+    std::ostringstream out;
+    std::ostringstream err;
+    auto* old_out = std::cout.rdbuf(out.rdbuf());
+    auto* old_err = std::cerr.rdbuf(err.rdbuf());
+    auto r = parse(std::move(args));
+    std::cout.rdbuf(old_out);
+    std::cerr.rdbuf(old_err);
+    return {std::move(r), out.str(), err.str()};
+}
+
+BOOST_AUTO_TEST_CASE(options_after_a_subcommand_work_as_before_it) {
+    auto after = parse({"checkpoints", "list", "--checkpoint-dir", "/var/lib/x"});
+    BOOST_TEST(after.exit_code == 0);
+    BOOST_TEST((after.what == bridge::command::checkpoints));
+    BOOST_TEST(after.cfg.checkpoint_dir == "/var/lib/x");
+    BOOST_TEST((after.checkpoint_args == std::vector<std::string>{"list"}));
+
+    auto before = parse({"--checkpoint-dir", "/var/lib/x", "checkpoints", "list"});
+    BOOST_TEST(before.cfg.checkpoint_dir == "/var/lib/x");
+    BOOST_TEST((before.checkpoint_args == after.checkpoint_args));
+
+    auto set = parse({"checkpoints", "set", "--db", "d1", "--checkpoint-dir", "/c", "--seq", "\"4-g1AA\"",
+                      "--source", "http://db:5984"});
+    BOOST_TEST(set.exit_code == 0);
+    BOOST_TEST(set.cfg.checkpoint_dir == "/c");
+    BOOST_TEST((set.checkpoint_args ==
+                std::vector<std::string>{"set", "--db", "d1", "--seq", "\"4-g1AA\"", "--source", "http://db:5984"}));
+
+    auto del = parse({"checkpoints", "delete", "--db=d2", "--checkpoint-dir=/c"});
+    BOOST_TEST(del.exit_code == 0);
+    BOOST_TEST((del.checkpoint_args == std::vector<std::string>{"delete", "--db", "d2"}));
+
+    auto tail = parse({"tail", "--topic", "case", "--kafka-brokers", "k:9092", "--max-records", "3"});
+    BOOST_TEST(tail.exit_code == 0);
+    BOOST_TEST((tail.what == bridge::command::tail));
+    BOOST_TEST(tail.cfg.kafka_brokers == "k:9092");
+    BOOST_TEST((tail.tail_topics == std::vector<std::string>{"case"}));
+    BOOST_TEST(tail.tail_max_records == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(each_subcommand_has_its_help) {
+    struct expectation {
+        std::vector<char const*> args;
+        char const* mentions;
+    };
+    std::vector<expectation> const cases{
+        {{"checkpoints", "--help"}, "delete"},   {{"checkpoints", "list", "--help"}, "--source"},
+        {{"checkpoints", "set", "--help"}, "--seq"}, {{"checkpoints", "delete", "--help"}, "--db"},
+        {{"tail", "--help"}, "--max-records"},    {{"--help"}, "--checkpoint-dir"},
+    };
+    for (auto const& c : cases) {
+        auto r = parse_captured(c.args);
+        BOOST_TEST_CONTEXT(c.args.front() << " ... " << c.args.back()) {
+            BOOST_TEST((r.result.what == bridge::command::help_or_version_shown));
+            BOOST_TEST(r.result.exit_code == 0);
+            BOOST_TEST(r.out.find(c.mentions) != std::string::npos, r.out);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(subcommand_usage_errors_say_what_is_wrong) {
+    auto no_verb = parse_captured({"checkpoints"});
+    BOOST_TEST(no_verb.result.exit_code != 0);
+    BOOST_TEST(!no_verb.err.empty());
+    auto no_seq = parse_captured({"checkpoints", "set", "--db", "d"});
+    BOOST_TEST(no_seq.result.exit_code != 0);
+    BOOST_TEST(no_seq.err.find("--seq") != std::string::npos, no_seq.err);
+    auto unknown = parse_captured({"checkpoints", "list", "--no-such-flag"});
+    BOOST_TEST(unknown.result.exit_code != 0);
+    BOOST_TEST(unknown.err.find("--no-such-flag") != std::string::npos, unknown.err);
+    auto no_topic = parse_captured({"tail", "--kafka-brokers", "k:9092"});
+    BOOST_TEST(no_topic.result.exit_code != 0);
+    BOOST_TEST(no_topic.err.find("--topic") != std::string::npos, no_topic.err);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
