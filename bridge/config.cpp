@@ -192,6 +192,12 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     tail_cmd->add_option("--topic", result.tail_topics, "A topic to read (repeatable)")->required();
     tail_cmd->add_option("--max-records", result.tail_max_records, "Stop after this many records (0: no limit)");
     tail_cmd->add_option("--timeout-ms", result.tail_timeout_ms, "Stop after this long without a new record");
+    tail_cmd->add_flag("--fetch-docs", result.tail_fetch_docs,
+                       "Resolve each record to its document through the store it names (data_source_type couch, "
+                       "database data_source_name on --couch-url, with the --couch-* credentials) and print it, "
+                       "or missing/deleted");
+    tail_cmd->add_option("--fetch-batch", result.tail_fetch_batch, "Most document ids per _bulk_get request")
+        ->check(CLI::Range(1, 10000));
     for (auto* cmd : {ckpt_cmd, ck_list, ck_set, ck_delete, tail_cmd}) {
         cmd->footer("Options of the whole program (--checkpoint-dir, --kafka-brokers, --couch-url, ...) may be given "
                     "before or after the subcommand: see couch-kafka-bridge --help.");

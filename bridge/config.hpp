@@ -54,6 +54,8 @@ struct parse_result {
     std::vector<std::string> tail_topics;     // for the `tail` subcommand
     std::size_t tail_max_records = 0;
     int tail_timeout_ms = 10000;
+    bool tail_fetch_docs = false;
+    std::size_t tail_fetch_batch = 100;
     int exit_code = 0;
 };
 

@@ -130,6 +130,14 @@ BOOST_AUTO_TEST_CASE(options_after_a_subcommand_work_as_before_it) {
     BOOST_TEST(tail.cfg.kafka_brokers == "k:9092");
     BOOST_TEST((tail.tail_topics == std::vector<std::string>{"case"}));
     BOOST_TEST(tail.tail_max_records == 3u);
+    BOOST_TEST(!tail.tail_fetch_docs);
+
+    auto fetch = parse({"tail", "--topic", "case", "--fetch-docs", "--couch-url", "http://c:5984", "--fetch-batch",
+                        "7"});
+    BOOST_TEST(fetch.exit_code == 0);
+    BOOST_TEST(fetch.tail_fetch_docs);
+    BOOST_TEST(fetch.tail_fetch_batch == 7u);
+    BOOST_TEST(fetch.cfg.couch_url == "http://c:5984");
 }
 
 BOOST_AUTO_TEST_CASE(each_subcommand_has_its_help) {
@@ -140,7 +148,7 @@ BOOST_AUTO_TEST_CASE(each_subcommand_has_its_help) {
     std::vector<expectation> const cases{
         {{"checkpoints", "--help"}, "delete"},   {{"checkpoints", "list", "--help"}, "--source"},
         {{"checkpoints", "set", "--help"}, "--seq"}, {{"checkpoints", "delete", "--help"}, "--db"},
-        {{"tail", "--help"}, "--max-records"},    {{"--help"}, "--checkpoint-dir"},
+        {{"tail", "--help"}, "--fetch-docs"},     {{"--help"}, "--checkpoint-dir"},
     };
     for (auto const& c : cases) {
         auto r = parse_captured(c.args);

@@ -46,7 +46,7 @@ BOOST_AUTO_TEST_CASE(checkpoints_with_the_dir_after_the_subcommand) {
 BOOST_AUTO_TEST_CASE(help_of_each_subcommand) {
     auto tail = run({"tail", "--help"});
     BOOST_TEST(tail.code == 0);
-    BOOST_TEST(tail.output.find("--max-records") != std::string::npos, tail.output);
+    BOOST_TEST(tail.output.find("--fetch-docs") != std::string::npos, tail.output);
     auto set = run({"checkpoints", "set", "--help"});
     BOOST_TEST(set.code == 0);
     BOOST_TEST(set.output.find("--seq") != std::string::npos, set.output);
