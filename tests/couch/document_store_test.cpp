@@ -86,7 +86,8 @@ BOOST_AUTO_TEST_CASE(pouchdb_server_empty_answer_is_missing_until_checked) {
 
 BOOST_AUTO_TEST_CASE(deleted_as_error_reason_or_as_tombstone) {
     auto r = couch::parse_bulk_get(
-        R"({"results":[{"id":"a","docs":[{"error":{"id":"a","rev":"undefined","error":"not_found","reason":"deleted"}}]},)"
+        R"({"results":[{"id":"a","docs":[{"error":{"id":"a","rev":"undefined","error":"not_found",)"
+        R"("reason":"deleted"}}]},)"
         R"({"id":"b","docs":[{"ok":{"_id":"b","_rev":"2-x","_deleted":true}}]}]})",
         {"a", "b"});
     BOOST_TEST(r.error == "");

@@ -85,9 +85,9 @@ BOOST_AUTO_TEST_CASE(records_come_with_their_document_or_missing_or_deleted) {
     test_support::couch_delete_doc(couch, db, "gone", gone);
 
     auto dir = test_support::make_temp_dir("tail-docs-ckpt");
-    auto bridge = integration::start_bridge(
-        {{db}, dir, test_support::kafka_brokers(), {"--routing", "prefix:" + prefix, "--default-topic", prefix + "meta"}},
-        test_support::free_port());
+    std::vector<std::string> const routing{"--routing", "prefix:" + prefix, "--default-topic", prefix + "meta"};
+    auto bridge = integration::start_bridge({{db}, dir, test_support::kafka_brokers(), routing},
+                                            test_support::free_port());
     auto const case_topic = prefix + "CommCareCase";
     produce(case_topic, "ghost", change_meta(db, "ghost"));
     produce(case_topic, "junk", "not a change record");
