@@ -132,10 +132,7 @@ int run_bridge(config const& cfg) {
         } else {
             pcfg.bootstrap_servers = cfg.kafka_brokers;
         }
-        for (auto const& p : cfg.kafka_properties) {
-            auto eq = p.find('=');
-            pcfg.properties.emplace_back(p.substr(0, eq), p.substr(eq + 1));
-        }
+        pcfg.properties = kafka_client_properties(cfg);
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
         if (cfg.create_topics) {
             auto topics = routes->known_topics();
@@ -152,7 +149,9 @@ int run_bridge(config const& cfg) {
 
         http = std::make_unique<metrics::http_server>(ioc.get_executor(), cfg.http_listen, registry);
     } catch (std::exception const& e) {
-        spdlog::error("startup failed: {}", common::redact_secret(e.what(), cfg.couch_password));
+        spdlog::error("startup failed: {}",
+                      common::redact_secret(common::redact_secret(e.what(), cfg.couch_password),
+                                            cfg.kafka_sasl_password));
         return 2;
     }
 
@@ -207,8 +206,11 @@ int run_bridge(config const& cfg) {
     }
 
     http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });
-    http->handle("/readyz", [&pipelines, &flusher] {
+    http->handle("/readyz", [&pipelines, &flusher, &producer] {
         std::string not_ready;
+        if (auto k = producer->health(); !k.ready) {
+            not_ready += "kafka: cannot reach the cluster (" + k.last_error + ")\n";
+        }
         for (auto const& p : pipelines) {
             auto s = p->status();
             if (!s.ready) {
@@ -224,9 +226,13 @@ int run_bridge(config const& cfg) {
         }
         return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
     });
-    http->handle("/status", [&pipelines, &flusher] {
+    http->handle("/status", [&pipelines, &flusher, &producer] {
         boost::json::object root;
         root["version"] = common::version;
+        auto k = producer->health();
+        root["kafka"] = {{"ready", k.ready},
+                         {"last_error", k.last_error.empty() ? boost::json::value(nullptr)
+                                                             : boost::json::value(k.last_error)}};
         root["databases"] = status_json(pipelines);
         auto h = flusher.status();
         boost::json::object ck;

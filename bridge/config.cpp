@@ -99,6 +99,18 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     opt("kafka-property", c.kafka_properties, "A librdkafka property k=v passed through (repeatable)")
         ->check(key_value)
         ->group(group_kafka);
+    opt("kafka-security-protocol", c.kafka_security_protocol,
+        "security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl")
+        ->transform(CLI::IsMember({"plaintext", "ssl", "sasl_plaintext", "sasl_ssl"}, CLI::ignore_case))
+        ->group(group_kafka);
+    opt("kafka-sasl-mechanism", c.kafka_sasl_mechanism, "sasl.mechanism, e.g. SCRAM-SHA-512, SCRAM-SHA-256, PLAIN")
+        ->group(group_kafka);
+    opt("kafka-sasl-username", c.kafka_sasl_username, "sasl.username")->group(group_kafka);
+    opt("kafka-sasl-password", c.kafka_sasl_password, "sasl.password (prefer the environment twin)")
+        ->group(group_kafka);
+    opt("kafka-ca-file", c.kafka_ca_file, "ssl.ca.location: CA bundle (PEM) that signs the brokers' certificates")
+        ->check(CLI::ExistingFile)
+        ->group(group_kafka);
     flag("create-topics", c.create_topics, "Create missing topics at startup through the admin API")
         ->group(group_kafka);
     opt("topic-partitions", c.topic_partitions, "Partitions of topics created by --create-topics")
@@ -235,6 +247,25 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     return result;
 }
 
+std::vector<std::pair<std::string, std::string>> kafka_client_properties(config const& c) {
+    std::vector<std::pair<std::string, std::string>> out;
+    auto add = [&out](char const* name, std::string const& value) {
+        if (!value.empty()) {
+            out.emplace_back(name, value);
+        }
+    };
+    add("security.protocol", c.kafka_security_protocol);
+    add("sasl.mechanism", c.kafka_sasl_mechanism);
+    add("sasl.username", c.kafka_sasl_username);
+    add("sasl.password", c.kafka_sasl_password);
+    add("ssl.ca.location", c.kafka_ca_file);
+    for (auto const& p : c.kafka_properties) {
+        auto eq = p.find('=');
+        out.emplace_back(p.substr(0, eq), p.substr(eq + 1));
+    }
+    return out;
+}
+
 std::string describe(config const& c) {
     std::ostringstream out;
     auto masked = [](std::string const& s) { return s.empty() ? std::string{} : std::string("***"); };
@@ -263,6 +294,11 @@ std::string describe(config const& c) {
         << "db = " << list(c.databases) << '\n'
         << "kafka-brokers = " << c.kafka_brokers << '\n'
         << "kafka-property = " << list(props) << '\n'
+        << "kafka-security-protocol = " << c.kafka_security_protocol << '\n'
+        << "kafka-sasl-mechanism = " << c.kafka_sasl_mechanism << '\n'
+        << "kafka-sasl-username = " << c.kafka_sasl_username << '\n'
+        << "kafka-sasl-password = " << masked(c.kafka_sasl_password) << '\n'
+        << "kafka-ca-file = " << c.kafka_ca_file << '\n'
         << "create-topics = " << (c.create_topics ? "true" : "false") << '\n'
         << "topic-partitions = " << c.topic_partitions << '\n'
         << "topic-replication = " << c.topic_replication << '\n'

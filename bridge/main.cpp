@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
         bridge::tail_options t;
         t.brokers = cfg.kafka_brokers;
         t.topics = parsed.tail_topics;
+        t.properties = bridge::kafka_client_properties(cfg);
         t.max_records = parsed.tail_max_records;
         t.timeout = std::chrono::milliseconds(parsed.tail_timeout_ms);
         if (parsed.tail_fetch_docs) {

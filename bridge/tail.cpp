@@ -74,8 +74,9 @@ std::size_t print_with_documents(std::vector<boost::json::object>& lines, couch:
         std::sort(ids.begin(), ids.end());
         ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
         for (std::size_t first = 0; first < ids.size(); first += batch) {
+            auto const last = std::min(ids.size(), first + batch);
             std::vector<std::string> chunk(ids.begin() + static_cast<std::ptrdiff_t>(first),
-                                           ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), first + batch)));
+                                           ids.begin() + static_cast<std::ptrdiff_t>(last));
             auto result = store.fetch(db, chunk);
             if (!result.error.empty()) {
                 err << "tail: cannot fetch " << chunk.size() << " document(s) of database '" << db
@@ -133,6 +134,13 @@ int run_tail(tail_options const& options, std::ostream& out, std::ostream& err) 
         rd_kafka_conf_destroy(conf);
         err << "tail: " << errstr << '\n';
         return 1;
+    }
+    for (auto const& [name, value] : options.properties) {
+        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            err << "tail: kafka property '" << name << "': " << errstr << '\n'; // the value may be a secret
+            return 1;
+        }
     }
     std::unique_ptr<rd_kafka_t, rk_deleter> rk(rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr));
     if (!rk) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bridge {
@@ -13,6 +14,8 @@ namespace bridge {
 struct tail_options {
     std::string brokers;
     std::vector<std::string> topics;
+    // librdkafka properties applied after the tail's own (security settings).
+    std::vector<std::pair<std::string, std::string>> properties;
     std::size_t max_records = 0;                 // 0: until the timeout
     std::chrono::milliseconds timeout{10000};     // stop after this long without a new record
     // When set, each record is resolved to its document through the store it

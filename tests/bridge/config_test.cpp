@@ -148,7 +148,7 @@ BOOST_AUTO_TEST_CASE(each_subcommand_has_its_help) {
     std::vector<expectation> const cases{
         {{"checkpoints", "--help"}, "delete"},   {{"checkpoints", "list", "--help"}, "--source"},
         {{"checkpoints", "set", "--help"}, "--seq"}, {{"checkpoints", "delete", "--help"}, "--db"},
-        {{"tail", "--help"}, "--fetch-docs"},     {{"--help"}, "--checkpoint-dir"},
+        {{"tail", "--help"}, "--fetch-docs"},     {{"--help"}, "--kafka-sasl-password"},
     };
     for (auto const& c : cases) {
         auto r = parse_captured(c.args);
@@ -173,6 +173,37 @@ BOOST_AUTO_TEST_CASE(subcommand_usage_errors_say_what_is_wrong) {
     auto no_topic = parse_captured({"tail", "--kafka-brokers", "k:9092"});
     BOOST_TEST(no_topic.result.exit_code != 0);
     BOOST_TEST(no_topic.err.find("--topic") != std::string::npos, no_topic.err);
+}
+
+BOOST_AUTO_TEST_CASE(kafka_security_flags_map_to_librdkafka_properties_and_pass_through_wins) {
+    auto ca = std::filesystem::temp_directory_path() / ("ckb-ca-" + std::to_string(::getpid()) + ".pem");
+    std::ofstream(ca) << "not read by the parser\n";
+    ::setenv("COUCH_BRIDGE_KAFKA_SASL_PASSWORD", "from-env", 1);
+    auto r = parse({"--kafka-security-protocol", "SASL_SSL", "--kafka-sasl-mechanism", "SCRAM-SHA-512",
+                    "--kafka-sasl-username", "bridge", "--kafka-ca-file", ca.c_str(), "--kafka-property",
+                    "sasl.mechanism=PLAIN"});
+    ::unsetenv("COUCH_BRIDGE_KAFKA_SASL_PASSWORD");
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST(r.cfg.kafka_security_protocol == "sasl_ssl"); // case-insensitive, normalised
+    auto props = bridge::kafka_client_properties(r.cfg);
+    std::vector<std::pair<std::string, std::string>> const expected{
+        {"security.protocol", "sasl_ssl"}, {"sasl.mechanism", "SCRAM-SHA-512"}, {"sasl.username", "bridge"},
+        {"sasl.password", "from-env"},     {"ssl.ca.location", ca.string()},    {"sasl.mechanism", "PLAIN"}};
+    BOOST_TEST((props == expected)); // applied in order: the explicit property comes last and wins
+    auto text = bridge::describe(r.cfg);
+    BOOST_TEST(text.find("from-env") == std::string::npos);
+    BOOST_TEST(text.find("kafka-sasl-password = ***") != std::string::npos);
+    BOOST_TEST(bridge::kafka_client_properties(parse({}).cfg).empty()); // nothing set, librdkafka's defaults
+    std::filesystem::remove(ca);
+}
+
+BOOST_AUTO_TEST_CASE(bad_kafka_security_values_name_their_flag) {
+    auto protocol = parse_captured({"--kafka-security-protocol", "tls"});
+    BOOST_TEST(protocol.result.exit_code != 0);
+    BOOST_TEST(protocol.err.find("--kafka-security-protocol") != std::string::npos, protocol.err);
+    auto ca = parse_captured({"--kafka-ca-file", "/no/such/ca.pem"});
+    BOOST_TEST(ca.result.exit_code != 0);
+    BOOST_TEST(ca.err.find("--kafka-ca-file") != std::string::npos, ca.err);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
