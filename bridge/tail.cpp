@@ -149,16 +149,15 @@ int run_tail(tail_options const& options, std::ostream& out, std::ostream& err) 
         return 1;
     }
     // Partitions are assigned explicitly (no group coordination needed) once
-    // each topic exists.
+    // each topic exists, incrementally: assigning the whole list again would
+    // restart the topics found earlier from the beginning (duplicate lines).
     std::set<std::string> assigned;
-    auto* assignment = rd_kafka_topic_partition_list_new(8);
     std::size_t printed = 0;
     std::unique_ptr<couch::document_store> store;
     if (options.fetch_docs) {
         try {
             store = std::make_unique<couch::document_store>(*options.fetch_docs);
         } catch (std::exception const& e) {
-            rd_kafka_topic_partition_list_destroy(assignment);
             err << "tail: " << e.what() << '\n';
             return 2;
         }
@@ -168,7 +167,7 @@ int run_tail(tail_options const& options, std::ostream& out, std::ostream& err) 
     auto last_progress = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() - last_progress < options.timeout) {
         if (assigned.size() < options.topics.size()) {
-            bool changed = false;
+            auto* added = rd_kafka_topic_partition_list_new(8);
             for (auto const& topic : options.topics) {
                 if (assigned.count(topic)) {
                     continue;
@@ -178,20 +177,23 @@ int run_tail(tail_options const& options, std::ostream& out, std::ostream& err) 
                 if (rd_kafka_metadata(rk.get(), 0, t, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
                     md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0) {
                     for (int p = 0; p < md->topics[0].partition_cnt; ++p) {
-                        rd_kafka_topic_partition_list_add(assignment, topic.c_str(), p)->offset =
+                        rd_kafka_topic_partition_list_add(added, topic.c_str(), p)->offset =
                             RD_KAFKA_OFFSET_BEGINNING;
                     }
                     assigned.insert(topic);
-                    changed = true;
                 }
                 if (md) {
                     rd_kafka_metadata_destroy(md);
                 }
                 rd_kafka_topic_destroy(t);
             }
-            if (changed) {
-                rd_kafka_assign(rk.get(), assignment);
+            if (added->cnt > 0) {
+                if (rd_kafka_error_t* e = rd_kafka_incremental_assign(rk.get(), added)) {
+                    err << "tail: " << rd_kafka_error_string(e) << '\n';
+                    rd_kafka_error_destroy(e);
+                }
             }
+            rd_kafka_topic_partition_list_destroy(added);
         }
         rd_kafka_message_t* m = rd_kafka_consumer_poll(rk.get(), 200);
         if (!m || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
@@ -229,7 +231,6 @@ int run_tail(tail_options const& options, std::ostream& out, std::ostream& err) 
     if (store && !batch.empty()) {
         fetch_errors += print_with_documents(batch, *store, options.fetch_batch, out, err);
     }
-    rd_kafka_topic_partition_list_destroy(assignment);
     rd_kafka_consumer_close(rk.get());
     if (options.max_records != 0 && printed < options.max_records) {
         err << "tail: " << printed << " of " << options.max_records << " records within the timeout\n";
