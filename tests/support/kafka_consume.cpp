@@ -81,6 +81,10 @@ std::vector<consumed_record> consume_all(std::string const& brokers, std::vector
             std::int64_t lo = 0;
             std::int64_t hi = 0;
             auto err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), p, &lo, &hi, 10000);
+            if (err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+                continue; // just created, no leader yet: nothing to read there yet (callers poll again)
+            }
             if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
                 rd_kafka_topic_partition_list_destroy(assignment);
                 throw std::runtime_error(std::string("watermark query failed: ") + rd_kafka_err2str(err));
