@@ -89,6 +89,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     opt("couch-ca-file", c.couch_ca_file, "CA bundle for HTTPS certificate verification")->group(group_couch);
     opt("couch-tls-verify", c.couch_tls_verify, "Verify the server certificate over HTTPS (true/false)")
         ->group(group_couch);
+    opt("couch-max-connecting", c.couch_max_connecting,
+        "Connection attempts in flight at once against CouchDB, over all databases (spreads reconnects when "
+        "the server is in trouble)")
+        ->check(CLI::Range(1, 10000))
+        ->group(group_couch);
     opt("db", c.databases, "A database to follow (repeatable; the environment twin takes a comma-separated list)")
         ->delimiter(',')
         ->group(group_couch);
@@ -111,6 +116,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     opt("kafka-ca-file", c.kafka_ca_file, "ssl.ca.location: CA bundle (PEM) that signs the brokers' certificates")
         ->check(CLI::ExistingFile)
         ->group(group_kafka);
+    opt("kafka-cluster-change", c.kafka_cluster_change,
+        "When the checkpoints belong to another Kafka cluster: refuse to start, restart (publish every database "
+        "from the start again), or keep (the topics were mirrored)")
+        ->check(CLI::IsMember({"refuse", "restart", "keep"}))
+        ->group(group_kafka);
     flag("create-topics", c.create_topics, "Create missing topics at startup through the admin API")
         ->group(group_kafka);
     opt("topic-partitions", c.topic_partitions, "Partitions of topics created by --create-topics")
@@ -132,7 +142,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->group(group_routing);
 
     auto* group_ckpt = "Checkpoints";
-    opt("checkpoint-dir", c.checkpoint_dir, "RocksDB directory holding each database's position")->group(group_ckpt);
+    auto* checkpoint_dir =
+        opt("checkpoint-dir", c.checkpoint_dir,
+            "RocksDB directory holding each database's position (with --kafka-brokers embedded and no "
+            "--checkpoint-dir: a throw-away directory, since the embedded cluster's records vanish at exit)")
+            ->group(group_ckpt);
     opt("source-name", c.source_name, "Name of this CouchDB source in checkpoint keys (default: URL without "
                                       "credentials)")
         ->group(group_ckpt);
@@ -159,6 +173,10 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     auto* group_ops = "Operations";
     opt("http-listen", c.http_listen, "Address of the /metrics, /healthz, /readyz and /status server")
         ->check(listen_address)
+        ->group(group_ops);
+    opt("admin-token", c.admin_token,
+        "Bearer token the admin API (/databases) requires; without it the API answers loopback clients only "
+        "(prefer the environment twin)")
         ->group(group_ops);
     opt("log-format", c.log_format, "Log format: text or json")
         ->check(CLI::IsMember({"text", "json"}))
@@ -222,6 +240,7 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         result.exit_code = app.exit(e);
         return result;
     }
+    c.checkpoint_dir_given = checkpoint_dir->count() > 0;
     if (*tail_cmd) {
         result.what = command::tail;
     }
@@ -291,8 +310,10 @@ std::string describe(config const& c) {
         << "couch-auth = " << c.couch_auth << '\n'
         << "couch-ca-file = " << c.couch_ca_file << '\n'
         << "couch-tls-verify = " << (c.couch_tls_verify ? "true" : "false") << '\n'
+        << "couch-max-connecting = " << c.couch_max_connecting << '\n'
         << "db = " << list(c.databases) << '\n'
         << "kafka-brokers = " << c.kafka_brokers << '\n'
+        << "kafka-cluster-change = " << c.kafka_cluster_change << '\n'
         << "kafka-property = " << list(props) << '\n'
         << "kafka-security-protocol = " << c.kafka_security_protocol << '\n'
         << "kafka-sasl-mechanism = " << c.kafka_sasl_mechanism << '\n'
@@ -312,6 +333,7 @@ std::string describe(config const& c) {
         << "checkpoint-interval = " << c.checkpoint_interval.count() << '\n'
         << "shutdown-timeout = " << c.shutdown_timeout.count() << '\n'
         << "http-listen = " << c.http_listen << '\n'
+        << "admin-token = " << masked(c.admin_token) << '\n'
         << "log-format = " << c.log_format << '\n'
         << "log-level = " << c.log_level << '\n';
     return out.str();

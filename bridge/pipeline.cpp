@@ -75,10 +75,10 @@ struct pipeline::probe {
 
 pipeline::pipeline(asio::any_io_executor pool, couch::client_config client, couch::feed_options feed,
                    checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits,
-                   dependencies deps)
+                   dependencies deps, std::shared_ptr<couch::source> source)
     : strand_(asio::make_strand(pool)),
       initial_since_(feed.since),
-      feed_(strand_, std::move(client), std::move(feed), deps.registry),
+      feed_(strand_, std::move(client), std::move(feed), deps.registry, std::move(source)),
       key_(std::move(key)),
       limits_(limits),
       deps_(deps),
@@ -125,9 +125,58 @@ metrics::counter& pipeline::published_counter(std::string_view topic) {
     return c;
 }
 
+// A database without a checkpoint that starts from `now`: learn what "now"
+// is and write it durably before any row is handed out, so that neither a
+// crash nor a stop (with or without rows in between) can make the next start
+// resolve a later "now" and skip what was written meanwhile. False when
+// stopped first.
+asio::awaitable<bool> pipeline::pin_now_start() {
+    std::optional<couch::seq> start;
+    try {
+        start = co_await feed_.resolve_now();
+    } catch (boost::system::system_error const& e) {
+        if (stopping_ || e.code() == asio::error::operation_aborted) {
+            co_return false;
+        }
+        throw;
+    }
+    if (!start) {
+        co_return !stopping_;
+    }
+    committed_ = start->raw_json();
+    deps_.flusher.update(key_, *committed_);
+    auto delay = std::chrono::milliseconds(500);
+    for (;;) {
+        // One synchronous durable write (an fsync) for this database, once in
+        // its life: the only time a pipeline waits for the store.
+        auto const ec = deps_.flusher.flush_now();
+        if (!ec) {
+            break;
+        }
+        spdlog::error("db {}: cannot store the start position {} (since=now): {}; not reading until it is stored",
+                      key_.database, *committed_, ec.message());
+        failure_ = "cannot store the start position: " + ec.message();
+        failure_time_ = std::chrono::system_clock::now();
+        asio::steady_timer t(strand_, delay);
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (stopping_) {
+            co_return false;
+        }
+        delay = std::min(delay * 2, std::chrono::milliseconds(30000));
+    }
+    spdlog::info("db {}: since=now resolved to {}; stored durably before reading on", key_.database, *committed_);
+    co_return !stopping_;
+}
+
 asio::awaitable<void> pipeline::run() {
     asio::co_spawn(strand_, status_ticker(), asio::detached);
     std::mt19937 jitter{std::random_device{}()};
+    if (!committed_ && initial_since_.where == couch::since::kind::now) {
+        if (!co_await pin_now_start()) {
+            refresh_status();
+            co_return;
+        }
+    }
     while (!stopping_) {
         if (rewind_pending_) {
             // A delivery failed: wait, then read again from the last position
@@ -185,14 +234,6 @@ asio::awaitable<void> pipeline::run() {
             // Rows read before a rewind decision are dropped: they are read
             // again from the checkpoint.
             continue;
-        }
-        if (!committed_ && initial_since_.where == couch::since::kind::now) {
-            // Pin where "now" was, durably, before the first row is sent: a
-            // crash or a rewind must come back here, not to a later "now".
-            if (auto start = feed_.status().start_seq; !start.empty()) {
-                committed_ = start;
-                deps_.flusher.update(key_, start);
-            }
         }
         co_await publish(std::move(rows), generation);
     }
@@ -278,6 +319,9 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
             ++outstanding_[ticket];
             ++in_flight_records_;
             in_flight_bytes_ += bytes;
+            // At once, not at the end of the batch: shutdown (another
+            // thread) must never see 0 while this record is unacknowledged.
+            in_flight_atomic_.store(in_flight_records_, std::memory_order_relaxed);
         }
         if (ends_group) {
             release(ticket);

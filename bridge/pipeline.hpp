@@ -79,8 +79,10 @@ public:
         metrics::registry& registry;
     };
 
+    // `source` is shared by the pipelines of one CouchDB server (null: a private one).
     pipeline(boost::asio::any_io_executor pool, couch::client_config client, couch::feed_options feed,
-             checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits, dependencies deps);
+             checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits, dependencies deps,
+             std::shared_ptr<couch::source> source = nullptr);
     ~pipeline();
     pipeline(pipeline const&) = delete;
     pipeline& operator=(pipeline const&) = delete;
@@ -103,6 +105,7 @@ public:
 private:
     struct probe;
 
+    boost::asio::awaitable<bool> pin_now_start();
     boost::asio::awaitable<void> publish(std::vector<couch::row> rows, std::uint64_t generation);
     void on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t generation, std::size_t bytes,
                      std::string_view topic, std::chrono::steady_clock::time_point sent,

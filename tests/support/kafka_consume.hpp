@@ -20,8 +20,7 @@ struct consumed_record {
 
 // Reads every record that `topics` hold right now (offset 0 up to each
 // partition's high watermark at the time of the call) with a plain
-// librdkafka consumer. A topic that does not exist contributes nothing, nor
-// does a partition whose leader is not known yet (a topic just created).
+// librdkafka consumer. A topic that does not exist contributes nothing.
 // Throws std::runtime_error if the records cannot be read within `timeout`.
 std::vector<consumed_record> consume_all(std::string const& brokers, std::vector<std::string> const& topics,
                                          std::chrono::milliseconds timeout = std::chrono::seconds(60));
