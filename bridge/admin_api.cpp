@@ -107,7 +107,7 @@ void register_admin_api(metrics::http_server& server, fleet& f, std::string toke
         }
         if (action.empty()) {
             if (req.method == "PUT") {
-                return answer(f.follow(*db, *since));
+                return answer(f.follow(*db, *since, req.body));
             }
             if (req.method == "DELETE") {
                 return answer(f.remove(*db));

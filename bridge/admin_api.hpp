@@ -12,7 +12,8 @@ class fleet;
 
 // The runtime admin API on the operations server:
 //   GET    /databases                       every database: state, seq, checkpoint, owner
-//   PUT    /databases/{db}?since=0|now|SEQ  follow it now (since: optional)
+//   PUT    /databases/{db}?since=0|now|SEQ  follow it now (since: optional; an optional JSON body
+//                                           of per-database options, see fleet::follow)
 //   DELETE /databases/{db}                  stop following, keep the checkpoint
 //   POST   /databases/{db}/pause|resume
 //   POST   /databases/{db}/rewind?since=0|now|SEQ

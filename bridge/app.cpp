@@ -27,6 +27,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
@@ -38,6 +39,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -84,6 +87,9 @@ boost::json::value status_json(std::vector<pipeline_status> const& statuses) {
         o["last_row_time"] = s.last_row_time == std::chrono::system_clock::time_point{}
                                  ? boost::json::value(nullptr)
                                  : boost::json::value(iso_time(s.last_row_time));
+        o["unpublishable"] = s.unpublishable;
+        o["last_unpublishable"] =
+            s.last_unpublishable.empty() ? boost::json::value(nullptr) : boost::json::value(s.last_unpublishable);
         dbs[s.database] = std::move(o);
     }
     return dbs;
@@ -108,6 +114,63 @@ boost::json::value source_json(couch::source const& src) {
     o["waiting"] = h.waiting;
     o["max_connecting"] = h.max_connecting;
     return o;
+}
+
+// --selector: a JSON object, normalized; "" when not given. Throws
+// std::invalid_argument naming the flag.
+std::string selector_text(std::string const& s) {
+    if (s.empty()) {
+        return {};
+    }
+    boost::system::error_code ec;
+    auto v = boost::json::parse(s, ec);
+    if (ec || !v.is_object()) {
+        throw std::invalid_argument("--selector must be a JSON object (a Mango selector), e.g. "
+                                    "'{\"doc_type\":\"CommCareCase\"}'");
+    }
+    return boost::json::serialize(v);
+}
+
+// --doc-ids FILE: a JSON array of strings, or one id per line. Throws
+// std::invalid_argument naming the file.
+std::vector<std::string> read_doc_ids(std::string const& path) {
+    std::vector<std::string> ids;
+    if (path.empty()) {
+        return ids;
+    }
+    std::ifstream in(path);
+    if (!in) {
+        throw std::invalid_argument("--doc-ids: cannot read " + path + ": " + std::strerror(errno));
+    }
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto const first = text.find_first_not_of(" \t\r\n");
+    if (first != std::string::npos && text[first] == '[') {
+        boost::system::error_code ec;
+        auto v = boost::json::parse(text, ec);
+        if (ec || !v.is_array()) {
+            throw std::invalid_argument("--doc-ids: " + path + " starts like a JSON array but is not one");
+        }
+        for (auto const& x : v.as_array()) {
+            if (!x.is_string()) {
+                throw std::invalid_argument("--doc-ids: " + path + ": every id must be a string");
+            }
+            ids.emplace_back(x.as_string());
+        }
+    } else {
+        std::istringstream lines(text);
+        for (std::string line; std::getline(lines, line);) {
+            while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+                line.pop_back();
+            }
+            if (!line.empty()) {
+                ids.push_back(line);
+            }
+        }
+    }
+    if (ids.empty()) {
+        throw std::invalid_argument("--doc-ids: " + path + " holds no document id");
+    }
+    return ids;
 }
 
 // A checkpoint directory that lives as long as the process: what the
@@ -287,6 +350,9 @@ int run_bridge(config const& cfg) {
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
         if (cfg.create_topics) {
             auto topics = routes->known_topics();
+            if (cfg.on_unpublishable == "dlq") {
+                topics.push_back(cfg.dlq_topic);
+            }
             if (embedded) {
                 // The mock cluster has no CreateTopics API; it creates them directly.
                 embedded->create_topics(topics, cfg.topic_partitions);
@@ -376,13 +442,40 @@ int run_bridge(config const& cfg) {
     client.ca_file = cfg.couch_ca_file;
     client.tls_verify = cfg.couch_tls_verify;
 
+    publish_options publishing;
+    publishing.payload = parse_payload_mode(cfg.payload);
+    publishing.on_unpublishable = parse_unpublishable_policy(cfg.on_unpublishable);
+    publishing.dlq_topic = cfg.dlq_topic;
+    publishing.include_doc_types = cfg.include_doc_types;
+    publishing.exclude_doc_types = cfg.exclude_doc_types;
+
     auto const source = checkpoint_source(cfg);
     couch::source_options sopts;
     sopts.max_connecting = static_cast<std::size_t>(cfg.couch_max_connecting);
     auto const couch_source = std::make_shared<couch::source>(common::redact_url(cfg.couch_url), sopts, registry);
+    couch::feed_options feed_template;
+    feed_template.keep_doc_text = publishing.payload != payload_mode::stub;
+    feed_template.on_recreate = cfg.on_recreate == "fail" ? couch::feed_options::recreate_policy::fail
+                                                          : couch::feed_options::recreate_policy::restart;
+    try {
+        feed_template.selector = selector_text(cfg.selector);
+        feed_template.doc_ids = read_doc_ids(cfg.doc_ids_file);
+        feed_template.filter = cfg.filter;
+        int const kinds = !feed_template.selector.empty() + !feed_template.doc_ids.empty() + !cfg.filter.empty();
+        if (kinds > 1) {
+            throw std::invalid_argument("give at most one of --selector, --doc-ids and --filter");
+        }
+        if (!cfg.filter.empty() && cfg.filter.find('/') == std::string::npos) {
+            throw std::invalid_argument("--filter must be ddoc/name, not '" + cfg.filter + "'");
+        }
+    } catch (std::exception const& e) {
+        spdlog::error("startup failed: {}", e.what());
+        return 2;
+    }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
-                                        window_limits{},
-                                        pipeline::dependencies{*producer, *routes, flusher, registry}, *store});
+                                        window_limits{}, feed_template,
+                                        pipeline::dependencies{*producer, *routes, flusher, registry, publishing},
+                                        *store});
     register_admin_api(*http, databases, cfg.admin_token);
     http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });
     http->handle("/readyz", [&databases, &flusher, &producer] {

@@ -94,6 +94,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         "the server is in trouble)")
         ->check(CLI::Range(1, 10000))
         ->group(group_couch);
+    opt("on-recreate", c.on_recreate,
+        "A database deleted and re-created under its name: restart (publish the new incarnation from 0) or fail "
+        "(stop it until the checkpoint is reset)")
+        ->check(CLI::IsMember({"restart", "fail"}))
+        ->group(group_couch);
     opt("db", c.databases, "A database to follow (repeatable; the environment twin takes a comma-separated list)")
         ->delimiter(',')
         ->group(group_couch);
@@ -135,6 +140,30 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->check(routing_spec)
         ->group(group_routing);
     opt("default-topic", c.default_topic, "Topic for doc types the routing does not name")->group(group_routing);
+    opt("payload", c.payload,
+        "Record value: stub (ChangeMeta), stub+doc (ChangeMeta with the document as CouchDB sent it), doc (the "
+        "document alone)")
+        ->check(CLI::IsMember({"stub", "stub+doc", "doc"}))
+        ->group(group_routing);
+    opt("on-unpublishable", c.on_unpublishable,
+        "A record Kafka can never take (too large, rejected for good): dlq (a stand-in to --dlq-topic), skip "
+        "(count and log), stop (keep retrying; the database stalls)")
+        ->check(CLI::IsMember({"dlq", "skip", "stop"}))
+        ->group(group_routing);
+    opt("dlq-topic", c.dlq_topic, "Dead-letter topic for --on-unpublishable dlq")->group(group_routing);
+    opt("include-doc-types", c.include_doc_types,
+        "Publish only these doc types (repeatable or comma-separated; client-side)")
+        ->delimiter(',')
+        ->group(group_routing);
+    opt("exclude-doc-types", c.exclude_doc_types, "Never publish these doc types (repeatable or comma-separated)")
+        ->delimiter(',')
+        ->group(group_routing);
+    opt("selector", c.selector, "CouchDB 2+ Mango selector (JSON) applied by CouchDB (filter=_selector)")
+        ->group(group_routing);
+    opt("doc-ids", c.doc_ids_file,
+        "File of document ids (one per line, or a JSON array) applied by CouchDB (filter=_doc_ids)")
+        ->group(group_routing);
+    opt("filter", c.filter, "Design-document filter ddoc/name applied by CouchDB")->group(group_routing);
     flag("route-design-docs", c.route_design_docs, "Publish design documents instead of skipping them")
         ->group(group_routing);
     flag("route-missing-doc-type", c.route_missing_doc_type,
@@ -311,6 +340,7 @@ std::string describe(config const& c) {
         << "couch-ca-file = " << c.couch_ca_file << '\n'
         << "couch-tls-verify = " << (c.couch_tls_verify ? "true" : "false") << '\n'
         << "couch-max-connecting = " << c.couch_max_connecting << '\n'
+        << "on-recreate = " << c.on_recreate << '\n'
         << "db = " << list(c.databases) << '\n'
         << "kafka-brokers = " << c.kafka_brokers << '\n'
         << "kafka-cluster-change = " << c.kafka_cluster_change << '\n'
@@ -324,6 +354,14 @@ std::string describe(config const& c) {
         << "topic-partitions = " << c.topic_partitions << '\n'
         << "topic-replication = " << c.topic_replication << '\n'
         << "routing = " << c.routing << '\n'
+        << "payload = " << c.payload << '\n'
+        << "on-unpublishable = " << c.on_unpublishable << '\n'
+        << "dlq-topic = " << c.dlq_topic << '\n'
+        << "include-doc-types = " << list(c.include_doc_types) << '\n'
+        << "exclude-doc-types = " << list(c.exclude_doc_types) << '\n'
+        << "selector = " << c.selector << '\n'
+        << "doc-ids = " << c.doc_ids_file << '\n'
+        << "filter = " << c.filter << '\n'
         << "default-topic = " << c.default_topic << '\n'
         << "route-design-docs = " << (c.route_design_docs ? "true" : "false") << '\n'
         << "route-missing-doc-type = " << (c.route_missing_doc_type ? "true" : "false") << '\n'

@@ -20,7 +20,8 @@ struct config {
     std::string couch_ca_file;
     bool couch_tls_verify = true;
     std::vector<std::string> databases;
-    int couch_max_connecting = 16; // connection attempts in flight at once against the CouchDB server
+    int couch_max_connecting = 16;
+    std::string on_recreate = "restart"; // restart | fail // connection attempts in flight at once against the CouchDB server
 
     std::string kafka_brokers = "embedded";
     std::vector<std::string> kafka_properties; // k=v, passed through to librdkafka
@@ -41,6 +42,13 @@ struct config {
     std::string kafka_cluster_change = "refuse";
 
     std::string routing = "commcare"; // commcare | prefix:<p> | path of a JSON file
+    std::string payload = "stub";     // stub | stub+doc | doc
+    std::string on_unpublishable = "dlq"; // dlq | skip | stop
+    std::string dlq_topic = "couch-bridge-dlq";
+    std::vector<std::string> include_doc_types, exclude_doc_types;
+    std::string selector;      // CouchDB 2+ Mango selector (JSON): filter=_selector
+    std::string doc_ids_file;  // a file of document ids (one per line, or a JSON array): filter=_doc_ids
+    std::string filter;        // a design-document filter, ddoc/name
     std::string default_topic = "meta";
     bool route_design_docs = false;
     bool route_missing_doc_type = false;

@@ -48,7 +48,65 @@ struct fleet::entry {
     std::shared_ptr<std::atomic<bool>> done;
     bool stopping = false;
     std::optional<std::string> rewind_to; // applied durably before the next start
+    json::object options;                 // per-database settings (see follow())
 };
+
+namespace {
+
+// Checks per-database options; returns an error text, empty when fine.
+std::string check_options(json::object const& o) {
+    int server_filters = 0;
+    for (auto const& [k, v] : o) {
+        auto strings = [&v] {
+            if (!v.is_array()) {
+                return false;
+            }
+            for (auto const& x : v.as_array()) {
+                if (!x.is_string()) {
+                    return false;
+                }
+            }
+            return true;
+        };
+        if (k == "selector") {
+            ++server_filters;
+            if (!v.is_object()) {
+                return "selector must be a JSON object (a Mango selector)";
+            }
+        } else if (k == "doc_ids") {
+            ++server_filters;
+            if (!strings() || v.as_array().empty()) {
+                return "doc_ids must be a non-empty array of strings";
+            }
+        } else if (k == "filter") {
+            ++server_filters;
+            if (!v.is_string() || v.as_string().find('/') == json::string::npos) {
+                return "filter must be \"ddoc/name\"";
+            }
+        } else if (k == "include_doc_types" || k == "exclude_doc_types") {
+            if (!strings()) {
+                return std::string(k) + " must be an array of strings";
+            }
+        } else {
+            return "unknown option '" + std::string(k) +
+                   "' (selector, doc_ids, filter, include_doc_types, exclude_doc_types)";
+        }
+    }
+    if (server_filters > 1) {
+        return "give at most one of selector, doc_ids and filter";
+    }
+    return {};
+}
+
+std::vector<std::string> strings_of(json::value const& v) {
+    std::vector<std::string> out;
+    for (auto const& x : v.as_array()) {
+        out.emplace_back(x.as_string());
+    }
+    return out;
+}
+
+} // namespace
 
 fleet::fleet(dependencies deps) : deps_(std::move(deps)) {}
 
@@ -79,6 +137,10 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
                 e->db = std::string(name);
                 e->desired = std::string(st->as_string());
                 e->from_api = true;
+                if (auto const* opts = val.as_object().if_contains("options");
+                    opts != nullptr && opts->is_object() && check_options(opts->as_object()).empty()) {
+                    e->options = opts->as_object();
+                }
                 entries_[e->db] = std::move(e);
             }
         }
@@ -107,8 +169,22 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
 void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kind) {
     checkpoint::key key{deps_.source_name, e.db};
     auto pos = deps_.store.get(key);
-    couch::feed_options fo;
+    couch::feed_options fo = deps_.feed;
     fo.database = e.db;
+    auto pipe = deps_.pipe;
+    if (auto const* v = e.options.if_contains("selector"); v || e.options.contains("doc_ids") ||
+                                                           e.options.contains("filter")) {
+        // A per-database server filter replaces the process-wide one.
+        fo.selector = v ? json::serialize(*v) : std::string();
+        fo.doc_ids = e.options.contains("doc_ids") ? strings_of(e.options.at("doc_ids")) : std::vector<std::string>{};
+        fo.filter = e.options.contains("filter") ? std::string(e.options.at("filter").as_string()) : std::string();
+    }
+    if (auto const* v = e.options.if_contains("include_doc_types")) {
+        pipe.options.include_doc_types = strings_of(*v);
+    }
+    if (auto const* v = e.options.if_contains("exclude_doc_types")) {
+        pipe.options.exclude_doc_types = strings_of(*v);
+    }
     std::optional<std::string> start;
     if (pos) {
         fo.since = couch::since::from(couch::seq::from_raw_json(pos->seq_json));
@@ -120,7 +196,7 @@ void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kin
         fo.since = kind == "now" ? couch::since::now() : couch::since::beginning();
         spdlog::info("db {}: no checkpoint, starting from since={}", e.db, kind);
     }
-    e.p = std::make_unique<pipeline>(deps_.pool, deps_.client, std::move(fo), key, start, deps_.window, deps_.pipe,
+    e.p = std::make_unique<pipeline>(deps_.pool, deps_.client, std::move(fo), key, start, deps_.window, pipe,
                                      deps_.source);
     e.done = std::make_shared<std::atomic<bool>>(false);
     e.stopping = false;
@@ -205,7 +281,11 @@ void fleet::persist_locked() {
     json::object o;
     for (auto const& [name, e] : entries_) {
         if (e->from_api) {
-            o[name] = json::object{{"state", e->desired}};
+            json::object saved{{"state", e->desired}};
+            if (!e->options.empty()) {
+                saved["options"] = e->options;
+            }
+            o[name] = std::move(saved);
         }
     }
     if (auto ec = deps_.store.put_meta("fleet", json::serialize(o))) {
@@ -219,13 +299,25 @@ fleet::outcome fleet::ok_locked(entry const& e, unsigned status) const {
     return {status, json::serialize(json::object{{"ok", true}, {"database", e.db}, {"state", state}}) + "\n"};
 }
 
-fleet::outcome fleet::follow(std::string const& db, std::string const& since) {
+fleet::outcome fleet::follow(std::string const& db, std::string const& since, std::string const& options) {
     if (!valid_database_name(db)) {
         return {400, error_json("bad_request", "invalid database name '" + db + "'")};
     }
     if (!valid_since(since)) {
         return {400, error_json("bad_request", "since must be 0, now, or a seq's JSON text (a CouchDB 2+ seq with "
                                                 "its quotes)")};
+    }
+    std::optional<json::object> new_options;
+    if (options.find_first_not_of(" \t\r\n") != std::string::npos) {
+        boost::system::error_code ec;
+        auto v = json::parse(options, ec);
+        if (ec || !v.is_object()) {
+            return {400, error_json("bad_request", "the body must be a JSON object of options")};
+        }
+        if (auto why = check_options(v.as_object()); !why.empty()) {
+            return {400, error_json("bad_request", why)};
+        }
+        new_options = std::move(v.as_object());
     }
     std::lock_guard lock(mutex_);
     auto& slot = entries_[db];
@@ -235,11 +327,15 @@ fleet::outcome fleet::follow(std::string const& db, std::string const& since) {
         slot->db = db;
     }
     auto& e = *slot;
-    if (!created && e.desired == "following" && e.p && !e.stopping && since.empty()) {
+    bool const options_changed = new_options && *new_options != e.options;
+    if (!created && e.desired == "following" && e.p && !e.stopping && since.empty() && !options_changed) {
         return ok_locked(e);
     }
     e.desired = "following";
     e.from_api = true;
+    if (new_options) {
+        e.options = std::move(*new_options);
+    }
     if (!since.empty()) {
         e.rewind_to = since;
     }
@@ -372,6 +468,7 @@ std::string fleet::describe_all() const {
         o["seq"] = last_seq.empty() ? json::value(nullptr) : json::value(last_seq);
         o["checkpoint"] = checkpoint_seq.empty() ? json::value(nullptr) : json::value(checkpoint_seq);
         o["origin"] = e->from_flag ? "flag" : "api";
+        o["options"] = e->options;
         o["owner"] = owner;
         dbs[name] = std::move(o);
     }

@@ -45,6 +45,7 @@ public:
         std::string source_name;    // checkpoint key's source
         std::string initial_since;  // "0" or "now", for databases without a checkpoint
         window_limits window;
+        couch::feed_options feed; // the template of every feed (database and since are set per database)
         pipeline::dependencies pipe;
         checkpoint::store& store;
     };
@@ -68,7 +69,12 @@ public:
         std::string json; // the response body
     };
     // since: "" (checkpoint, else --initial-since), "0", "now", or a seq's JSON text.
-    outcome follow(std::string const& db, std::string const& since);
+    // options: "" or a JSON object of per-database settings that replace the
+    // process-wide ones: at most one of "selector" (object), "doc_ids"
+    // (array of strings), "filter" ("ddoc/name"); "include_doc_types",
+    // "exclude_doc_types" (arrays of strings). Given for a database that
+    // runs, it restarts with them (from its checkpoint). Persisted.
+    outcome follow(std::string const& db, std::string const& since, std::string const& options = {});
     outcome remove(std::string const& db);
     outcome pause(std::string const& db);
     outcome resume(std::string const& db);

@@ -2,6 +2,7 @@
 
 #include "common/redact.hpp"
 #include "couch/changes_parser.hpp"
+#include "couch/shard_seq.hpp"
 #include "metrics/registry.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -13,6 +14,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
@@ -192,7 +195,12 @@ struct probe {
           last_row(r.add_gauge("couch_bridge_couch_last_row_timestamp_seconds",
                                "Unix time of the last change row read", {{"database", db}})),
           pending(r.add_gauge("couch_bridge_couch_pending_changes",
-                              "Changes still pending on the server (last catch-up batch)", {{"database", db}})) {
+                              "Changes still pending on the server (last catch-up batch)", {{"database", db}})),
+          recreated(r.add_counter("couch_bridge_databases_recreated_total",
+                                  "Databases found deleted and re-created under their name", {{"database", db}})),
+          source_rewinds(r.add_counter("couch_bridge_source_rewinds_total",
+                                       "Shards the server rewound (same uuid, lower seq): rows come again",
+                                       {{"database", db}})) {
         for (std::size_t i = 0; i < all_states.size(); ++i) {
             states[i] = &r.add_gauge("couch_bridge_couch_state", "Feed state (1 for the current state)",
                                      {{"database", db}, {"state", std::string(all_states[i])}});
@@ -217,6 +225,8 @@ struct probe {
     metrics::counter& bytes;
     metrics::gauge& last_row;
     metrics::gauge& pending;
+    metrics::counter& recreated;
+    metrics::counter& source_rewinds;
     std::array<metrics::gauge*, all_states.size()> states{};
     std::map<std::string, metrics::counter*, std::less<>> reconnects;
 };
@@ -296,6 +306,7 @@ struct changes_feed::impl {
         if (opt_.batch_limit == 0) {
             opt_.batch_limit = 1;
         }
+        parser_.keep_doc_text(opt_.keep_doc_text);
         if (url_.tls) {
             ssl_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
             ssl_->set_default_verify_paths();
@@ -389,7 +400,31 @@ struct changes_feed::impl {
             t += "&feed=continuous&heartbeat=" + std::to_string(opt_.heartbeat.count());
         }
         t += "&since=" + url_encode(position_.to_query_param());
+        if (!opt_.selector.empty()) {
+            t += "&filter=_selector";
+        } else if (!opt_.doc_ids.empty()) {
+            t += "&filter=_doc_ids";
+        } else if (!opt_.filter.empty()) {
+            t += "&filter=" + url_encode(opt_.filter);
+        }
         return t;
+    }
+
+    bool filtered() const { return !opt_.selector.empty() || !opt_.doc_ids.empty() || !opt_.filter.empty(); }
+
+    // The POST body of a filtered request, empty for a GET.
+    std::string filter_body() const {
+        if (!opt_.selector.empty()) {
+            return "{\"selector\":" + opt_.selector + "}";
+        }
+        if (!opt_.doc_ids.empty()) {
+            boost::json::array ids;
+            for (auto const& id : opt_.doc_ids) {
+                ids.emplace_back(id);
+            }
+            return boost::json::serialize(boost::json::object{{"doc_ids", std::move(ids)}});
+        }
+        return {};
     }
 
     template <class Req>
@@ -610,6 +645,9 @@ struct changes_feed::impl {
             // presenting the same cookie (and its 401) forever.
             cookie_.clear();
             slow(feed_state::unauthorized, "unauthorized", what);
+        } else if (status == 404 && filtered() && body.find("Database does not exist") == std::string::npos) {
+            // Not the database: the filter's design document is missing.
+            slow(feed_state::failed, "bad_response", what + " (the filter " + opt_.filter + " does not exist)");
         } else if (status == 404) {
             // A _changes 404 is a suspicion; GET /{db} confirms it (open()).
             suspect_missing_ = true;
@@ -698,15 +736,45 @@ struct changes_feed::impl {
                 auto const cur = seq_prefix(cur_raw);
                 auto const mine = seq_prefix(mine_raw);
                 bool const behind = cur && mine && *cur < *mine;
-                if (behind && (integers || confirmed_missing_)) {
+                // Exact, where both seqs are CouchDB 2/3 clustered seqs.
+                auto const exact = compare_incarnation(position_.at_seq, seq::from_raw_json(cur_raw));
+                for (auto const& back : exact.rewinds) {
+                    ++status_.source_rewinds;
+                    probe_.source_rewinds.inc();
+                    spdlog::warn("couch feed {}: the server rewound shard {} on {} from seq {} to {} (same uuid {}): "
+                                 "rows after it will be sent again (a shard move or node replacement)",
+                                 opt_.database, back.range.to_string(), back.node, back.checkpoint_seq,
+                                 back.server_seq, back.server_uuid);
+                }
+                bool const recreated =
+                    exact.verdict == incarnation::recreated ||
+                    (exact.verdict == incarnation::unknown && behind && (integers || confirmed_missing_));
+                if (recreated) {
+                    std::string const why = exact.verdict == incarnation::recreated
+                                                ? exact.reason
+                                                : "its update_seq " + cur_raw + " is behind the position " + mine_raw;
+                    ++status_.recreated;
+                    probe_.recreated.inc();
+                    if (opt_.on_recreate == feed_options::recreate_policy::restart) {
+                        spdlog::error("couch feed {}: {} was deleted and re-created ({}): publishing the new "
+                                      "incarnation from 0 (--on-recreate restart)",
+                                      opt_.database, where(), why);
+                        position_ = since::beginning();
+                        confirmed_missing_ = false;
+                        need_db_check_ = false;
+                        co_return true;
+                    }
                     recreated_ = true;
                     slow(feed_state::failed, "db_missing",
                          where() + " was deleted and re-created; refusing to follow the new incarnation from seq " +
-                             mine_raw + " (its update_seq " + cur_raw +
-                             " is behind it, and CouchDB would silently restart from 0); reset the checkpoint");
+                             mine_raw + " (" + why +
+                             ", and CouchDB would silently restart from 0); reset the checkpoint or use "
+                             "--on-recreate restart");
                     co_return false;
                 }
-                if (confirmed_missing_) {
+                if (exact.verdict == incarnation::same_incarnation || exact.verdict == incarnation::rewound) {
+                    // Proven the same database, whatever the prefix says.
+                } else if (confirmed_missing_) {
                     spdlog::warn("couch feed {}: {} is back after a 404; its update_seq {} does not prove a new "
                                  "incarnation, following on from {}",
                                  opt_.database, where(), cur_raw, mine_raw);
@@ -762,8 +830,15 @@ struct changes_feed::impl {
             }
             co_return;
         }
-        http::request<http::empty_body> req(http::verb::get, changes_target(), 11);
+        auto request_body = filter_body();
+        http::request<http::string_body> req(request_body.empty() ? http::verb::get : http::verb::post,
+                                             changes_target(), 11);
         add_auth(req);
+        if (!request_body.empty()) {
+            req.set(http::field::content_type, "application/json");
+            req.body() = std::move(request_body);
+            req.prepare_payload();
+        }
         conn_->tcp().expires_after(opt_.request_timeout);
         if (auto ec = co_await write(*conn_, req)) {
             throw_if_stopped();
@@ -882,6 +957,14 @@ struct changes_feed::impl {
             if (opt_.since.where == since::kind::now && status_.start_seq.empty() && status_.rows_read == 0) {
                 status_.start_seq = status_.last_seq_read;
             }
+        }
+        if (catching_up_ && filtered() && parser_.has_last_seq() &&
+            (ready_.empty() || ready_.back().seq.raw_json() != parser_.last_seq().raw_json())) {
+            // Filtered-out changes move the position too (see feed_options).
+            row r;
+            r.seq = parser_.last_seq();
+            r.position_only = true;
+            ready_.push_back(std::move(r));
         }
         if (parser_.pending()) {
             status_.pending = parser_.pending();

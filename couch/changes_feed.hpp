@@ -49,6 +49,24 @@ struct feed_options {
     // Deadline for connect + TLS + request + response header, and for reads
     // of a normal (catch-up) response.
     std::chrono::milliseconds request_timeout{60000};
+    // Keep each row's document bytes (row::doc_text) for payloads that pass
+    // the document through.
+    bool keep_doc_text = false;
+    // Filters CouchDB applies (at most one kind): a Mango selector (JSON
+    // object text; filter=_selector, sent as POST), document ids
+    // (filter=_doc_ids, POST), or a design-document filter "ddoc/name".
+    // A filter the server rejects (400, a missing design document) makes
+    // the feed `failed`, never a silent full feed. After a filtered catch-up
+    // batch whose last_seq lies beyond its last row, a position-only row
+    // (row::position_only) carries last_seq, so that filtered-out changes
+    // still move the checkpoint.
+    std::string selector;
+    std::vector<std::string> doc_ids;
+    std::string filter;
+    // A database deleted and re-created under its name: restart (log, count,
+    // follow the new incarnation from 0) or fail (state failed, retried
+    // slowly, never from 0 until the position is reset).
+    enum class recreate_policy { restart, fail } on_recreate = recreate_policy::restart;
 };
 
 struct feed_status { // a snapshot, for /status and metrics
@@ -61,6 +79,7 @@ struct feed_status { // a snapshot, for /status and metrics
     std::chrono::system_clock::time_point last_error_time, last_row_time;
     std::optional<std::uint64_t> pending;
     std::uint64_t rows_read = 0, bytes_read = 0, reconnects = 0;
+    std::uint64_t recreated = 0, source_rewinds = 0; // detected new incarnations, shard rewinds
 };
 
 // Follows one database's _changes feed: catches up in bounded normal-feed
@@ -83,13 +102,19 @@ struct feed_status { // a snapshot, for /status and metrics
 //    response at all, is a protocol error (backoff).
 //  - A database is `db_missing` only when `GET /{db}` answers 404 (a
 //    confirmed deletion).
-//  - Recreated (state failed, retried slowly, never followed from 0): with
-//    integer seqs (one node, one counter), when the database's update_seq is
-//    below the feed position; with CouchDB 2/3 opaque seqs, only after a
-//    confirmed deletion, when the update_seq's numeric prefix is below the
-//    position's (the prefix sums shard counters, which only grow within one
-//    incarnation; without a confirmed deletion a lower prefix may just be a
-//    lagging shard copy of an n=3 cluster).
+//  - Recreated: with CouchDB 2/3 seqs, exactly: every comparable shard uuid
+//    in the database's update_seq differs from the position's (see
+//    couch/shard_seq.hpp). When the seqs cannot be compared that way: with
+//    integer seqs (one node, one counter), when the update_seq is below the
+//    position; with opaque seqs, only after a confirmed deletion, when the
+//    update_seq's numeric prefix is below the position's (without a confirmed
+//    deletion a lower prefix may be a lagging shard copy of an n=3 cluster).
+//    Then feed_options::on_recreate decides: restart from 0 (the default) or
+//    fail (retried slowly, never from 0).
+//  - A source rewind (a shard with the same uuid at a lower seq, after a shard
+//    move or a node replacement) is logged with the shard range and both
+//    seqs and counted (couch_bridge_source_rewinds_total{database}): rows
+//    will come again.
 //
 // Connection attempts go through the feed's couch::source, which caps them
 // per server and records the server's own errors.

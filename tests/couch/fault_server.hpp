@@ -59,6 +59,7 @@ public:
         }
     }
     std::vector<std::string> targets;
+    std::vector<std::string> methods, bodies; // of each request, in order
     std::vector<std::string> auth_headers;
     std::string db_info = R"({"db_name":"db","update_seq":"999-x"})";
     // When set: the whole answer to the n-th (from 0) GET /<db>; else 200 with db_info.
@@ -92,9 +93,19 @@ private:
             }
             req.append(buf, n);
         }
+        // A body (POST _changes with a filter): read it all, by Content-Length.
+        if (auto cl = req.find("Content-Length: "); !ec && cl != std::string::npos) {
+            auto const want = req.find("\r\n\r\n") + 4 + std::stoul(req.substr(cl + 16));
+            while (!ec && req.size() < want) {
+                auto n = co_await sock.async_read_some(fs_asio::buffer(buf), fs_asio::redirect_error(fs_asio::use_awaitable, ec));
+                req.append(buf, n);
+            }
+        }
         if (!ec) {
             auto const target = req.substr(req.find(' ') + 1, req.find(" HTTP/") - req.find(' ') - 1);
             targets.push_back(target);
+            methods.push_back(req.substr(0, req.find(' ')));
+            bodies.push_back(req.substr(req.find("\r\n\r\n") + 4));
             auto const a = req.find("Authorization: ");
             auth_headers.push_back(a == std::string::npos ? "" : req.substr(a, req.find("\r\n", a) - a));
             script s;

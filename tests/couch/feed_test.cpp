@@ -2,6 +2,7 @@
 // script per connection: write bytes, pause, close, or hold the socket open.
 #include "couch/changes_feed.hpp"
 #include "metrics/registry.hpp"
+#include "tests/support/test_env.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -12,6 +13,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
@@ -275,7 +277,9 @@ BOOST_AUTO_TEST_CASE(deleted_confirmed_then_recreated_is_refused_and_never_follo
     };
     server.push({w(status_response(200, normal_body({}, "5-x", 0)))});
     server.push({w(chunked_200), w(chunk(row_line("a", "6-x"))), w(not_found), hold()});
-    auto const out = drive(server, io, fast_options(couch::since::now()), 2, couch::feed_state::failed);
+    auto opt = fast_options(couch::since::now());
+    opt.on_recreate = couch::feed_options::recreate_policy::fail;
+    auto const out = drive(server, io, opt, 2, couch::feed_state::failed);
     BOOST_TEST(!out.timed_out);
     BOOST_TEST(out.ids.size() == 1u);
     BOOST_TEST(!never(out, couch::feed_state::db_missing));
@@ -340,13 +344,79 @@ BOOST_AUTO_TEST_CASE(recreated_db_with_integer_seqs_detected_by_update_seq) {
     asio::io_context io;
     fault_server server(io);
     server.db_info = R"({"db_name":"db","update_seq":2})";
-    auto const out = drive(server, io, fast_options(couch::since::from(couch::seq::from_raw_json("7"))), 1,
-                           couch::feed_state::failed);
+    auto opt = fast_options(couch::since::from(couch::seq::from_raw_json("7")));
+    opt.on_recreate = couch::feed_options::recreate_policy::fail;
+    auto const out = drive(server, io, opt, 1, couch::feed_state::failed);
     BOOST_TEST(!out.timed_out);
     BOOST_TEST(contains(out.status.last_error, "re-created"), out.status.last_error);
     for (auto const& t : server.targets) {
         BOOST_TEST(!contains(t, "_changes"), t);
     }
+}
+
+// The update_seq of a CouchDB 3.4.3 database before and after it was deleted
+// and re-created (recordings 17a, 17b): every shard uuid changed.
+std::string update_seq_of(std::string const& recording) {
+    auto const text = test_support::read_file(test_support::data_dir() + "/couchdb-3.4.3/" + recording);
+    auto const body = boost::json::parse(text.substr(text.find("\r\n\r\n") + 4));
+    return boost::json::serialize(body.at("update_seq"));
+}
+
+BOOST_AUTO_TEST_CASE(recreate_proven_by_shard_uuids_restarts_from_0_by_default) {
+    auto const before = update_seq_of("17a_db_info_before_recreate.http");
+    auto const after = update_seq_of("17b_db_info_after_recreate.http");
+    {
+        asio::io_context io;
+        fault_server server(io);
+        server.db_info = R"({"db_name":"fx_r","update_seq":)" + after + "}";
+        server.push({w(status_response(200, normal_body({{"new-1", "1-y"}}, "1-y", 0)))});
+        server.push({w(chunked_200), hold()});
+        metrics::registry reg;
+        // No 404 was ever seen: the uuids alone prove the new incarnation.
+        auto const out = drive(server, io, fast_options(couch::since::from(couch::seq::from_raw_json(before))), 1,
+                               std::nullopt, &reg);
+        BOOST_TEST(!out.timed_out);
+        BOOST_TEST((out.ids == std::vector<std::string>{"new-1"}));
+        BOOST_REQUIRE(!server.targets.empty());
+        bool from_0 = false;
+        for (auto const& t : server.targets) {
+            from_0 = from_0 || (contains(t, "_changes") && contains(t, "since=0"));
+        }
+        BOOST_TEST(from_0);
+        BOOST_TEST(out.status.recreated == 1u);
+        BOOST_TEST(contains(reg.expose(), R"(couch_bridge_databases_recreated_total{database="db"} 1)"));
+    }
+    {
+        asio::io_context io;
+        fault_server server(io);
+        server.db_info = R"({"db_name":"fx_r","update_seq":)" + after + "}";
+        auto opt = fast_options(couch::since::from(couch::seq::from_raw_json(before)));
+        opt.on_recreate = couch::feed_options::recreate_policy::fail;
+        auto const out = drive(server, io, opt, 1, couch::feed_state::failed);
+        BOOST_TEST(!out.timed_out);
+        BOOST_TEST(contains(out.status.last_error, "4 new uuid"), out.status.last_error);
+        for (auto const& t : server.targets) {
+            BOOST_TEST(!contains(t, "_changes"), t);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(same_shard_uuids_follow_on_even_with_a_lower_prefix) {
+    // The same database answering with its own (older) update_seq: the
+    // uuids match, so no heuristic may call it re-created.
+    auto const before = update_seq_of("17a_db_info_before_recreate.http");
+    asio::io_context io;
+    fault_server server(io);
+    server.db_info = R"({"db_name":"fx_r","update_seq":)" + before + "}";
+    server.push({w(status_response(200, normal_body({{"a", "3-y"}}, "3-y", 0)))});
+    server.push({w(chunked_200), hold()});
+    auto opt = fast_options(couch::since::from(couch::seq::from_raw_json(before)));
+    opt.on_recreate = couch::feed_options::recreate_policy::fail;
+    auto const out = drive(server, io, opt, 1);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST((out.ids == std::vector<std::string>{"a"}));
+    BOOST_TEST(never(out, couch::feed_state::failed));
+    BOOST_TEST(out.status.recreated == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(many_feeds_hit_by_5xx_at_once_reconnect_within_the_cap_and_recover) {

@@ -181,4 +181,40 @@ BOOST_AUTO_TEST_CASE(paused_and_added_databases_survive_sigkill) {
     BOOST_TEST(stop(*second) == 0);
 }
 
+BOOST_AUTO_TEST_CASE(per_database_filters_through_the_api) {
+    auto const couch = test_support::couch_url();
+    auto const real = test_support::kafka_brokers();
+    auto const db = test_support::unique_name("api-filter");
+    test_support::couch_create_db(couch, db);
+    for (auto const* id : {"x1", "x2", "x3"}) {
+        put_case(db, id);
+    }
+    test_support::couch_put_doc(couch, db, "f1", {{"doc_type", "XFormInstance"}, {"domain", "demo"}});
+    auto const dir = test_support::make_temp_dir("api-filter-ckpt");
+    api a{test_support::free_port(), {}};
+    auto bridge = start_bridge({{}, dir, real, {}}, a.port);
+    BOOST_REQUIRE(wait_state(a, "anything", "absent"));
+    auto const url = "http://127.0.0.1:" + std::to_string(a.port);
+    // Bad options: 400, nothing changes.
+    for (auto const* bad : {R"({"doc_ids":"x1"})", R"({"selector":{},"filter":"a/b"})", R"({"colour":"red"})", "[1]"}) {
+        auto r = test_support::couch_request(url, "PUT", "/databases/" + db, bad);
+        BOOST_TEST(r.status == 400u, bad << ": " << r.body);
+    }
+    BOOST_TEST(!a.databases().contains(db));
+    // Only x1 and x3 (server-side), then only cases (client-side) of those.
+    auto r = test_support::couch_request(url, "PUT", "/databases/" + db,
+                                         R"({"doc_ids":["x1","x3","f1"],"include_doc_types":["CommCareCase"]})");
+    BOOST_TEST(r.status == 201u, r.body);
+    auto const got = wait_for_ids(real, db, {"x1", "x3"});
+    BOOST_REQUIRE(wait_state(a, db, "following"));
+    BOOST_TEST(a.databases().at(db).at("options").at("doc_ids").as_array().size() == 3u);
+    std::this_thread::sleep_for(1s);
+    auto const all = ids_in_kafka(real, db);
+    BOOST_TEST(all.count("x1") == 1u);
+    BOOST_TEST(all.count("x3") == 1u);
+    BOOST_TEST(all.count("x2") == 0u); // filtered by CouchDB
+    BOOST_TEST(all.count("f1") == 0u); // filtered by doc type
+    BOOST_TEST(stop(*bridge) == 0);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
