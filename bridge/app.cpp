@@ -346,10 +346,7 @@ int run_bridge(config const& cfg) {
         } else {
             pcfg.bootstrap_servers = cfg.kafka_brokers;
         }
-        for (auto const& p : cfg.kafka_properties) {
-            auto eq = p.find('=');
-            pcfg.properties.emplace_back(p.substr(0, eq), p.substr(eq + 1));
-        }
+        pcfg.properties = kafka_client_properties(cfg);
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
         if (cfg.create_topics) {
             auto topics = routes->known_topics();
@@ -415,7 +412,9 @@ int run_bridge(config const& cfg) {
             }
         }
     } catch (std::exception const& e) {
-        spdlog::error("startup failed: {}", common::redact_secret(e.what(), cfg.couch_password));
+        spdlog::error("startup failed: {}",
+                      common::redact_secret(common::redact_secret(e.what(), cfg.couch_password),
+                                            cfg.kafka_sasl_password));
         return 2;
     }
 
@@ -480,8 +479,11 @@ int run_bridge(config const& cfg) {
                                         *store});
     register_admin_api(*http, databases, cfg.admin_token);
     http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });
-    http->handle("/readyz", [&databases, &flusher] {
+    http->handle("/readyz", [&databases, &flusher, &producer] {
         std::string not_ready;
+        if (auto k = producer->health(); !k.ready) {
+            not_ready += "kafka: cannot reach the cluster (" + k.last_error + ")\n";
+        }
         for (auto const& s : databases.statuses()) {
             if (!s.ready) {
                 not_ready += s.database + ": " + s.state + (s.last_error.empty() ? "" : " (" + s.last_error + ")") + "\n";
@@ -496,10 +498,14 @@ int run_bridge(config const& cfg) {
         }
         return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
     });
-    http->handle("/status", [&databases, &flusher, &couch_source] {
+    http->handle("/status", [&databases, &flusher, &couch_source, &producer] {
         boost::json::object root;
         root["version"] = common::version;
         root["source"] = source_json(*couch_source);
+        auto k = producer->health();
+        root["kafka"] = {{"ready", k.ready},
+                         {"last_error", k.last_error.empty() ? boost::json::value(nullptr)
+                                                             : boost::json::value(k.last_error)}};
         root["databases"] = status_json(databases.statuses());
         auto h = flusher.status();
         boost::json::object ck;

@@ -109,6 +109,18 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     opt("kafka-property", c.kafka_properties, "A librdkafka property k=v passed through (repeatable)")
         ->check(key_value)
         ->group(group_kafka);
+    opt("kafka-security-protocol", c.kafka_security_protocol,
+        "security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl")
+        ->transform(CLI::IsMember({"plaintext", "ssl", "sasl_plaintext", "sasl_ssl"}, CLI::ignore_case))
+        ->group(group_kafka);
+    opt("kafka-sasl-mechanism", c.kafka_sasl_mechanism, "sasl.mechanism, e.g. SCRAM-SHA-512, SCRAM-SHA-256, PLAIN")
+        ->group(group_kafka);
+    opt("kafka-sasl-username", c.kafka_sasl_username, "sasl.username")->group(group_kafka);
+    opt("kafka-sasl-password", c.kafka_sasl_password, "sasl.password (prefer the environment twin)")
+        ->group(group_kafka);
+    opt("kafka-ca-file", c.kafka_ca_file, "ssl.ca.location: CA bundle (PEM) that signs the brokers' certificates")
+        ->check(CLI::ExistingFile)
+        ->group(group_kafka);
     opt("kafka-cluster-change", c.kafka_cluster_change,
         "When the checkpoints belong to another Kafka cluster: refuse to start, restart (publish every database "
         "from the start again), or keep (the topics were mirrored)")
@@ -208,15 +220,51 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     flag("print-config", c.print_config, "Print the effective configuration (secrets masked) and exit")
         ->group(group_ops);
 
-    auto* ckpt_cmd = app.add_subcommand("checkpoints", "Inspect or change a stopped bridge's checkpoints");
-    ckpt_cmd->allow_extras();
-    ckpt_cmd->prefix_command();
+    // Options of the whole program may also follow a subcommand
+    // (`checkpoints list --checkpoint-dir X`): what a subcommand does not
+    // know falls through to its parent. Subcommands inherit the setting.
+    app.fallthrough();
+
+    auto* ckpt_cmd = app.add_subcommand(
+        "checkpoints", "Inspect or change a stopped bridge's checkpoints (uses --checkpoint-dir)");
+    ckpt_cmd->require_subcommand(1, 1);
+    struct checkpoint_options {
+        std::string db;
+        std::string seq;
+        std::string source;
+    };
+    checkpoint_options ck;
+    auto source_opt = [&ck](CLI::App* cmd) {
+        cmd->add_option("--source", ck.source,
+                        "Which source's checkpoints (needed only when the store holds more than one)");
+    };
+    auto* ck_list = ckpt_cmd->add_subcommand("list", "Show every database's checkpoint (seq, age, written time)");
+    source_opt(ck_list);
+    auto* ck_set = ckpt_cmd->add_subcommand("set", "Move one database's checkpoint (rewind or skip ahead)");
+    ck_set->add_option("--db", ck.db, "The database")->required();
+    ck_set->add_option("--seq", ck.seq, "The seq's JSON text: '\"4-g1AAAA...\"' (with the quotes) or 42")
+        ->required();
+    source_opt(ck_set);
+    auto* ck_delete = ckpt_cmd->add_subcommand(
+        "delete", "Forget one database's checkpoint (it starts again per --initial-since)");
+    ck_delete->add_option("--db", ck.db, "The database")->required();
+    source_opt(ck_delete);
 
     auto* tail_cmd = app.add_subcommand(
         "tail", "Print the records of Kafka topics (from the beginning) as JSON lines, using --kafka-brokers");
     tail_cmd->add_option("--topic", result.tail_topics, "A topic to read (repeatable)")->required();
     tail_cmd->add_option("--max-records", result.tail_max_records, "Stop after this many records (0: no limit)");
     tail_cmd->add_option("--timeout-ms", result.tail_timeout_ms, "Stop after this long without a new record");
+    tail_cmd->add_flag("--fetch-docs", result.tail_fetch_docs,
+                       "Resolve each record to its document through the store it names (data_source_type couch, "
+                       "database data_source_name on --couch-url, with the --couch-* credentials) and print it, "
+                       "or missing/deleted");
+    tail_cmd->add_option("--fetch-batch", result.tail_fetch_batch, "Most document ids per _bulk_get request")
+        ->check(CLI::Range(1, 10000));
+    for (auto* cmd : {ckpt_cmd, ck_list, ck_set, ck_delete, tail_cmd}) {
+        cmd->footer("Options of the whole program (--checkpoint-dir, --kafka-brokers, --couch-url, ...) may be given "
+                    "before or after the subcommand: see couch-kafka-bridge --help.");
+    }
 
     try {
         app.parse(argc, argv);
@@ -231,9 +279,43 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     }
     if (*ckpt_cmd) {
         result.what = command::checkpoints;
-        result.checkpoint_args = ckpt_cmd->remaining();
+        // The checkpoint module's own argument form: verb, then --name value.
+        auto& args = result.checkpoint_args;
+        for (auto* verb : {ck_list, ck_set, ck_delete}) {
+            if (*verb) {
+                args.push_back(verb->get_name());
+            }
+        }
+        auto add = [&args](char const* name, std::string const& value) {
+            if (!value.empty()) {
+                args.push_back(name);
+                args.push_back(value);
+            }
+        };
+        add("--db", ck.db);
+        add("--seq", ck.seq);
+        add("--source", ck.source);
     }
     return result;
+}
+
+std::vector<std::pair<std::string, std::string>> kafka_client_properties(config const& c) {
+    std::vector<std::pair<std::string, std::string>> out;
+    auto add = [&out](char const* name, std::string const& value) {
+        if (!value.empty()) {
+            out.emplace_back(name, value);
+        }
+    };
+    add("security.protocol", c.kafka_security_protocol);
+    add("sasl.mechanism", c.kafka_sasl_mechanism);
+    add("sasl.username", c.kafka_sasl_username);
+    add("sasl.password", c.kafka_sasl_password);
+    add("ssl.ca.location", c.kafka_ca_file);
+    for (auto const& p : c.kafka_properties) {
+        auto eq = p.find('=');
+        out.emplace_back(p.substr(0, eq), p.substr(eq + 1));
+    }
+    return out;
 }
 
 std::string describe(config const& c) {
@@ -267,6 +349,11 @@ std::string describe(config const& c) {
         << "kafka-brokers = " << c.kafka_brokers << '\n'
         << "kafka-cluster-change = " << c.kafka_cluster_change << '\n'
         << "kafka-property = " << list(props) << '\n'
+        << "kafka-security-protocol = " << c.kafka_security_protocol << '\n'
+        << "kafka-sasl-mechanism = " << c.kafka_sasl_mechanism << '\n'
+        << "kafka-sasl-username = " << c.kafka_sasl_username << '\n'
+        << "kafka-sasl-password = " << masked(c.kafka_sasl_password) << '\n'
+        << "kafka-ca-file = " << c.kafka_ca_file << '\n'
         << "create-topics = " << (c.create_topics ? "true" : "false") << '\n'
         << "topic-partitions = " << c.topic_partitions << '\n'
         << "topic-replication = " << c.topic_replication << '\n'

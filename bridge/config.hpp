@@ -4,6 +4,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bridge {
@@ -24,6 +25,13 @@ struct config {
 
     std::string kafka_brokers = "embedded";
     std::vector<std::string> kafka_properties; // k=v, passed through to librdkafka
+    // Convenience flags for a secured cluster, mapped onto librdkafka
+    // properties (see kafka_client_properties); empty = librdkafka's default.
+    std::string kafka_security_protocol; // plaintext | ssl | sasl_plaintext | sasl_ssl
+    std::string kafka_sasl_mechanism;    // PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | ...
+    std::string kafka_sasl_username;
+    std::string kafka_sasl_password;
+    std::string kafka_ca_file;
     bool create_topics = false;
     int topic_partitions = 3;
     int topic_replication = 1;
@@ -71,6 +79,8 @@ struct parse_result {
     std::vector<std::string> tail_topics;     // for the `tail` subcommand
     std::size_t tail_max_records = 0;
     int tail_timeout_ms = 10000;
+    bool tail_fetch_docs = false;
+    std::size_t tail_fetch_batch = 100;
     int exit_code = 0;
 };
 
@@ -78,6 +88,12 @@ struct parse_result {
 // and errors to stdout/stderr the CLI11 way and reports the exit code in the
 // result. Throws nothing for user errors.
 parse_result parse_command_line(int argc, char const* const* argv);
+
+// The librdkafka properties of every Kafka client of this configuration, in
+// the order to apply them: the convenience flags (security.protocol,
+// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location), then each
+// --kafka-property, so that a property given explicitly wins.
+std::vector<std::pair<std::string, std::string>> kafka_client_properties(config const& cfg);
 
 // The effective configuration as text (one `key = value` per line), with the
 // password and any credentials in URLs masked.

@@ -21,7 +21,7 @@ constexpr int exit_failure = 1;
 constexpr int exit_usage = 2;
 
 char const* const usage_text =
-    "usage: couch-kafka-bridge [--checkpoint-dir DIR] checkpoints <command>\n"
+    "usage: couch-kafka-bridge checkpoints <command> [--checkpoint-dir DIR]\n"
     "  list   [--source S]                       show every database's checkpoint\n"
     "  set    --db NAME --seq JSON [--source S]  move one database's checkpoint (rewind or skip ahead)\n"
     "  delete --db NAME [--source S]             forget one database's checkpoint\n"

@@ -87,6 +87,8 @@ struct producer::impl : std::enable_shared_from_this<impl> {
 
     void on_delivery(rd_kafka_message_t const* msg);
     void on_error(rd_kafka_t* rk, int err, char const* reason);
+    void on_stats(char const* json, std::size_t len);
+    void set_ready(bool ready);
     metrics::counter& produced_counter(std::string const& topic);
     metrics::counter& error_counter(std::string const& reason);
 
@@ -99,6 +101,7 @@ struct producer::impl : std::enable_shared_from_this<impl> {
     metrics::gauge& in_flight_gauge_;
     metrics::counter& rebuilds_;
     metrics::histogram& latency_;
+    metrics::gauge& ready_gauge_;
     std::mutex probe_mutex_;
     std::map<std::string, metrics::counter*, std::less<>> produced_by_topic_;
     std::map<std::string, metrics::counter*, std::less<>> errors_by_reason_;
@@ -130,6 +133,12 @@ struct producer::impl : std::enable_shared_from_this<impl> {
         boost::asio::any_completion_handler<void()> handler;
     };
     std::vector<waiter> waiters_;
+
+    // Connection health (see producer::health()).
+    std::atomic<bool> ready_{true};
+    mutable std::mutex health_mutex_;
+    std::string last_connection_error_;
+    std::map<std::string, metrics::counter*, std::less<>> connection_errors_;
 };
 
 namespace {
@@ -140,6 +149,11 @@ void delivery_cb(rd_kafka_t*, rd_kafka_message_t const* msg, void* opaque) {
 
 void error_cb(rd_kafka_t* rk, int err, char const* reason, void* opaque) {
     static_cast<producer::impl*>(opaque)->on_error(rk, err, reason);
+}
+
+int stats_cb(rd_kafka_t*, char* json, size_t len, void* opaque) {
+    static_cast<producer::impl*>(opaque)->on_stats(json, len);
+    return 0; // librdkafka frees the text
 }
 
 void log_cb(rd_kafka_t const* rk, int level, char const* fac, char const* buf) {
@@ -168,7 +182,12 @@ producer::impl::impl(boost::asio::any_io_executor ex, producer_config config, me
       latency_(registry.add_histogram("couch_bridge_kafka_delivery_latency_seconds",
                                       "Time from produce to acknowledgement by Kafka",
                                       metrics::exponential_buckets(0.001, 2.0, 16))),
-      watcher_(ioc_ex_) {}
+      ready_gauge_(registry.add_gauge("couch_bridge_kafka_ready",
+                                      "1 unless the producer cannot reach the cluster (authentication, TLS, all "
+                                      "brokers down) and has not seen a broker up since")),
+      watcher_(ioc_ex_) {
+    ready_gauge_.set(1.0);
+}
 
 producer::impl::~impl() {
     // The read end belongs to watcher_ (closed by its destructor).
@@ -193,6 +212,8 @@ rd_kafka_t* producer::impl::create_handle() {
     set("compression.type", "lz4");
     set("linger.ms", "5");
     set("partitioner", "murmur2_random");
+    // Broker states for health(): a broker seen up clears a connection error.
+    set("statistics.interval.ms", "5000");
     if (!config_.bootstrap_servers.empty()) {
         set("bootstrap.servers", config_.bootstrap_servers);
     }
@@ -202,6 +223,7 @@ rd_kafka_t* producer::impl::create_handle() {
     rd_kafka_conf_set_opaque(conf, this);
     rd_kafka_conf_set_dr_msg_cb(conf, &delivery_cb);
     rd_kafka_conf_set_error_cb(conf, &error_cb);
+    rd_kafka_conf_set_stats_cb(conf, &stats_cb);
     rd_kafka_conf_set_log_cb(conf, &log_cb);
     rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (rk == nullptr) {
@@ -317,6 +339,9 @@ void producer::impl::on_delivery(rd_kafka_message_t const* msg) {
         report.offset = msg->offset;
         latency_.observe(std::chrono::duration<double>(clock::now() - t->enqueued).count());
         produced_counter(rd_kafka_topic_name(msg->rkt)).inc();
+        if (!ready_.load(std::memory_order_relaxed)) {
+            set_ready(true); // acknowledged: the cluster is reachable
+        }
     } else {
         report.ec = make_error_code(msg->err);
         error_counter(rd_kafka_err2name(msg->err)).inc();
@@ -343,11 +368,56 @@ void producer::impl::on_error(rd_kafka_t* rk, int err, char const* reason) {
     }
     // Everything else (broker down, all brokers down, auth trouble) is
     // retried by librdkafka itself; messages fail through their reports once
-    // message.timeout.ms runs out.
+    // message.timeout.ms runs out. Connection trouble is counted and makes
+    // the producer not ready until a broker is seen up again.
+    auto const code = static_cast<rd_kafka_resp_err_t>(err);
+    bool const breaks_readiness = code == RD_KAFKA_RESP_ERR__AUTHENTICATION || code == RD_KAFKA_RESP_ERR__SSL ||
+                                  code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+    if (breaks_readiness || code == RD_KAFKA_RESP_ERR__TRANSPORT || code == RD_KAFKA_RESP_ERR__RESOLVE) {
+        {
+            std::lock_guard lock(health_mutex_);
+            auto it = connection_errors_.find(rd_kafka_err2name(code));
+            if (it == connection_errors_.end()) {
+                auto& c = registry_.add_counter("couch_bridge_kafka_connection_errors_total",
+                                                "Kafka connection problems reported by librdkafka, by error name "
+                                                "(_AUTHENTICATION, _SSL, _TRANSPORT, _ALL_BROKERS_DOWN, _RESOLVE)",
+                                                {{"reason", rd_kafka_err2name(code)}});
+                it = connection_errors_.emplace(rd_kafka_err2name(code), &c).first;
+            }
+            it->second->inc();
+            // "1/1 brokers are down" says less than the failure before it.
+            if (code != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || last_connection_error_.empty()) {
+                last_connection_error_ = std::string(rd_kafka_err2name(code)) + ": " + reason;
+            }
+        }
+        if (breaks_readiness) {
+            set_ready(false);
+        }
+    }
     // Connection failures are logged by librdkafka itself (FAIL lines).
     auto level = err == RD_KAFKA_RESP_ERR__TRANSPORT ? spdlog::level::debug : spdlog::level::warn;
     spdlog::log(level, "kafka producer {}: {}: {}", rd_kafka_name(rk),
                 rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)), reason);
+}
+
+void producer::impl::set_ready(bool ready) {
+    if (ready_.exchange(ready) != ready) {
+        ready_gauge_.set(ready ? 1.0 : 0.0);
+        if (ready) {
+            spdlog::info("kafka producer: a broker is reachable again");
+        } else {
+            std::lock_guard lock(health_mutex_);
+            spdlog::error("kafka producer: cannot reach the cluster: {}", last_connection_error_);
+        }
+    }
+}
+
+void producer::impl::on_stats(char const* json, std::size_t len) {
+    // Only broker objects carry a "state" member, and "UP" is librdkafka's
+    // name for a connected, authenticated broker.
+    if (!ready_.load() && std::string_view(json, len).find("\"state\":\"UP\"") != std::string_view::npos) {
+        set_ready(true);
+    }
 }
 
 metrics::counter& producer::impl::produced_counter(std::string const& topic) {
@@ -552,6 +622,11 @@ std::string producer::cluster_id(std::chrono::milliseconds timeout) {
     std::unique_ptr<char, decltype(&rd_kafka_mem_free_id)> id(rd_kafka_clusterid(impl_->rk_, to_timeout_ms(timeout)),
                                                               &rd_kafka_mem_free_id);
     return id ? std::string(id.get()) : std::string();
+}
+
+producer::connection_health producer::health() const {
+    std::lock_guard lock(impl_->health_mutex_);
+    return {impl_->ready_.load(), impl_->last_connection_error_};
 }
 
 std::size_t producer::flush(std::chrono::milliseconds timeout) {

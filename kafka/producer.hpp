@@ -63,6 +63,10 @@ struct producer_config {
 // `ioc_ex` serves the queue, and each report is posted to the executor that
 // was given with its message. Nothing polls and nothing blocks the loop.
 //
+// Connection trouble (a wrong password, an untrusted certificate, a wrong
+// security protocol, brokers down) is retried by librdkafka; health() says
+// whether the cluster is reachable meanwhile.
+//
 // A fatal producer error (e.g. an idempotence sequence failure) makes the
 // producer rebuild its librdkafka instance: every message outstanding in the
 // old instance completes with an error, later produces go to the new one;
@@ -136,6 +140,23 @@ public:
 
     // Number of times the librdkafka instance was rebuilt after a fatal error.
     std::uint64_t rebuilds() const;
+
+    // Whether the producer can reach the cluster, for /readyz and /status.
+    struct connection_health {
+        // False after an authentication failure, a TLS failure or all brokers
+        // down (librdkafka's _AUTHENTICATION, _SSL, _ALL_BROKERS_DOWN) until
+        // a broker is seen up again (statistics, every statistics.interval.ms,
+        // 5 s by default) or a record is acknowledged. True before the first
+        // connection attempt.
+        bool ready = true;
+        // librdkafka's words for the last connection problem (a wrong
+        // security.protocol shows as a disconnect while requesting
+        // ApiVersion); empty when none was seen. Never holds a secret.
+        std::string last_error;
+    };
+    // Thread-safe snapshot. Counted as couch_bridge_kafka_connection_errors_total
+    // {reason} and shown as the gauge couch_bridge_kafka_ready.
+    connection_health health() const;
 
     // Test hook: raises a fatal error in the current librdkafka instance
     // (rd_kafka_test_fatal_error), as an idempotence failure would.

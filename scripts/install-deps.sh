@@ -16,8 +16,9 @@ packages=(
   librdkafka-dev librocksdb-dev libssl-dev libspdlog-dev libcli11-dev zlib1g-dev
 )
 test_packages=(
-  # test servers and test tools: pouchdb-server (node), Kafka (JDK + Maven), python3 for helpers
-  nodejs npm default-jre-headless maven python3 python3-prometheus-client python3-yaml procps
+  # test servers and test tools: pouchdb-server (node), Kafka (JDK + Maven), python3 for helpers,
+  # a real Prometheus server and promtool (scrape test, alerting-rule check), openssl for test certificates
+  nodejs npm default-jre-headless maven python3 python3-prometheus-client python3-yaml procps prometheus openssl
 )
 build_only=0
 for arg in "$@"; do

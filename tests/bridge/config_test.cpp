@@ -85,4 +85,125 @@ BOOST_AUTO_TEST_CASE(describe_masks_secrets) {
     BOOST_TEST(text.find("couch-url = http://db:5984") != std::string::npos);
 }
 
+// Runs parse() with stdout and stderr captured (help and errors print there).
+struct captured_parse {
+    bridge::parse_result result;
+    std::string out;
+    std::string err;
+};
+captured_parse parse_captured(std::vector<char const*> args) {
+    std::ostringstream out;
+    std::ostringstream err;
+    auto* old_out = std::cout.rdbuf(out.rdbuf());
+    auto* old_err = std::cerr.rdbuf(err.rdbuf());
+    auto r = parse(std::move(args));
+    std::cout.rdbuf(old_out);
+    std::cerr.rdbuf(old_err);
+    return {std::move(r), out.str(), err.str()};
+}
+
+BOOST_AUTO_TEST_CASE(options_after_a_subcommand_work_as_before_it) {
+    auto after = parse({"checkpoints", "list", "--checkpoint-dir", "/var/lib/x"});
+    BOOST_TEST(after.exit_code == 0);
+    BOOST_TEST((after.what == bridge::command::checkpoints));
+    BOOST_TEST(after.cfg.checkpoint_dir == "/var/lib/x");
+    BOOST_TEST((after.checkpoint_args == std::vector<std::string>{"list"}));
+
+    auto before = parse({"--checkpoint-dir", "/var/lib/x", "checkpoints", "list"});
+    BOOST_TEST(before.cfg.checkpoint_dir == "/var/lib/x");
+    BOOST_TEST((before.checkpoint_args == after.checkpoint_args));
+
+    auto set = parse({"checkpoints", "set", "--db", "d1", "--checkpoint-dir", "/c", "--seq", "\"4-g1AA\"",
+                      "--source", "http://db:5984"});
+    BOOST_TEST(set.exit_code == 0);
+    BOOST_TEST(set.cfg.checkpoint_dir == "/c");
+    BOOST_TEST((set.checkpoint_args ==
+                std::vector<std::string>{"set", "--db", "d1", "--seq", "\"4-g1AA\"", "--source", "http://db:5984"}));
+
+    auto del = parse({"checkpoints", "delete", "--db=d2", "--checkpoint-dir=/c"});
+    BOOST_TEST(del.exit_code == 0);
+    BOOST_TEST((del.checkpoint_args == std::vector<std::string>{"delete", "--db", "d2"}));
+
+    auto tail = parse({"tail", "--topic", "case", "--kafka-brokers", "k:9092", "--max-records", "3"});
+    BOOST_TEST(tail.exit_code == 0);
+    BOOST_TEST((tail.what == bridge::command::tail));
+    BOOST_TEST(tail.cfg.kafka_brokers == "k:9092");
+    BOOST_TEST((tail.tail_topics == std::vector<std::string>{"case"}));
+    BOOST_TEST(tail.tail_max_records == 3u);
+    BOOST_TEST(!tail.tail_fetch_docs);
+
+    auto fetch = parse({"tail", "--topic", "case", "--fetch-docs", "--couch-url", "http://c:5984", "--fetch-batch",
+                        "7"});
+    BOOST_TEST(fetch.exit_code == 0);
+    BOOST_TEST(fetch.tail_fetch_docs);
+    BOOST_TEST(fetch.tail_fetch_batch == 7u);
+    BOOST_TEST(fetch.cfg.couch_url == "http://c:5984");
+}
+
+BOOST_AUTO_TEST_CASE(each_subcommand_has_its_help) {
+    struct expectation {
+        std::vector<char const*> args;
+        char const* mentions;
+    };
+    std::vector<expectation> const cases{
+        {{"checkpoints", "--help"}, "delete"},   {{"checkpoints", "list", "--help"}, "--source"},
+        {{"checkpoints", "set", "--help"}, "--seq"}, {{"checkpoints", "delete", "--help"}, "--db"},
+        {{"tail", "--help"}, "--fetch-docs"},     {{"--help"}, "--kafka-sasl-password"},
+    };
+    for (auto const& c : cases) {
+        auto r = parse_captured(c.args);
+        BOOST_TEST_CONTEXT(c.args.front() << " ... " << c.args.back()) {
+            BOOST_TEST((r.result.what == bridge::command::help_or_version_shown));
+            BOOST_TEST(r.result.exit_code == 0);
+            BOOST_TEST(r.out.find(c.mentions) != std::string::npos, r.out);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(subcommand_usage_errors_say_what_is_wrong) {
+    auto no_verb = parse_captured({"checkpoints"});
+    BOOST_TEST(no_verb.result.exit_code != 0);
+    BOOST_TEST(!no_verb.err.empty());
+    auto no_seq = parse_captured({"checkpoints", "set", "--db", "d"});
+    BOOST_TEST(no_seq.result.exit_code != 0);
+    BOOST_TEST(no_seq.err.find("--seq") != std::string::npos, no_seq.err);
+    auto unknown = parse_captured({"checkpoints", "list", "--no-such-flag"});
+    BOOST_TEST(unknown.result.exit_code != 0);
+    BOOST_TEST(unknown.err.find("--no-such-flag") != std::string::npos, unknown.err);
+    auto no_topic = parse_captured({"tail", "--kafka-brokers", "k:9092"});
+    BOOST_TEST(no_topic.result.exit_code != 0);
+    BOOST_TEST(no_topic.err.find("--topic") != std::string::npos, no_topic.err);
+}
+
+BOOST_AUTO_TEST_CASE(kafka_security_flags_map_to_librdkafka_properties_and_pass_through_wins) {
+    auto ca = std::filesystem::temp_directory_path() / ("ckb-ca-" + std::to_string(::getpid()) + ".pem");
+    std::ofstream(ca) << "not read by the parser\n";
+    ::setenv("COUCH_BRIDGE_KAFKA_SASL_PASSWORD", "from-env", 1);
+    auto r = parse({"--kafka-security-protocol", "SASL_SSL", "--kafka-sasl-mechanism", "SCRAM-SHA-512",
+                    "--kafka-sasl-username", "bridge", "--kafka-ca-file", ca.c_str(), "--kafka-property",
+                    "sasl.mechanism=PLAIN"});
+    ::unsetenv("COUCH_BRIDGE_KAFKA_SASL_PASSWORD");
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST(r.cfg.kafka_security_protocol == "sasl_ssl"); // case-insensitive, normalised
+    auto props = bridge::kafka_client_properties(r.cfg);
+    std::vector<std::pair<std::string, std::string>> const expected{
+        {"security.protocol", "sasl_ssl"}, {"sasl.mechanism", "SCRAM-SHA-512"}, {"sasl.username", "bridge"},
+        {"sasl.password", "from-env"},     {"ssl.ca.location", ca.string()},    {"sasl.mechanism", "PLAIN"}};
+    BOOST_TEST((props == expected)); // applied in order: the explicit property comes last and wins
+    auto text = bridge::describe(r.cfg);
+    BOOST_TEST(text.find("from-env") == std::string::npos);
+    BOOST_TEST(text.find("kafka-sasl-password = ***") != std::string::npos);
+    BOOST_TEST(bridge::kafka_client_properties(parse({}).cfg).empty()); // nothing set, librdkafka's defaults
+    std::filesystem::remove(ca);
+}
+
+BOOST_AUTO_TEST_CASE(bad_kafka_security_values_name_their_flag) {
+    auto protocol = parse_captured({"--kafka-security-protocol", "tls"});
+    BOOST_TEST(protocol.result.exit_code != 0);
+    BOOST_TEST(protocol.err.find("--kafka-security-protocol") != std::string::npos, protocol.err);
+    auto ca = parse_captured({"--kafka-ca-file", "/no/such/ca.pem"});
+    BOOST_TEST(ca.result.exit_code != 0);
+    BOOST_TEST(ca.err.find("--kafka-ca-file") != std::string::npos, ca.err);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -150,6 +150,13 @@ class ComposeTest(unittest.TestCase):
         mounts = [str(v) for v in self.services["prometheus"].get("volumes") or []]
         self.assertTrue(any(m.startswith("./deploy/prometheus.yml:") for m in mounts),
                         "the prometheus service must mount deploy/prometheus.yml")
+        # Every rule file it names is mounted next to it (relative paths
+        # resolve against the configuration file's directory).
+        config_dir = next(m.split(":")[1] for m in mounts if m.startswith("./deploy/prometheus.yml:")).rsplit("/", 1)[0]
+        for rule_file in self.prometheus.get("rule_files") or []:
+            self.assertTrue(any(m.split(":")[1] == f"{config_dir}/{rule_file}" and
+                                os.path.isfile(os.path.join(SOURCE_DIR, m.split(":")[0])) for m in mounts),
+                            f"rule file {rule_file} is not mounted into the prometheus service")
 
     def test_kafka_advertised_listener_matches_bridge_brokers(self):
         opts = bridge_options(self.services["bridge"])

@@ -1,5 +1,7 @@
-// Credentials never appear in logs, /metrics, /status or --print-config,
-// whether the password comes in the URL, by flag or from the environment.
+// Credentials never appear in logs, /metrics, /status, /readyz or
+// --print-config, whether the password comes in the URL, by flag or from the
+// environment: the CouchDB password, and the Kafka SASL password against the
+// real SASL_SSL broker (kafka_secure_broker fixture), right and wrong.
 #include "bridge_process.hpp"
 
 #include "tests/support/couch_http.hpp"
@@ -8,6 +10,7 @@
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <thread>
 
@@ -26,14 +29,19 @@ std::string get(unsigned short port, std::string const& path) {
 }
 
 // Runs the bridge on a database that does not exist (so errors naming the
-// server are logged and shown), collects everything it exposes, stops it.
+// server are logged and shown), collects everything it exposes once /status
+// shows that error and /readyz contains `must_see`, stops it. Kafka is the
+// embedded cluster unless `args` name brokers.
 std::string everything_exposed(std::vector<std::string> const& args,
-                               std::vector<std::pair<std::string, std::string>> const& env) {
+                               std::vector<std::pair<std::string, std::string>> const& env,
+                               std::string const& must_see = {}) {
     auto dir = test_support::make_temp_dir("secrets");
     auto port = test_support::free_port();
-    std::vector<std::string> all{"--db", test_support::unique_name("missing-db"), "--kafka-brokers", "embedded",
-                                 "--checkpoint-dir", dir, "--http-listen", "127.0.0.1:" + std::to_string(port),
-                                 "--log-level", "trace"};
+    std::vector<std::string> all{"--db", test_support::unique_name("missing-db"), "--checkpoint-dir", dir,
+                                 "--http-listen", "127.0.0.1:" + std::to_string(port), "--log-level", "trace"};
+    if (std::find(args.begin(), args.end(), "--kafka-brokers") == args.end()) {
+        all.insert(all.end(), {"--kafka-brokers", "embedded"});
+    }
     all.insert(all.end(), args.begin(), args.end());
     test_support::child_process bridge(integration::bridge_binary(), all, dir + ".log", env);
     std::string seen;
@@ -42,10 +50,12 @@ std::string everything_exposed(std::vector<std::string> const& args,
     while (std::chrono::steady_clock::now() < deadline) {
         try {
             auto status = get(port, "/status");
-            if (status.find("\"last_error\":\"") != std::string::npos) {
+            auto readyz = get(port, "/readyz");
+            if (status.find("\"last_error\":\"") != std::string::npos &&
+                readyz.find(must_see) != std::string::npos) {
                 seen += status;
                 seen += get(port, "/metrics");
-                seen += get(port, "/readyz");
+                seen += readyz;
                 break;
             }
         } catch (std::exception const&) {
@@ -89,6 +99,33 @@ BOOST_AUTO_TEST_CASE(password_from_environment_is_never_shown) {
                                    {{"COUCH_BRIDGE_COUCH_USER", "bridge"}, {"COUCH_BRIDGE_COUCH_PASSWORD", password}});
     BOOST_TEST(seen.find("missing-db") != std::string::npos);
     BOOST_TEST(seen.find(password) == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(kafka_sasl_password_by_flag_is_never_shown) {
+    auto const kafka_password = test_support::secure_kafka("CKB_TEST_KAFKA_SASL_PASSWORD");
+    auto seen = everything_exposed(
+        {"--couch-url", test_support::couch_url(), "--kafka-brokers",
+         test_support::secure_kafka("CKB_TEST_KAFKA_SASL_SSL_BROKERS"), "--kafka-security-protocol", "sasl_ssl",
+         "--kafka-sasl-mechanism", "SCRAM-SHA-512", "--kafka-sasl-username",
+         test_support::secure_kafka("CKB_TEST_KAFKA_SASL_USER"), "--kafka-sasl-password", kafka_password,
+         "--kafka-ca-file", test_support::secure_kafka("CKB_TEST_KAFKA_CA_FILE")},
+        {});
+    BOOST_TEST(seen.find("missing-db") != std::string::npos);
+    BOOST_TEST(seen.find("kafka-sasl-password = ***") != std::string::npos); // --print-config was looked at
+    BOOST_TEST(seen.find(kafka_password) == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(wrong_kafka_sasl_password_from_environment_is_never_shown) {
+    std::string const wrong = "Wr0ng-kafka-PW-QUUXX";
+    auto seen = everything_exposed(
+        {"--couch-url", test_support::couch_url(), "--kafka-brokers",
+         test_support::secure_kafka("CKB_TEST_KAFKA_SASL_SSL_BROKERS"), "--kafka-security-protocol", "sasl_ssl",
+         "--kafka-sasl-mechanism", "SCRAM-SHA-512", "--kafka-sasl-username",
+         test_support::secure_kafka("CKB_TEST_KAFKA_SASL_USER"), "--kafka-ca-file",
+         test_support::secure_kafka("CKB_TEST_KAFKA_CA_FILE")},
+        {{"COUCH_BRIDGE_KAFKA_SASL_PASSWORD", wrong}}, "Authentication failed");
+    BOOST_TEST(seen.find("_AUTHENTICATION") != std::string::npos); // the failure was shown
+    BOOST_TEST(seen.find(wrong) == std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -51,6 +51,9 @@ std::string server(char const* env, char const* file, char const* fixture) {
 std::string couch_url() { return server("CKB_TEST_COUCH_URL", "couch.env", "couch_server"); }
 std::string kafka_brokers() { return server("CKB_TEST_KAFKA_BROKERS", "kafka.env", "kafka_broker"); }
 std::string data_dir() { return CKB_TEST_DATA_DIR; }
+std::string secure_kafka(std::string const& key) {
+    return server(key.c_str(), "kafka-secure.env", "kafka_secure_broker");
+}
 
 std::string read_file(std::string const& path) {
     std::ifstream in(path, std::ios::binary);

@@ -14,6 +14,13 @@ std::string couch_url();
 // what the kafka_broker fixture wrote. Throws like couch_url().
 std::string kafka_brokers();
 
+// A value of the kafka_secure_broker fixture (tests/servers/kafka-secure-broker.sh):
+// CKB_TEST_KAFKA_SSL_BROKERS, CKB_TEST_KAFKA_SASL_SSL_BROKERS,
+// CKB_TEST_KAFKA_CA_FILE, CKB_TEST_KAFKA_OTHER_CA_FILE,
+// CKB_TEST_KAFKA_SASL_USER, CKB_TEST_KAFKA_SASL_PASSWORD; the environment
+// variable of that name first. Throws like couch_url().
+std::string secure_kafka(std::string const& key);
+
 // Directory of checked-in test data (tests/data).
 std::string data_dir();
 
