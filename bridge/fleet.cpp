@@ -49,6 +49,7 @@ struct fleet::entry {
     bool stopping = false;
     std::optional<std::string> rewind_to; // applied durably before the next start
     json::object options;                 // per-database settings (see follow())
+    std::string last_checkpoint;          // of the last pipeline, when it was reaped (may not be flushed yet)
 };
 
 namespace {
@@ -237,6 +238,7 @@ asio::awaitable<void> fleet::reaper() {
                 if (!e->stopping || !e->done->load() || e->p->in_flight() != 0) {
                     continue;
                 }
+                e->last_checkpoint = e->p->status().checkpoint_seq;
                 e->p.reset();
                 e->stopping = false;
                 spdlog::info("db {}: pipeline stopped ({})", name, e->desired);
@@ -446,6 +448,8 @@ std::string fleet::describe_all() const {
             state = e->stopping ? std::string("stopping") : s.state;
             checkpoint_seq = s.checkpoint_seq;
             last_seq = s.last_seq_read;
+        } else if (!e->last_checkpoint.empty()) {
+            checkpoint_seq = e->last_checkpoint;
         } else if (auto pos = deps_.store.get(checkpoint::key{deps_.source_name, name})) {
             checkpoint_seq = pos->seq_json;
         }

@@ -555,6 +555,9 @@ void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t g
     }
     // Wake the reader if it waits for room in the window.
     window_timer_.cancel();
+    if (stopping_) {
+        refresh_status(); // the reader is gone: keep the snapshot (checkpoint, in flight) current for the fleet
+    }
 }
 
 void pipeline::fail_generation(std::string const& why) {

@@ -169,7 +169,11 @@ BOOST_AUTO_TEST_CASE(every_change_reaches_its_topic_with_exact_change_meta) {
     BOOST_REQUIRE(r_hard_delete);
     auto m_del = check_change_meta(*r_hard_delete, db);
     BOOST_TEST(m_del.at("is_deletion").as_bool() == true);
-    BOOST_TEST(r_hard_delete->topic == "meta"); // no doc_type on a tombstone: the default topic
+    // A tombstone carries no doc_type: the hard-delete memory routes it like
+    // the form it deletes, with its doc_type and domain.
+    BOOST_TEST(r_hard_delete->topic == "form");
+    BOOST_TEST(m_del.at("document_type").as_string() == "XFormInstance");
+    BOOST_TEST(m_del.at("domain").as_string() == "demo");
 
     // The design doc and the doc without doc_type were skipped, not published.
     for (auto const& r : second) {
