@@ -97,7 +97,8 @@ build_base() {
     log "base images debian:$suite and debian:$suite-slim present"
     return 0
   fi
-  local mirror rootfs start=$SECONDS
+  local mirror rootfs old start=$SECONDS
+  old="$(docker image inspect -f '{{.Id}}' debian:$suite 2>/dev/null || true)"
   mirror="$(debian_mirror)"
   rootfs="$work/rootfs-$suite"
   log "debootstrap --variant=minbase $suite from $mirror (about a minute)"
@@ -114,6 +115,10 @@ build_base() {
       --change 'ENV LANG=C.UTF-8' - "debian:$suite" > /dev/null
   docker tag "debian:$suite" "debian:$suite-slim"
   rm -rf "$rootfs"
+  # The replaced base, unless images built on it still hold it.
+  if [[ -n "$old" ]]; then
+    docker image rm "$old" > /dev/null 2>&1 || true
+  fi
   log "base images debian:$suite and debian:$suite-slim imported ($((SECONDS - start)) s)"
 }
 
