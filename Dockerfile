@@ -1,8 +1,9 @@
-# syntax=docker/dockerfile:1
 # couch-kafka-bridge: multi-stage build on Debian bookworm, the distribution
 # whose packages the project is built and tested with.
 #
 #   docker build -t couch-kafka-bridge .
+#   (no `# syntax=` line: BuildKit would fetch a front-end image for it, which
+#   fails without a registry; nothing here needs more than the classic syntax)
 #   docker compose up -d          (see docker-compose.yml)
 
 # --- build stage: the same package list as a developer machine ------------
