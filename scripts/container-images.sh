@@ -6,8 +6,8 @@
 # Kafka jars, prom/prometheus -> Debian's prometheus). deploy/compose.test.yml
 # swaps the stand-ins in.
 #   scripts/container-images.sh [all|base|bridge|standins]   (default: all)
-# Cached and idempotent: a base image is made once per engine (delete it, or
-# set CKB_REBUILD_BASE=1, to make it again); the others are docker builds
+# Cached and idempotent: a base image is made once per engine and recipe (or
+# again with CKB_REBUILD_BASE=1); the others are docker builds
 # whose layer cache makes a repeated run take seconds. Installs what it needs
 # (scripts/install-deps.sh --container) and starts dockerd when none runs.
 set -euo pipefail
@@ -21,7 +21,6 @@ bash scripts/install-deps.sh --container > /dev/null
 bash scripts/docker-engine.sh
 
 suite=bookworm
-base_label="ckb.base=debootstrap-minbase-slim-$suite"
 work="$root/.cache/container-images"
 mkdir -p "$work"
 
@@ -81,7 +80,15 @@ path-exclude /usr/share/lintian/*
 path-exclude /usr/share/locale/*
 path-include /usr/share/locale/locale.alias
 CFG
-  printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' > "$rootfs/etc/apt/apt.conf.d/90ckb-no-recommends"
+  cat > "$rootfs/etc/apt/apt.conf.d/90ckb-slim" <<'CFG'
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Acquire::Languages "none";
+// No package caches or downloaded .debs left in image layers.
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb || true"; };
+CFG
   find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
   find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
   rm -rf "$rootfs"/usr/share/{man,info,groff,lintian}/*
@@ -91,6 +98,9 @@ CFG
 }
 
 build_base() {
+  # The label names the recipe, so a change to it makes the base again.
+  local base_label
+  base_label="ckb.base=debootstrap-minbase-$suite-$(declare -f slim_rootfs copy_apt_sources | sha256sum | cut -c1-12)"
   if [[ -z "${CKB_REBUILD_BASE:-}" ]] &&
       [[ "$(docker image inspect -f '{{index .Config.Labels "ckb.base"}}' debian:$suite 2>/dev/null)" == "${base_label#*=}" ]] &&
       docker image inspect debian:$suite-slim > /dev/null 2>&1; then
