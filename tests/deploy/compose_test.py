@@ -211,6 +211,12 @@ class ComposeTest(unittest.TestCase):
                          "the build stage must install the same package list as scripts/install-deps.sh")
         self.assertIn("--build-only", read("scripts/install-deps.sh"))
         self.assertIn("deploy/runtime-packages.sh", dockerfile)
+        # The build stage copies the build's inputs one by one: every module
+        # the top-level CMakeLists.txt always builds, and its cmake/ modules.
+        copied = set(re.findall(r"(?m)^COPY (\S+) /src/", dockerfile))
+        top = read("CMakeLists.txt")  # unindented: built unconditionally
+        for module in re.findall(r"(?m)^add_subdirectory\((\w+)\)", top) + ["cmake", "CMakeLists.txt"]:
+            self.assertIn(module, copied, f"the Dockerfile's build stage does not COPY {module}")
         self.assertIn("EXPOSE 9108", dockerfile)
 
     def test_host_ports_are_loopback_and_movable(self):
