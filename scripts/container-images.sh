@@ -135,12 +135,20 @@ build_base() {
 build_bridge() {
   local start=$SECONDS
   log "building couch-kafka-bridge:local from the Dockerfile (a few minutes cold)"
-  docker build -q -t couch-kafka-bridge:local "$root" > /dev/null || {
-    echo "container-images: the bridge image did not build; rerun without -q to see why:" >&2
-    echo "  DOCKER_BUILDKIT=0 docker build -t couch-kafka-bridge:local $root" >&2
-    exit 1
-  }
+  docker_build couch-kafka-bridge:local "$root"
   log "couch-kafka-bridge:local built ($((SECONDS - start)) s, $(image_size couch-kafka-bridge:local))"
+}
+
+# docker_build TAG CONTEXT: the build's output goes to .cache/container-images/
+# (its end is printed when the build fails).
+docker_build() {
+  local tag="$1" ctx="$2" out
+  out="$work/build-${tag//[\/:]/_}.log"
+  if ! docker build -t "$tag" "$ctx" > "$out" 2>&1; then
+    echo "container-images: building $tag failed; the end of $out:" >&2
+    tail -n 60 "$out" >&2
+    exit 1
+  fi
 }
 
 image_size() {
@@ -171,11 +179,7 @@ build_standin() {
     cp tests/servers/kafka/log4j.properties "$ctx/log4j.properties"
     ;;
   esac
-  docker build -q -t "ckb-test/$name:local" "$ctx" > /dev/null || {
-    echo "container-images: the $name stand-in did not build; rerun without -q to see why:" >&2
-    echo "  DOCKER_BUILDKIT=0 docker build -t ckb-test/$name:local $ctx" >&2
-    exit 1
-  }
+  docker_build "ckb-test/$name:local" "$ctx"
   log "ckb-test/$name:local built ($((SECONDS - start)) s, $(image_size "ckb-test/$name:local"))"
 }
 
