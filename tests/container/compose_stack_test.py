@@ -35,7 +35,6 @@ SOURCE_DIR = os.environ.get("CKB_SOURCE_DIR") or os.path.dirname(os.path.dirname
 COMPOSE = shlex.split(os.environ.get("CKB_COMPOSE", "docker-compose"))
 SERVICES = ["couchdb", "kafka", "bridge", "prometheus"]  # Grafana is left out of the test stack
 DB = "commcarehq"
-TOPICS = ["case", "form", "domain", "commcare-user", "web-user", "group", "synclog-sql", "app", "location", "meta"]
 FIELDS = ["document_id", "document_rev", "data_source_type", "data_source_name", "document_type", "document_subtype",
           "domain", "is_deletion", "publish_timestamp", "attempts", "original_publication_datetime",
           "associated_document_id"]
@@ -175,9 +174,10 @@ class Stack:
         return {t["topic"]: len(t["partitions"]) for t in meta["topics"]}
 
     def records(self):
-        """Every record of every routing topic, from the beginning to the end."""
+        """Every record of `DB` in every topic, from the beginning to the end
+        (all topics, so that a record routed to an unexpected one is seen)."""
         out = []
-        for topic in TOPICS:
+        for topic in sorted(t for t in self.partition_counts() if not t.startswith("__")):
             for line in self.kcat("-C", "-t", topic, "-o", "beginning", "-e", "-q", "-J").splitlines():
                 r = json.loads(line)
                 h = r.get("headers") or []
