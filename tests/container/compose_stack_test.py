@@ -76,6 +76,10 @@ def java_partition(key, partitions):
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+class StackBroken(AssertionError):
+    """A failure that waiting longer cannot mend: eventually() stops at once."""
+
+
 def eventually(what, probe, timeout, interval=1.0):
     """Calls probe() until it returns something truthy; fails naming `what`
     and the last result or error after `timeout` seconds."""
@@ -86,6 +90,8 @@ def eventually(what, probe, timeout, interval=1.0):
             last = probe()
             if last:
                 return last
+        except StackBroken:
+            raise
         except Exception as e:  # noqa: BLE001 - reported below
             last = f"{type(e).__name__}: {e}"
         if time.monotonic() > deadline:
@@ -121,9 +127,12 @@ class Stack:
         return ids[0]
 
     def state(self, service, container=None):
-        out = subprocess.run(["docker", "inspect", "-f", "{{json .State}}", container or self.container(service)],
+        """The container's State, plus its RestartCount."""
+        out = subprocess.run(["docker", "inspect", "-f", "{{.RestartCount}} {{json .State}}",
+                              container or self.container(service)],
                              capture_output=True, text=True, timeout=60, check=True)
-        return json.loads(out.stdout)
+        restarts, _, state = out.stdout.partition(" ")
+        return dict(json.loads(state), RestartCount=int(restarts))
 
     def wait_healthy(self, services, timeout=420):
         ids = {s: self.container(s) for s in services}
@@ -131,6 +140,9 @@ class Stack:
         def probe():
             states = {s: self.state(s, ids[s]) for s in services}
             for s, st in states.items():
+                if st.get("RestartCount", 0) >= 3:
+                    raise StackBroken(f"{s} keeps exiting (restarted {st['RestartCount']} times, "
+                                      f"last exit {st.get('ExitCode')})")
                 if not st.get("Running"):
                     raise AssertionError(f"{s} is not running (exit {st.get('ExitCode')})")
             health = {s: (st.get("Health") or {}).get("Status") for s, st in states.items()}
