@@ -355,6 +355,109 @@ boost::system::error_code store::erase(key const& k) {
     return {};
 }
 
+std::optional<std::string> store::get_meta(std::string_view name) const {
+    std::shared_lock db_lock(state_->db_mutex);
+    if (!db_) {
+        throw store_error(store_errc::io, "checkpoint dir " + dir_ + ": store is closed after a failed recovery: " +
+                                              last_error_detail());
+    }
+    std::string value;
+    auto const status = db_->Get(rocksdb::ReadOptions(), "m" + std::string(name), &value);
+    if (status.IsNotFound()) {
+        return std::nullopt;
+    }
+    if (!status.ok()) {
+        throw store_error(classify(status), "checkpoint dir " + dir_ + ": cannot read " + std::string(name) + ": " +
+                                                status.ToString());
+    }
+    return value;
+}
+
+boost::system::error_code store::put_meta(std::string_view name, std::string_view value) {
+    if (auto ec = recover_if_needed()) {
+        return ec;
+    }
+    std::shared_lock db_lock(state_->db_mutex);
+    rocksdb::WriteOptions options;
+    options.sync = true;
+    auto const status = db_->Put(options, "m" + std::string(name), rocksdb::Slice(value.data(), value.size()));
+    if (!status.ok()) {
+        return record_failure("checkpoint dir " + dir_ + ": write of " + std::string(name) + " failed: " +
+                                  status.ToString(),
+                              classify(status));
+    }
+    return {};
+}
+
+namespace {
+std::string memory_key(key const& k, std::string_view doc_id) {
+    auto pk = encode_key(k); // "p" + ..., reused with its own prefix
+    pk[0] = 'd';
+    pk.append(doc_id);
+    return pk;
+}
+} // namespace
+
+boost::system::error_code store::remember(key const& k,
+                                          std::vector<std::pair<std::string, remembered>> const& docs) {
+    if (docs.empty()) {
+        return {};
+    }
+    if (auto ec = recover_if_needed()) {
+        return ec;
+    }
+    std::shared_lock db_lock(state_->db_mutex);
+    if (!db_) {
+        return make_error_code(store_errc::io);
+    }
+    rocksdb::WriteBatch batch;
+    std::string value;
+    for (auto const& [id, m] : docs) {
+        value.assign(m.doc_type);
+        value.push_back('\0');
+        value.append(m.domain);
+        batch.Put(memory_key(k, id), value).PermitUncheckedError();
+    }
+    auto const status = db_->Write(rocksdb::WriteOptions(), &batch);
+    if (!status.ok()) {
+        return record_failure("checkpoint dir " + dir_ + ": deletion memory write failed: " + status.ToString(),
+                              classify(status));
+    }
+    return {};
+}
+
+std::optional<store::remembered> store::recall(key const& k, std::string_view doc_id) const {
+    std::shared_lock db_lock(state_->db_mutex);
+    if (!db_) {
+        return std::nullopt;
+    }
+    std::string value;
+    if (!db_->Get(rocksdb::ReadOptions(), memory_key(k, doc_id), &value).ok()) {
+        return std::nullopt;
+    }
+    auto const zero = value.find('\0');
+    if (zero == std::string::npos) {
+        return std::nullopt;
+    }
+    return remembered{value.substr(0, zero), value.substr(zero + 1)};
+}
+
+boost::system::error_code store::forget(key const& k, std::string_view doc_id) {
+    if (auto ec = recover_if_needed()) {
+        return ec;
+    }
+    std::shared_lock db_lock(state_->db_mutex);
+    if (!db_) {
+        return make_error_code(store_errc::io);
+    }
+    auto const status = db_->Delete(rocksdb::WriteOptions(), memory_key(k, doc_id));
+    if (!status.ok()) {
+        return record_failure("checkpoint dir " + dir_ + ": deletion memory delete failed: " + status.ToString(),
+                              classify(status));
+    }
+    return {};
+}
+
 std::string store::last_error_detail() const {
     std::lock_guard lock(state_->error_mutex);
     return state_->last_detail;

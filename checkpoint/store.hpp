@@ -143,6 +143,33 @@ public:
     // Removes the position of `k` (durably); removing a missing key succeeds.
     boost::system::error_code erase(key const& k);
 
+    // Small named facts about the whole store, beside the positions (key
+    // "m" + name), e.g. "kafka_cluster_id": the Kafka cluster that
+    // acknowledged what the positions cover. get_meta: nullopt when unset;
+    // throws store_error on a read failure. put_meta: one synced write.
+    std::optional<std::string> get_meta(std::string_view name) const;
+    boost::system::error_code put_meta(std::string_view name, std::string_view value);
+
+    // Hard-delete memory: what each published document was, so that its
+    // tombstone (which carries no doc_type) can be routed like it. Kept in the
+    // default column family under "d" + encode_key(k) + doc id (one key
+    // range per database, so no column family per database: thousands of
+    // databases would mean thousands of memtables), written through the same
+    // WAL as the positions without a sync of their own: the synced
+    // checkpoint batch that covers a change makes its memory durable too.
+    struct remembered {
+        std::string doc_type;
+        std::string domain; // empty when the document had none
+    };
+    // One WriteBatch for all `docs` of `k` (latest wins), not synced.
+    boost::system::error_code remember(key const& k,
+                                       std::vector<std::pair<std::string, remembered>> const& docs);
+    // What `doc_id` of `k` was; nullopt when unknown. Never throws (a read
+    // error is nullopt, logged by the caller's metrics).
+    std::optional<remembered> recall(key const& k, std::string_view doc_id) const;
+    // Forgets `doc_id` of `k` (its tombstone was published). Not synced.
+    boost::system::error_code forget(key const& k, std::string_view doc_id);
+
     std::string last_error_detail() const override;
 
 private:

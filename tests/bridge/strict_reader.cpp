@@ -261,7 +261,7 @@ bridge::change_meta read_change_meta_strict(std::string_view json) {
     return m;
 }
 
-std::vector<couch::row> load_rows(std::string const& relative_path) {
+std::vector<std::string> load_row_texts(std::string const& relative_path) {
     auto const raw = test_support::read_file(test_support::data_dir() + "/" + relative_path);
     std::string body = raw;
     if (raw.starts_with("HTTP/")) {
@@ -275,7 +275,7 @@ std::vector<couch::row> load_rows(std::string const& relative_path) {
             body = dechunk(body);
         }
     }
-    std::vector<couch::row> rows;
+    std::vector<std::string> out;
     std::size_t pos = 0;
     while (pos < body.size()) {
         auto eol = body.find('\n', pos);
@@ -287,9 +287,16 @@ std::vector<couch::row> load_rows(std::string const& relative_path) {
         while (!line.empty() && (line.back() == '\r' || line.back() == ',')) {
             line.remove_suffix(1);
         }
-        if (!line.starts_with("{\"seq\"")) {
-            continue;
+        if (line.starts_with("{\"seq\"")) {
+            out.emplace_back(line);
         }
+    }
+    return out;
+}
+
+std::vector<couch::row> load_rows(std::string const& relative_path) {
+    std::vector<couch::row> rows;
+    for (auto const& line : load_row_texts(relative_path)) {
         boost::json::error_code ec;
         auto const v = boost::json::parse(line, ec);
         if (ec || !v.is_object()) {
