@@ -320,9 +320,12 @@ class ComposeStackTest(unittest.TestCase):
         step("7 records in Kafka")
         r = find(second, "case-1", rev_case2)
         self.assertFalse(self.check_change_meta(r, partitions)["is_deletion"])
+        # A tombstone has no doc_type: the hard-delete memory routes it to the
+        # topic of the document it deletes, with that document's type and domain.
         r = find(second, "form/1", rev_form_del)
-        self.assertEqual(r["topic"], "meta")  # a tombstone has no doc_type: the default topic
-        self.assertTrue(self.check_change_meta(r, partitions)["is_deletion"])
+        self.assertEqual(r["topic"], "form")
+        m = self.check_change_meta(r, partitions)
+        self.assertEqual((m["document_type"], m["domain"], m["is_deletion"]), ("XFormInstance", "demo", True))
         self.assertFalse({"_design/views", "no-type"} & {r["key"] for r in second}, "skipped documents were published")
 
         status, body = stack.http_get("BRIDGE", "/readyz")
