@@ -1,8 +1,9 @@
-# syntax=docker/dockerfile:1
 # couch-kafka-bridge: multi-stage build on Debian bookworm, the distribution
 # whose packages the project is built and tested with.
 #
 #   docker build -t couch-kafka-bridge .
+#   (no `# syntax=` line: BuildKit would fetch a front-end image for it, which
+#   fails without a registry; nothing here needs more than the classic syntax)
 #   docker compose up -d          (see docker-compose.yml)
 
 # --- build stage: the same package list as a developer machine ------------
@@ -11,7 +12,18 @@ ENV DEBIAN_FRONTEND=noninteractive
 # Copied alone first so the package layer is cached across source changes.
 COPY scripts/install-deps.sh /src/scripts/install-deps.sh
 RUN bash /src/scripts/install-deps.sh --build-only && rm -rf /var/lib/apt/lists/*
-COPY . /src
+# Only the inputs of the build, so that a change to tests, docs or scripts
+# reuses the compiled layer (tests/deploy checks this list against the
+# top-level CMakeLists.txt).
+COPY CMakeLists.txt /src/
+COPY cmake /src/cmake
+COPY common /src/common
+COPY metrics /src/metrics
+COPY couch /src/couch
+COPY kafka /src/kafka
+COPY checkpoint /src/checkpoint
+COPY bridge /src/bridge
+COPY deploy/runtime-packages.sh /src/deploy/runtime-packages.sh
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCKB_BUILD_TESTS=OFF \
  && cmake --build /build --target couch-kafka-bridge \
  && cmake --install /build --prefix /out/usr/local --strip \

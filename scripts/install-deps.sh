@@ -6,6 +6,7 @@
 #   scripts/install-deps.sh --fuzz     also clang and libFuzzer's runtime
 #   scripts/install-deps.sh --bench    also Google Benchmark and the Python baseline's packages
 #   scripts/install-deps.sh --build-only  only what building the bridge needs (the Dockerfile)
+#   scripts/install-deps.sh --container   also the container engine and tools of the `container` tests
 set -euo pipefail
 
 packages=(
@@ -26,13 +27,16 @@ for arg in "$@"; do
   --build-only) build_only=1 ;; # the Dockerfile's build stage: no test servers
   --fuzz) packages+=(clang libclang-rt-14-dev) ;;
   --bench) packages+=(libbenchmark-dev python3-venv python3-pip linux-perf curl) ;;
+  # Docker Engine (dockerd, started by scripts/docker-engine.sh) and Compose
+  # v1, debootstrap for the local base images, kcat to read Kafka from the host.
+  --container) packages+=(docker.io docker-compose debootstrap kcat) ;;
   *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
   esac
 done
 [[ $build_only -eq 1 ]] || packages+=("${test_packages[@]}")
 
 # A tool that is already on PATH from elsewhere (a newer node, a JDK) counts.
-declare -A provided_by_command=([nodejs]=node [npm]=npm [default-jre-headless]=java [maven]=mvn [python3]=python3 [g++]=g++ [cmake]=cmake [git]=git)
+declare -A provided_by_command=([docker.io]=dockerd [nodejs]=node [npm]=npm [default-jre-headless]=java [maven]=mvn [python3]=python3 [g++]=g++ [cmake]=cmake [git]=git)
 
 missing=()
 for p in "${packages[@]}"; do

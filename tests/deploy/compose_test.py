@@ -218,7 +218,35 @@ class ComposeTest(unittest.TestCase):
                          "the build stage must install the same package list as scripts/install-deps.sh")
         self.assertIn("--build-only", read("scripts/install-deps.sh"))
         self.assertIn("deploy/runtime-packages.sh", dockerfile)
+        # The build stage copies the build's inputs one by one: every module
+        # the top-level CMakeLists.txt always builds, and its cmake/ modules.
+        copied = set(re.findall(r"(?m)^COPY (\S+) /src/", dockerfile))
+        top = read("CMakeLists.txt")  # unindented: built unconditionally
+        for module in re.findall(r"(?m)^add_subdirectory\((\w+)\)", top) + ["cmake", "CMakeLists.txt"]:
+            self.assertIn(module, copied, f"the Dockerfile's build stage does not COPY {module}")
         self.assertIn("EXPOSE 9108", dockerfile)
+
+    def test_host_ports_are_loopback_and_movable(self):
+        # Compose v1 (the container test's tool) rejects a top-level name.
+        self.assertNotIn("name", self.compose)
+        for name, svc in self.services.items():
+            for port in as_list(svc.get("ports")):
+                with self.subTest(service=name, port=port):
+                    self.assertRegex(port, r"^127\.0\.0\.1:\$\{HOST_PORT_[A-Z]+:-\d+\}:\d+$",
+                                     "host ports: loopback only, movable with HOST_PORT_<SERVICE>")
+        kafka = as_env_dict(self.services["kafka"].get("environment"))
+        published = as_list(self.services["kafka"].get("ports"))[0].rpartition(":")[0].partition(":")[2]
+        self.assertIn(f"EXTERNAL://localhost:{published}", kafka.get("KAFKA_ADVERTISED_LISTENERS", ""),
+                      "Kafka must advertise the published host port to host clients")
+
+    def test_container_test_override_only_swaps_images(self):
+        override = load_yaml("deploy/compose.test.yml")
+        self.assertEqual(set(override), {"services"})
+        for name, svc in override["services"].items():
+            with self.subTest(service=name):
+                self.assertIn(name, self.services)
+                self.assertEqual(set(svc), {"image"}, "the override swaps images and nothing else")
+                self.assertNotEqual(svc["image"], self.services[name].get("image"))
 
     def test_grafana_dashboard_and_provisioning_parse(self):
         dash = json.loads(read("deploy/grafana/dashboards/couch-kafka-bridge.json"))
