@@ -105,6 +105,21 @@ def memory_kib(pid):
     return out
 
 
+def context_switches(pid):
+    """Voluntary + involuntary context switches of every live thread of a
+    process, from /proc/<pid>/task/*/status (threads gone are not counted)."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def scrape(port):
     """Sums every sample of each metric family (labels ignored)."""
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
@@ -343,6 +358,11 @@ class Runner:
                 raise Scenario_failed("curl could not read the source")
         return time.monotonic() - t0, children_cpu_seconds(os.getpid()) - cpu0
 
+    @staticmethod
+    def rows_served(url):
+        with urllib.request.urlopen(url + "/_bench/stats", timeout=10) as r:
+            return json.load(r)["rows_served"]
+
     def scenario_pace(self):
         rows = []
         for label, rate, dbs, n in self.size["paces"]:
@@ -352,12 +372,26 @@ class Runner:
                                             ["--couchdb-like", "--row-rate", str(rate)])
             names = ["bench-%04d" % i for i in range(dbs)]
             read_s, read_cpu = self.plain_read(url, names)
+            served0 = self.rows_served(url)
             bridge, port = self.start_bridge("bridge-pace-%d-%d" % (rate, dbs), url, names)
             perf = None
             if self.args.perf and rate == 6000:
                 perf = self.start_perf(bridge.pid, "perf-pace-%d" % rate)
             src_cpu0 = cpu_seconds(source.pid)
-            first, last = self.wait_delivered(bridge, port, total)
+            # The window starts when the source has served the bridge a row,
+            # not at the bridge's first rows-read count: at 10/s x 100 that
+            # counter first moved near the end of the feeds (a window of
+            # 0.2 s for 10 s of work in the first run).
+            deadline = time.monotonic() + 120
+            while self.rows_served(url) <= served0:
+                if bridge.poll() is not None or time.monotonic() > deadline:
+                    raise Scenario_failed("the bridge read nothing from the paced source")
+                time.sleep(0.02)
+            start = dict(t=time.monotonic(), cpu=cpu_seconds(bridge.pid), m=scrape(port))
+            switches0 = context_switches(bridge.pid)
+            _, last = self.wait_delivered(bridge, port, total)
+            switches = context_switches(bridge.pid) - switches0
+            first = start
             src_cpu = cpu_seconds(source.pid) - src_cpu0
             if perf:
                 self.results["perf_6000"] = self.finish_perf(perf)
@@ -373,6 +407,7 @@ class Runner:
                 bridge_changes_per_s=bridge_rate,
                 bridge_cpu_us_per_change=(last["cpu"] - first["cpu"]) * 1e6 / changes if changes else None,
                 ratio=bridge_rate / read_rate if bridge_rate and read_rate else None,
+                switches_per_change=switches / changes if changes else None,
                 source_cpu_us_per_change=src_cpu * 1e6 / total, exit_code=rc))
         self.results["pace"] = rows
 
@@ -498,13 +533,14 @@ def micro_table(rows):
 
 def pace_table(rows):
     lines = ["| pace | databases | changes | plain read changes/s | plain read CPU µs/change | "
-             "bridge changes/s | bridge CPU µs/change | catch-up ÷ plain read | source CPU µs/change |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "bridge changes/s | bridge CPU µs/change | bridge context switches/change | catch-up ÷ plain read | "
+             "source CPU µs/change |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in rows:
-        lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |"
+        lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |"
                      % (p["pace"], p["databases"], fmt(p["changes"]), fmt(p["read_changes_per_s"], 0),
                         fmt(p["read_cpu_us_per_change"], 2), fmt(p["bridge_changes_per_s"], 0),
-                        fmt(p["bridge_cpu_us_per_change"], 2),
+                        fmt(p["bridge_cpu_us_per_change"], 2), fmt(p.get("switches_per_change"), 2),
                         "%s×" % fmt(p["ratio"], 2) if p["ratio"] is not None else "n/a",
                         fmt(p["source_cpu_us_per_change"], 2)))
     return "\n".join(lines)
@@ -512,11 +548,17 @@ def pace_table(rows):
 
 PACE_BEGIN = "<!-- pace:begin (written by bench/run --scenarios pace) -->"
 PACE_END = "<!-- pace:end -->"
+PACE_NOTES_BEGIN = "<!-- pace-notes:begin (kept by bench/run across runs) -->"
+PACE_NOTES_END = "<!-- pace-notes:end -->"
 
 
-def pace_section(args, runner):
-    """The "At a real CouchDB's pace" section, between markers."""
+def pace_section(args, runner, old):
+    """The "At a real CouchDB's pace" section, between markers; the notes
+    between the pace-notes markers of `old` (the previous report) are kept."""
     r = runner.results
+    notes = "(No analysis yet.)"
+    if PACE_NOTES_BEGIN in old and PACE_NOTES_END in old:
+        notes = old.split(PACE_NOTES_BEGIN, 1)[1].split(PACE_NOTES_END, 1)[0].strip("\n")
     parts = [PACE_BEGIN, "## At a real CouchDB's pace", "",
              "Generated by `%s` (mode: %s) on %s UTC, all paces in one run on the same machine and broker."
              % (args.command, args.mode, datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")), "",
@@ -535,7 +577,7 @@ def pace_section(args, runner):
         parts += perf["dsos"] + [""] + perf["symbols"] + ["```", ""]
         parts += ["Inclusive (children) time by symbol above 4 %:", "", "```"] + perf.get("inclusive", []) + \
             ["```", ""]
-    parts += [PACE_END]
+    parts += [PACE_NOTES_BEGIN, notes, PACE_NOTES_END, "", PACE_END]
     return "\n".join(parts)
 
 
@@ -620,9 +662,9 @@ def write_report(args, runner, table, goals, machine):
     if set(r) <= {"pace", "perf_6000"} and old:
         # Only the pace scenario ran: update its section, keep the rest.
         with open(args.output, "w") as f:
-            f.write(splice_pace(old, pace_section(args, runner)))
+            f.write(splice_pace(old, pace_section(args, runner, old)))
         return
-    pace = pace_section(args, runner) if "pace" in r else ""
+    pace = pace_section(args, runner, old) if "pace" in r else ""
     if not pace and PACE_BEGIN in old and PACE_END in old:
         pace = PACE_BEGIN + old.split(PACE_BEGIN, 1)[1].split(PACE_END, 1)[0] + PACE_END
     s = runner.size
