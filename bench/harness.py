@@ -13,6 +13,12 @@ Runs, side by side on one machine and one Kafka broker:
            resident memory and CPU share of one core;
   ckpt     durable checkpoint writes/s at several database counts, during
            catch-up (high throughput) and while following live changes (low).
+  pace     bench-source --couchdb-like (a chunk per row, opaque ~130-character
+           seqs, rows paced per database like a real CouchDB) at full speed,
+           10,000/s x 1 (faster than a real CouchDB served here), 6,000/s x 1,
+           500/s x 10 and 10/s x 100 databases: a plain read
+           (curl) of the paced feed, then the bridge catching up on it; CPU per
+           change of both, and catch-up / plain read.
 Figures come from /proc (CPU: utime+stime; memory: VmRSS/VmHWM) and from the
 bridge's /metrics; timing windows start at the first row read, so process
 startup is not counted. Nothing here passes or fails on a timing: a scenario
@@ -46,10 +52,17 @@ CKPT_WRITES = "couch_bridge_checkpoint_writes_total"
 SIZES = {
     "full": dict(source_dbs=4, source_changes=250_000, baseline_changes=5_000, idle_dbs=1000, idle_changes=5,
                  idle_settle_s=10, idle_window_s=30, ckpt_dbs=[1, 10, 100], ckpt_total=200_000,
-                 ckpt_live_interval_ms=100, ckpt_live_window_s=15, micro_min_time=0.5),
+                 ckpt_live_interval_ms=100, ckpt_live_window_s=15, micro_min_time=0.5,
+                 # (label, row rate per database or 0 for unpaced, databases, changes per database)
+                 paces=[("full speed", 0, 1, 200_000), ("10,000/s x 1", 10000, 1, 100_000),
+                        ("6,000/s x 1", 6000, 1, 60_000),
+                        ("500/s x 10", 500, 10, 5_000), ("10/s x 100", 10, 100, 100)]),
     "smoke": dict(source_dbs=2, source_changes=3_000, baseline_changes=300, idle_dbs=20, idle_changes=5,
                   idle_settle_s=1, idle_window_s=2, ckpt_dbs=[1, 5], ckpt_total=4_000,
-                  ckpt_live_interval_ms=100, ckpt_live_window_s=2, micro_min_time=0.01),
+                  ckpt_live_interval_ms=100, ckpt_live_window_s=2, micro_min_time=0.01,
+                  paces=[("full speed", 0, 1, 5_000), ("10,000/s x 1", 10000, 1, 5_000),
+                         ("6,000/s x 1", 6000, 1, 3_000),
+                         ("500/s x 10", 500, 10, 250), ("10/s x 100", 10, 100, 5)]),
 }
 
 GOALS = {
@@ -93,6 +106,21 @@ def memory_kib(pid):
                 key, value = line.split(":", 1)
                 out[key] = int(value.split()[0])
     return out
+
+
+def context_switches(pid):
+    """Voluntary + involuntary context switches of every live thread of a
+    process, from /proc/<pid>/task/*/status (threads gone are not counted)."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
 
 
 def scrape(port):
@@ -321,6 +349,110 @@ class Runner:
             rows += [high, low]
         self.results["checkpoints"] = rows
 
+    def plain_read(self, url, names):
+        """Reads every database's whole _changes feed with one curl each, all
+        at once, discarding the bytes. Returns (seconds, curl CPU seconds)."""
+        cpu0 = children_cpu_seconds(os.getpid())
+        t0 = time.monotonic()
+        readers = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null",
+                                     "%s/%s/_changes?include_docs=true&feed=normal" % (url, db)]) for db in names]
+        for r in readers:
+            if r.wait() != 0:
+                raise Scenario_failed("curl could not read the source")
+        return time.monotonic() - t0, children_cpu_seconds(os.getpid()) - cpu0
+
+    @staticmethod
+    def rows_served(url):
+        with urllib.request.urlopen(url + "/_bench/stats", timeout=10) as r:
+            return json.load(r)["rows_served"]
+
+    def scenario_pace(self):
+        rows = []
+        for label, rate, dbs, n in self.size["paces"]:
+            total = dbs * n
+            log("pace %s: %d databases x %d changes, CouchDB framing" % (label, dbs, n))
+            source, url = self.start_source("source-pace-%d-%d" % (rate, dbs), dbs, n,
+                                            ["--couchdb-like", "--row-rate", str(rate)])
+            names = ["bench-%04d" % i for i in range(dbs)]
+            read_s, read_cpu = self.plain_read(url, names)
+            served0 = self.rows_served(url)
+            bridge, port = self.start_bridge("bridge-pace-%d-%d" % (rate, dbs), url, names)
+            perf = None
+            if self.args.perf and rate == 6000:
+                perf = self.start_perf(bridge.pid, "perf-pace-%d" % rate)
+            src_cpu0 = cpu_seconds(source.pid)
+            # The window starts when the source has served the bridge a row,
+            # not at the bridge's first rows-read count: at 10/s x 100 that
+            # counter first moved near the end of the feeds (a window of
+            # 0.2 s for 10 s of work in the first run).
+            deadline = time.monotonic() + 120
+            while self.rows_served(url) <= served0:
+                if bridge.poll() is not None or time.monotonic() > deadline:
+                    raise Scenario_failed("the bridge read nothing from the paced source")
+                time.sleep(0.02)
+            start = dict(t=time.monotonic(), cpu=cpu_seconds(bridge.pid), m=scrape(port))
+            switches0 = context_switches(bridge.pid)
+            _, last = self.wait_delivered(bridge, port, total)
+            switches = context_switches(bridge.pid) - switches0
+            first = start
+            src_cpu = cpu_seconds(source.pid) - src_cpu0
+            if perf:
+                self.results["perf_6000"] = self.finish_perf(perf)
+            changes = delivered(last["m"]) - delivered(first["m"])
+            secs = last["t"] - first["t"]
+            rc = self.stop(bridge)
+            self.stop(source)
+            read_rate = total / read_s if read_s > 0 else None
+            bridge_rate = changes / secs if secs > 0 else None
+            rows.append(dict(
+                pace=label, rate=rate, databases=dbs, changes=total,
+                read_changes_per_s=read_rate, read_cpu_us_per_change=read_cpu * 1e6 / total,
+                bridge_changes_per_s=bridge_rate,
+                bridge_cpu_us_per_change=(last["cpu"] - first["cpu"]) * 1e6 / changes if changes else None,
+                ratio=bridge_rate / read_rate if bridge_rate and read_rate else None,
+                switches_per_change=switches / changes if changes else None,
+                source_cpu_us_per_change=src_cpu * 1e6 / total, exit_code=rc))
+        self.results["pace"] = rows
+
+    def start_perf(self, pid, name):
+        """`perf record -g` on the bridge until finish_perf(); None when perf
+        is missing or not permitted here."""
+        if not shutil.which("perf"):
+            log("perf not found (scripts/install-deps.sh --bench installs it); no profile")
+            return None
+        data = os.path.join(self.work, name + ".data")
+        logf = open(os.path.join(self.work, name + ".log"), "w")
+        proc = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-o", data,
+                                 "-p", str(pid)], stdout=logf, stderr=subprocess.STDOUT)
+        time.sleep(0.3)
+        if proc.poll() is not None:
+            log("perf record could not start; see %s/%s.log" % (self.work, name))
+            return None
+        return proc, data
+
+    def finish_perf(self, perf):
+        proc, data = perf
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        report = ["perf", "report", "-i", data, "--no-children", "--stdio", "-g", "none"]
+        by_symbol = subprocess.run(report + ["--sort", "dso,symbol", "--percent-limit", "1.5"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=300).stdout
+        by_dso = subprocess.run(report + ["--sort", "dso", "--percent-limit", "0.5"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=300).stdout
+        inclusive = subprocess.run(["perf", "report", "-i", data, "--children", "--stdio", "-g", "none",
+                                    "--sort", "symbol", "--percent-limit", "4"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=300).stdout
+
+        def keep(text):
+            # perf pads with empty srcline columns ("-  -"); drop them.
+            return [re.sub(r"(\s+-)+\s*$", "", l.rstrip()) for l in text.splitlines()
+                    if l.strip() and not l.startswith("#")]
+        return dict(symbols=keep(by_symbol)[:25], dsos=keep(by_dso)[:12], inclusive=keep(inclusive)[:30])
+
     def scenario_micro(self):
         log("microbenchmarks")
         out = subprocess.run([self.args.micro_binary, "--benchmark_format=json",
@@ -402,6 +534,70 @@ def micro_table(rows):
     return "\n".join(lines)
 
 
+def pace_table(rows):
+    lines = ["| pace | databases | changes | plain read changes/s | plain read CPU µs/change | "
+             "bridge changes/s | bridge CPU µs/change | bridge context switches/change | catch-up ÷ plain read | "
+             "source CPU µs/change |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in rows:
+        lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |"
+                     % (p["pace"], p["databases"], fmt(p["changes"]), fmt(p["read_changes_per_s"], 0),
+                        fmt(p["read_cpu_us_per_change"], 2), fmt(p["bridge_changes_per_s"], 0),
+                        fmt(p["bridge_cpu_us_per_change"], 2), fmt(p.get("switches_per_change"), 2),
+                        "%s×" % fmt(p["ratio"], 2) if p["ratio"] is not None else "n/a",
+                        fmt(p["source_cpu_us_per_change"], 2)))
+    return "\n".join(lines)
+
+
+PACE_BEGIN = "<!-- pace:begin (written by bench/run --scenarios pace) -->"
+PACE_END = "<!-- pace:end -->"
+PACE_NOTES_BEGIN = "<!-- pace-notes:begin (kept by bench/run across runs) -->"
+PACE_NOTES_END = "<!-- pace-notes:end -->"
+
+
+def pace_section(args, runner, old):
+    """The "At a real CouchDB's pace" section, between markers; the notes
+    between the pace-notes markers of `old` (the previous report) are kept."""
+    r = runner.results
+    notes = "(No analysis yet.)"
+    if PACE_NOTES_BEGIN in old and PACE_NOTES_END in old:
+        notes = old.split(PACE_NOTES_BEGIN, 1)[1].split(PACE_NOTES_END, 1)[0].strip("\n")
+    parts = [PACE_BEGIN, "## At a real CouchDB's pace", "",
+             "Generated by `%s` (mode: %s) on %s UTC, all paces in one run on the same machine and broker."
+             % (args.command, args.mode, datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")), "",
+             "Source: `bench-source --couchdb-like --row-rate R`: CouchDB 3.4.3 framing (a normal feed flushes "
+             "1490-byte chunks, so each ~1.5 KB row is about one chunk; a continuous feed sends a chunk per row), "
+             "opaque `N-g1AAAA…` seqs of ~130 characters, each database paced to R rows/s (unpaced at full speed). "
+             "Plain read: one `curl` per database reading `_changes?include_docs=true` to /dev/null, all at once; "
+             "its CPU is curl's. Bridge: catch-up from 0 on the same source right after (its default `limit=2000` "
+             "batches with `seq_interval=100`, so it also reads `null` seqs), measured as in the throughput "
+             "scenario.", "",
+             pace_table(r.get("pace", [])), ""]
+    perf = r.get("perf_6000")
+    if perf:
+        parts += ["`perf record -e cpu-clock -F 999 -g` of the bridge during the 6,000/s catch-up (self time "
+                  "by shared object, then by symbol above 1.5 %):", "", "```"]
+        parts += perf["dsos"] + [""] + perf["symbols"] + ["```", ""]
+        parts += ["Inclusive (children) time by symbol above 4 %:", "", "```"] + perf.get("inclusive", []) + \
+            ["```", ""]
+    parts += [PACE_NOTES_BEGIN, notes, PACE_NOTES_END, "", PACE_END]
+    return "\n".join(parts)
+
+
+def splice_pace(text, section):
+    """Puts `section` in place of the marked pace section of `text`, or
+    before "## How it is measured", or at the end."""
+    if PACE_BEGIN in text and PACE_END in text:
+        before = text.split(PACE_BEGIN, 1)[0]
+        after = text.split(PACE_END, 1)[1]
+        return before + section + after
+    anchor = "## How it is measured"
+    if anchor in text:
+        before, after = text.split(anchor, 1)
+        return before + section + "\n\n" + anchor + after
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
 def run_text(cmd):
     try:
         return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -460,11 +656,20 @@ NOTES_END = "<!-- notes:end -->"
 def write_report(args, runner, table, goals, machine):
     r = runner.results
     kept = ""
+    old = ""
     if os.path.exists(args.output):
         with open(args.output) as f:
             old = f.read()
         if NOTES_BEGIN in old and NOTES_END in old:
             kept = old.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0].strip("\n")
+    if set(r) <= {"pace", "perf_6000"} and old:
+        # Only the pace scenario ran: update its section, keep the rest.
+        with open(args.output, "w") as f:
+            f.write(splice_pace(old, pace_section(args, runner, old)))
+        return
+    pace = pace_section(args, runner, old) if "pace" in r else ""
+    if not pace and PACE_BEGIN in old and PACE_END in old:
+        pace = PACE_BEGIN + old.split(PACE_BEGIN, 1)[1].split(PACE_END, 1)[0] + PACE_END
     s = runner.size
     parts = [
         "# Benchmarks",
@@ -506,6 +711,10 @@ def write_report(args, runner, table, goals, machine):
         "",
         micro_table(r.get("micro", [])),
         "",
+    ]
+    if pace:
+        parts += [pace, ""]
+    parts += [
         "## How it is measured",
         "",
         "- Source: `bench-source` (bench/source), a Beast server generating CommCare-shaped documents from a seed "
@@ -545,7 +754,8 @@ def main():
     p.add_argument("--brokers", required=True)
     p.add_argument("--output", help="markdown report to write (none: only print)")
     p.add_argument("--command", default="bench/run")
-    p.add_argument("--scenarios", default="micro,throughput,idle,checkpoints")
+    p.add_argument("--scenarios", default="micro,throughput,idle,checkpoints,pace")
+    p.add_argument("--perf", action="store_true", help="profile the bridge with perf at the 6,000/s pace")
     p.add_argument("--keep-work", action="store_true")
     p.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
                    help="override one size of the mode, e.g. source_changes=50000 (repeatable)")
@@ -561,7 +771,8 @@ def main():
     failed = []
     try:
         for name, fn in [("micro", runner.scenario_micro), ("throughput", runner.scenario_source_and_bridge),
-                         ("idle", runner.scenario_idle), ("checkpoints", runner.scenario_checkpoints)]:
+                         ("idle", runner.scenario_idle), ("checkpoints", runner.scenario_checkpoints),
+                         ("pace", runner.scenario_pace)]:
             if name not in wanted:
                 continue
             try:
@@ -585,6 +796,11 @@ def main():
     if "micro" in runner.results:
         print()
         print(micro_table(runner.results["micro"]))
+    if "pace" in runner.results:
+        print()
+        print(pace_table(runner.results["pace"]))
+    for line in runner.results.get("perf_6000", {}).get("symbols", []):
+        print(line)
     print()
     print(json.dumps(runner.results, indent=1, default=str))
     if args.output:

@@ -69,8 +69,19 @@ void catalog::append_seq(std::string& out, std::uint64_t n) const
     // parse_since() find the position again, the rest is opaque filler.
     out += '"';
     append_uint(out, n);
+    auto const start = out.size();
     out += "-g1AAAAB";
     append_hex128(out, mix64(n), mix64(n + 1));
+    if (opt_.seq_bytes > 0) {
+        // Deterministic filler from the base64url alphabet CouchDB uses.
+        static constexpr std::string_view alphabet =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        auto state = mix64(n ^ 0x5eedU);
+        for (auto len = out.size() - start; len + 1 < opt_.seq_bytes; ++len) {
+            state = mix64(state);
+            out += alphabet[state % alphabet.size()];
+        }
+    }
     out += '"';
 }
 

@@ -20,6 +20,10 @@ struct catalog_options {
     seq_format seqs = seq_format::integer;
     unsigned deleted_permille = 10; // share of rows that are deletions
     docgen_options docs;
+    // Opaque seqs only: pad each seq to about this many characters with
+    // base64url-like filler, as CouchDB 3's are (115-260 characters in the
+    // recordings under tests/data/couchdb-3.4.3). 0: the short form.
+    std::size_t seq_bytes = 0;
 };
 
 // The synthetic content of the server: K databases named

@@ -10,6 +10,15 @@
 // Not a CouchDB: no writes, no filters, no auth; the data never changes after
 // startup, so a continuous feed sends heartbeats forever once it has served
 // the backlog (the "many idle databases" scenario).
+//
+// --couchdb-like frames responses as CouchDB 3.4.3 does (see the recordings
+// under tests/data/couchdb-3.4.3, e.g. 03b and 05c): a continuous feed sends
+// every row `{…}\n` as its own chunk; a normal feed sends `{"results":[\n`
+// alone, separates rows with `,\r\n` and flushes a chunk once it holds
+// 1490 bytes (chttpd's chunked_response_buffer_size), then a final `\n`
+// chunk. --row-rate paces every database to that many rows per second
+// (default 6,000 with --couchdb-like, about what a real CouchDB served on
+// this kind of machine), and seqs become opaque strings of ~130 characters.
 #include "bench/source/catalog.hpp"
 
 #include <CLI/CLI.hpp>
@@ -42,7 +51,9 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -64,6 +75,33 @@ struct server_stats {
     std::atomic<std::int64_t> open_feeds{0};
 };
 
+// CouchDB's chunked_response_buffer_size: a normal feed flushes its
+// buffered rows as a chunk once they reach this many bytes.
+constexpr std::size_t couch_chunk_bytes = 1490;
+
+using clock_type = std::chrono::steady_clock;
+
+// Hands out the send times of one database's rows at a fixed rate, shared by
+// every response of that database. Idle time earns at most `credit` of
+// rows, so a reader that comes back does not get a burst.
+class row_pacer {
+public:
+    // The time at which the next row may be sent (now or later); reserves it.
+    clock_type::time_point reserve(std::chrono::nanoseconds period)
+    {
+        constexpr auto credit = std::chrono::milliseconds(5);
+        std::lock_guard const lock(mutex_);
+        auto const now = clock_type::now();
+        auto const slot = std::max(next_, now - credit);
+        next_ = slot + period;
+        return slot;
+    }
+
+private:
+    std::mutex mutex_;
+    clock_type::time_point next_{};
+};
+
 struct server_state {
     catalog const& cat;
     server_stats stats;
@@ -71,7 +109,17 @@ struct server_state {
     // Live mode: every database gains one change per interval after startup
     // (0: the data is static).
     std::uint64_t live_interval_ms = 0;
-    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    // CouchDB framing (see the header comment).
+    bool couch_like = false;
+    // Rows per second per database (0: as fast as the socket takes them).
+    double row_rate = 0;
+    std::vector<row_pacer> pacers{};
+    clock_type::time_point started = clock_type::now();
+
+    std::chrono::nanoseconds row_period() const
+    {
+        return std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 / row_rate));
+    }
 
     // The current last seq of every database.
     std::uint64_t update_seq_now() const
@@ -197,14 +245,34 @@ struct feed_writer {
     std::uint64_t rows_in_response = 0;
 
     // Appends rows pos+1..target, flushing a chunk whenever the buffer is
-    // full. Between seq_interval rows `seq` is null, as CouchDB does; the
-    // last row of every call carries its seq. False: the client is gone.
+    // full (in CouchDB framing: after every continuous row, and at 1490 bytes
+    // for a normal feed). With a row rate, waits for each row's turn and
+    // flushes what is buffered before waiting. Between seq_interval rows
+    // `seq` is null, as CouchDB does; the last row of every call carries its
+    // seq. False: the client is gone.
     asio::awaitable<bool> emit_to(std::uint64_t target)
     {
-        auto counted_until = pos + 1; // rows before this one are in the stats
+        auto const flush_at = st.couch_like ? (continuous ? 1 : couch_chunk_bytes) : st.batch_bytes;
+        auto const separator = st.couch_like ? std::string_view{",\r\n"} : std::string_view{",\n"};
+        std::optional<asio::steady_timer> timer;
         for (auto n = pos + 1; n <= target; ++n) {
+            if (st.row_rate > 0) {
+                auto const slot = st.pacers[db].reserve(st.row_period());
+                if (slot > clock_type::now()) {
+                    if (!co_await write_chunk(sock, st, buf)) {
+                        co_return false;
+                    }
+                    if (!timer) {
+                        timer.emplace(sock.get_executor());
+                    }
+                    timer->expires_at(slot);
+                    if (auto [ec] = co_await timer->async_wait(tuple_awaitable); ec) {
+                        co_return false;
+                    }
+                }
+            }
             if (!continuous && rows_in_response > 0) {
-                buf += ",\n";
+                buf += separator;
             }
             ++rows_in_response;
             auto const with_seq = n == target || rows_in_response % seq_interval == 0;
@@ -212,18 +280,14 @@ struct feed_writer {
             if (continuous) {
                 buf += '\n';
             }
-            if (buf.size() >= st.batch_bytes) {
-                st.stats.rows.fetch_add(n + 1 - counted_until, std::memory_order_relaxed);
-                counted_until = n + 1;
+            st.stats.rows.fetch_add(1, std::memory_order_relaxed);
+            pos = n;
+            if (buf.size() >= flush_at) {
                 if (!co_await write_chunk(sock, st, buf)) {
                     co_return false;
                 }
             }
         }
-        if (target >= counted_until) {
-            st.stats.rows.fetch_add(target + 1 - counted_until, std::memory_order_relaxed);
-        }
-        pos = std::max(pos, target);
         co_return true;
     }
 };
@@ -290,6 +354,9 @@ asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::r
     };
     if (!continuous) {
         w.buf += "{\"results\":[\n";
+        if (st.couch_like && !co_await write_chunk(sock, st, w.buf)) {
+            co_return false;
+        }
     }
     if (!co_await w.emit_to(target_now())) {
         co_return false;
@@ -369,6 +436,13 @@ asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::r
     }
     if (!co_await write_chunk(sock, st, w.buf)) {
         co_return false;
+    }
+    if (st.couch_like) {
+        // CouchDB ends every feed with a lone newline chunk.
+        std::string nl = "\n";
+        if (!co_await write_chunk(sock, st, nl)) {
+            co_return false;
+        }
     }
     co_return co_await write_raw(sock, "0\r\n\r\n") && req.keep_alive();
 }
@@ -483,6 +557,8 @@ int main(int argc, char** argv)
     unsigned threads = 1;
     std::size_t batch_kib = 256;
     std::uint64_t live_interval_ms = 0;
+    bool couch_like = false;
+    std::optional<double> row_rate;
     app.add_option("--listen", listen, "Address to bind")->capture_default_str();
     app.add_option("--port", port, "Port to bind (0: any free port)")->capture_default_str();
     app.add_option("--port-file", port_file, "Write the bound port to this file once listening");
@@ -505,7 +581,21 @@ int main(int argc, char** argv)
     app.add_option("--live-interval-ms", live_interval_ms,
                    "After startup every database gains one change per this many ms (0: static data)")
         ->capture_default_str();
+    app.add_flag("--couchdb-like", couch_like,
+                 "Frame responses as CouchDB 3.4.3 does (a chunk per continuous row, 1490-byte chunks for normal "
+                 "feeds), opaque seqs of ~130 characters, rows paced by --row-rate");
+    app.add_option("--row-rate", row_rate,
+                   "Rows per second per database (0: unpaced; default 6000 with --couchdb-like, else 0)")
+        ->check(CLI::Range(0.0, 1e9));
+    app.add_option("--seq-bytes", opt.seq_bytes,
+                   "Opaque seqs: pad to about this many characters (default 130 with --couchdb-like, else short)");
     CLI11_PARSE(app, argc, argv);
+    if (couch_like) {
+        seqs = "opaque";
+        if (opt.seq_bytes == 0) {
+            opt.seq_bytes = 130;
+        }
+    }
     opt.seqs = seqs == "opaque" ? bench_source::seq_format::opaque : bench_source::seq_format::integer;
 
     try {
@@ -514,6 +604,9 @@ int main(int argc, char** argv)
         auto const gen_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                                   started);
         server_state st{cat, {}, batch_kib * 1024, live_interval_ms};
+        st.couch_like = couch_like;
+        st.row_rate = row_rate.value_or(couch_like ? 6000.0 : 0.0);
+        st.pacers = std::vector<row_pacer>(cat.databases());
 
         asio::io_context ioc{static_cast<int>(threads)};
         tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address(listen), port));
@@ -522,7 +615,10 @@ int main(int argc, char** argv)
         std::cerr << "bench-source: listening on " << listen << ":" << bound << " (" << cat.databases()
                   << " databases x " << cat.changes_per_db() << " changes, " << cat.pool().size()
                   << " pre-generated documents in " << gen_ms.count() << " ms, average row "
-                  << cat.average_row_bytes() << " bytes with include_docs, seqs " << seqs << ")" << std::endl;
+                  << cat.average_row_bytes() << " bytes with include_docs, seqs " << seqs
+                  << (couch_like ? ", CouchDB framing" : "") << ", row rate "
+                  << (st.row_rate > 0 ? std::to_string(st.row_rate) + "/s per database" : std::string{"unpaced"})
+                  << ")" << std::endl;
         if (!port_file.empty()) {
             // Write then rename, so a reader never sees a half-written port.
             auto const tmp = port_file + ".tmp";
