@@ -187,6 +187,7 @@ int run_bridge(config const& cfg) {
             auto pos = store->get(key);
             couch::feed_options fo;
             fo.database = db;
+            fo.heartbeat = cfg.couch_heartbeat;
             std::optional<std::string> start;
             if (pos) {
                 fo.since = couch::since::from(couch::seq::from_raw_json(pos->seq_json));
@@ -198,7 +199,8 @@ int run_bridge(config const& cfg) {
                 spdlog::info("db {}: no checkpoint, starting from since={}", db, cfg.initial_since);
             }
             pipelines.push_back(std::make_unique<pipeline>(
-                ioc.get_executor(), client, std::move(fo), key, start, window_limits{},
+                ioc.get_executor(), client, std::move(fo), key, start,
+                window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes},
                 pipeline::dependencies{*producer, *routes, flusher, registry}));
         }
     } catch (std::exception const& e) {
