@@ -197,6 +197,7 @@ def main(argv):
     if os.geteuid() != 0:
         print("fault lab: skipped, it needs root (network and mount namespaces)", file=sys.stderr)
         return 77
+    args.bridge = os.path.abspath(args.bridge)
     if not os.access(args.bridge, os.X_OK):
         print(f"fault lab: no bridge binary at {args.bridge} (build it, or pass --bridge)", file=sys.stderr)
         return 2
@@ -249,8 +250,7 @@ def main(argv):
         text, failures = report.render(result)
         print(text)
         if args.report:
-            with open(args.report, "w") as f:
-                f.write(text)
+            report.write(args.report, text)
             log(f"report written to {args.report}")
         if failures:
             log("FAILED: " + "; ".join(failures) + f" (work dir kept: {work})")

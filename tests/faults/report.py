@@ -166,6 +166,24 @@ def render(r):
     return "\n".join(lines) + "\n", failures
 
 
+KEEP_MARKER = "<!-- end of the generated part; what follows is kept when the lab rewrites this file -->"
+
+
+def write(path, text):
+    """Writes the report to path, keeping whatever an earlier file had after
+    KEEP_MARKER (hand-written findings)."""
+    kept = ""
+    try:
+        with open(path) as f:
+            old = f.read()
+        if KEEP_MARKER in old:
+            kept = old.split(KEEP_MARKER, 1)[1]
+    except FileNotFoundError:
+        pass
+    with open(path, "w") as f:
+        f.write(text + "\n" + KEEP_MARKER + kept)
+
+
 def _watchdog(r):
     hb = r.args.heartbeat_ms / 1000
     parts = [o for o in r.outcomes if o.fault.kind == "partition_couch"]
