@@ -286,13 +286,13 @@ class Injector:
         w.spaces.fill()
         o.notes["free_kib_when_full"] = w.spaces.usage()[1]
         try:
+            until = time.time() + o.fault.duration
             if o.fault.params.get("restart_while_full"):
                 with w.bridge.lock:
                     w.bridge.signal(signal.SIGKILL)
                     w.bridge.wait(30)
                     o.notes["started_on_full_disk"] = w.bridge.try_start(o.fault.duration)
-            else:
-                time.sleep(o.fault.duration)
+            time.sleep(max(0.0, until - time.time()))
         finally:
             w.spaces.free()
         if o.fault.params.get("restart_while_full") and not o.notes["started_on_full_disk"]:
