@@ -41,6 +41,7 @@ class Monitor(threading.Thread):
         self.samples = []
         self.latest = None
         self.restarts_after_crash = 0
+        self.errors = []
         self._halt = threading.Event()
 
     def run(self):
@@ -53,6 +54,9 @@ class Monitor(threading.Thread):
                         self.bridge.crashed = False
                         self.restarts_after_crash += 1
                         self.bridge.start()
+                except RuntimeError as e:  # did not come back: retried on the next sample
+                    self.bridge.crashed = True
+                    self.errors.append(str(e))
                 finally:
                     self.bridge.lock.release()
             self._halt.wait(self.period)
@@ -225,10 +229,12 @@ class Injector:
             for s in during:
                 if s.alive and s.in_flight and max(s.in_flight.values()) >= window:
                     run.append(s)
-                else:
-                    run and runs.append(run)
-                    run = []
-            run and runs.append(run)
+                    continue
+                if run:
+                    runs.append(run)
+                run = []
+            if run:
+                runs.append(run)
             if runs:
                 longest = max(runs, key=lambda r: r[-1].t - r[0].t)
                 first, last = longest[0], longest[-1]

@@ -245,7 +245,7 @@ def main(argv):
             final_status=final_status, final_rc=final_rc, final_store=final_store, quiesce_s=took,
             kafka_outage_rss_kib=injector.kafka_outage_rss_kib,
             peak_rss_kib=max((s.rss_kib for s in w.monitor.samples), default=0),
-            writer=w.writer, bridge=w.bridge, monitor=w.monitor, lab_errors=injector.errors,
+            writer=w.writer, bridge=w.bridge, monitor=w.monitor, lab_errors=injector.errors + w.monitor.errors,
             duration_s=time.time() - started, databases=w.databases)
         text, failures = report.render(result)
         print(text)
