@@ -62,11 +62,12 @@ class Monitor(threading.Thread):
             self._halt.wait(self.period)
 
     def sample(self):
+        t = time.time()  # when the question was asked: a stopped bridge answers late
         alive = self.bridge.check_alive()
         code, text = self.bridge.ready() if alive else (None, "")
         st = self.bridge.status() if alive else None
         dbs = (st or {}).get("databases", {})
-        return Sample(time.time(), alive, code == 200, text if code != 200 else "",
+        return Sample(t, alive, code == 200, text if code != 200 else "",
                       {d: v.get("state") for d, v in dbs.items()},
                       {d: v.get("in_flight", 0) for d, v in dbs.items()},
                       {d: v.get("rows_read", 0) for d, v in dbs.items()},
@@ -293,15 +294,19 @@ class Injector:
         o.notes["free_kib_when_full"] = w.spaces.usage()[1]
         try:
             until = time.time() + o.fault.duration
-            if o.fault.params.get("restart_while_full"):
-                with w.bridge.lock:
+            # Another fault may hold the bridge, restarting it against this
+            # full disk: do not wait for it while the disk stays full.
+            if o.fault.params.get("restart_while_full") and w.bridge.lock.acquire(timeout=o.fault.duration / 2):
+                try:
                     w.bridge.signal(signal.SIGKILL)
                     w.bridge.wait(30)
-                    o.notes["started_on_full_disk"] = w.bridge.try_start(o.fault.duration)
+                    o.notes["started_on_full_disk"] = w.bridge.try_start(max(1.0, until - time.time()))
+                finally:
+                    w.bridge.lock.release()
             time.sleep(max(0.0, until - time.time()))
         finally:
             w.spaces.free()
-        if o.fault.params.get("restart_while_full") and not o.notes["started_on_full_disk"]:
+        if o.notes.get("started_on_full_disk") is False:
             with w.bridge.lock:
                 w.bridge.start()
         freed = time.time()

@@ -415,6 +415,13 @@ class Bridge:
                     return
                 time.sleep(0.1)
             if time.monotonic() >= deadline:
+                # Never leave a bridge behind that the lab no longer tracks:
+                # it would hold the store's lock against every later start.
+                self.expected_exit = True
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait()
+                self.crashed = True  # the monitor keeps trying
                 raise RuntimeError(f"the bridge did not become healthy within {timeout} s; see {self.log_path}")
             self.startup_failures += 1
             time.sleep(1)
