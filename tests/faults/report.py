@@ -104,6 +104,8 @@ def render(r):
         failures.append(f"kinds injected fewer than {a.min_each} times: {short}")
     if r.quiesce_s is None:
         failures.append(f"not quiescent within {a.quiesce_timeout:.0f} s after healing")
+    if r.bridge.double_starts:
+        failures.append(f"lab error: {r.bridge.double_starts} start(s) while a bridge was still running")
     if r.lab_errors:
         failures.append(f"lab errors: {r.lab_errors[:3]}")
 

@@ -360,6 +360,7 @@ class Bridge:
         self.startup_failures = 0
         self.starts = 0
         self.stopped_by_signal = False  # SIGSTOPped right now
+        self.double_starts = 0  # starts asked for while a bridge still ran (a lab bug if > 0)
         self.starting = False
         self.crashed = False  # exited without being asked to; the monitor restarts it
 
@@ -373,11 +374,23 @@ class Bridge:
         finally:
             self.starting = False
 
+    def _replace_running(self):
+        """A start supersedes a pending crash restart, and never runs next
+        to an earlier bridge: that one would answer /healthz for the new one
+        and hold the store's lock against it."""
+        self.crashed = False
+        if self.proc is not None and self.proc.poll() is None:
+            self.double_starts += 1
+            self.expected_exit = True
+            self.proc.kill()
+            self.proc.wait()
+
     def try_start(self, timeout):
         """Starts the bridge once; True when it became healthy within
         timeout, False when it exited or did not answer (it is then killed)."""
         self.starting = True
         try:
+            self._replace_running()
             with open(self.log_path, "a") as log:
                 log.write(f"\n==== fault lab: start {self.starts + 1} (one try) at {time.strftime('%H:%M:%S')} ====\n")
                 log.flush()
@@ -401,6 +414,7 @@ class Bridge:
 
     def _start(self, deadline, timeout):
         while True:
+            self._replace_running()
             with open(self.log_path, "a") as log:
                 log.write(f"\n==== fault lab: start {self.starts + 1} at {time.strftime('%H:%M:%S')} ====\n")
                 log.flush()
