@@ -308,7 +308,8 @@ class Injector:
             w.spaces.free()
         if o.notes.get("started_on_full_disk") is False:
             with w.bridge.lock:
-                w.bridge.start()
+                if w.bridge.pid() is None:  # another fault may have started it meanwhile
+                    w.bridge.start()
         freed = time.time()
         during = w.monitor.between(o.started, freed)
         o.notes["readyz_showed_it"] = any("checkpoints" in s.readyz for s in during)
