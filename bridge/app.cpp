@@ -1,5 +1,7 @@
 #include "bridge/app.hpp"
 
+#include "bridge/admin_api.hpp"
+#include "bridge/fleet.hpp"
 #include "bridge/pipeline.hpp"
 #include "bridge/routing.hpp"
 #include "checkpoint/flusher.hpp"
@@ -9,6 +11,7 @@
 #include "common/redact.hpp"
 #include "common/version.hpp"
 #include "couch/changes_feed.hpp"
+#include "couch/source.hpp"
 #include "kafka/producer.hpp"
 #include "kafka/embedded_cluster.hpp"
 #include "kafka/version.hpp"
@@ -24,14 +27,24 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <random>
 #include <thread>
 #include <unistd.h>
 
@@ -48,10 +61,9 @@ std::string iso_time(std::chrono::system_clock::time_point t) {
     return format_timestamp(t);
 }
 
-boost::json::value status_json(std::vector<std::unique_ptr<pipeline>> const& pipelines) {
+boost::json::value status_json(std::vector<pipeline_status> const& statuses) {
     boost::json::object dbs;
-    for (auto const& p : pipelines) {
-        auto s = p->status();
+    for (auto const& s : statuses) {
         boost::json::object o;
         o["state"] = s.state;
         o["ready"] = s.ready;
@@ -75,13 +87,203 @@ boost::json::value status_json(std::vector<std::unique_ptr<pipeline>> const& pip
         o["last_row_time"] = s.last_row_time == std::chrono::system_clock::time_point{}
                                  ? boost::json::value(nullptr)
                                  : boost::json::value(iso_time(s.last_row_time));
+        o["unpublishable"] = s.unpublishable;
+        o["last_unpublishable"] =
+            s.last_unpublishable.empty() ? boost::json::value(nullptr) : boost::json::value(s.last_unpublishable);
         dbs[s.database] = std::move(o);
     }
     return dbs;
 }
 
-couch::since parse_since(std::string const& s) {
-    return s == "now" ? couch::since::now() : couch::since::beginning();
+
+boost::json::value source_json(couch::source const& src) {
+    auto h = src.status();
+    boost::json::object o;
+    o["name"] = src.name();
+    o["state"] = h.state;
+    boost::json::object errors;
+    for (auto const& [reason, n] : h.errors) {
+        errors[reason] = n;
+    }
+    o["errors"] = std::move(errors);
+    o["last_error"] = h.last_error.empty() ? boost::json::value(nullptr) : boost::json::value(h.last_error);
+    o["last_error_time"] = h.last_error_time == std::chrono::system_clock::time_point{}
+                               ? boost::json::value(nullptr)
+                               : boost::json::value(iso_time(h.last_error_time));
+    o["connecting"] = h.connecting;
+    o["waiting"] = h.waiting;
+    o["max_connecting"] = h.max_connecting;
+    return o;
+}
+
+// --selector: a JSON object, normalized; "" when not given. Throws
+// std::invalid_argument naming the flag.
+std::string selector_text(std::string const& s) {
+    if (s.empty()) {
+        return {};
+    }
+    boost::system::error_code ec;
+    auto v = boost::json::parse(s, ec);
+    if (ec || !v.is_object()) {
+        throw std::invalid_argument("--selector must be a JSON object (a Mango selector), e.g. "
+                                    "'{\"doc_type\":\"CommCareCase\"}'");
+    }
+    return boost::json::serialize(v);
+}
+
+// --doc-ids FILE: a JSON array of strings, or one id per line. Throws
+// std::invalid_argument naming the file.
+std::vector<std::string> read_doc_ids(std::string const& path) {
+    std::vector<std::string> ids;
+    if (path.empty()) {
+        return ids;
+    }
+    std::ifstream in(path);
+    if (!in) {
+        throw std::invalid_argument("--doc-ids: cannot read " + path + ": " + std::strerror(errno));
+    }
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto const first = text.find_first_not_of(" \t\r\n");
+    if (first != std::string::npos && text[first] == '[') {
+        boost::system::error_code ec;
+        auto v = boost::json::parse(text, ec);
+        if (ec || !v.is_array()) {
+            throw std::invalid_argument("--doc-ids: " + path + " starts like a JSON array but is not one");
+        }
+        for (auto const& x : v.as_array()) {
+            if (!x.is_string()) {
+                throw std::invalid_argument("--doc-ids: " + path + ": every id must be a string");
+            }
+            ids.emplace_back(x.as_string());
+        }
+    } else {
+        std::istringstream lines(text);
+        for (std::string line; std::getline(lines, line);) {
+            while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+                line.pop_back();
+            }
+            if (!line.empty()) {
+                ids.push_back(line);
+            }
+        }
+    }
+    if (ids.empty()) {
+        throw std::invalid_argument("--doc-ids: " + path + " holds no document id");
+    }
+    return ids;
+}
+
+// A checkpoint directory that lives as long as the process: what the
+// embedded cluster gets unless a directory is given, because its records
+// vanish at exit and positions it acknowledged must never outlive them.
+class throwaway_dir {
+public:
+    throwaway_dir() {
+        auto base = std::filesystem::temp_directory_path() / "couch-kafka-bridge-checkpoints-XXXXXX";
+        std::string templ = base.string();
+        if (::mkdtemp(templ.data()) == nullptr) {
+            throw std::runtime_error("cannot create a throw-away checkpoint directory under " +
+                                     base.parent_path().string() + ": " + std::strerror(errno));
+        }
+        path_ = templ;
+    }
+    ~throwaway_dir() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path_, ignored);
+    }
+    throwaway_dir(throwaway_dir const&) = delete;
+    throwaway_dir& operator=(throwaway_dir const&) = delete;
+    std::string const& path() const noexcept { return path_; }
+
+private:
+    std::string path_;
+};
+
+// The flusher's writer: records which Kafka cluster the positions belong to
+// before the first of them is written (once), and refuses to write them
+// while that is not known yet.
+class cluster_bound_writer final : public checkpoint::position_writer {
+public:
+    cluster_bound_writer(checkpoint::store& store, std::function<std::string(std::chrono::milliseconds)> cluster_of,
+                         std::string verified)
+        : store_(store), cluster_of_(std::move(cluster_of)), recorded_(!verified.empty()) {}
+
+    boost::system::error_code write(std::vector<std::pair<checkpoint::key, checkpoint::position>> const& entries) override {
+        std::lock_guard lock(mutex_);
+        if (!recorded_) {
+            auto const id = cluster_of_(std::chrono::milliseconds(0));
+            if (id.empty()) {
+                detail_ = "the Kafka cluster id is not known yet (are the brokers reachable?); checkpoints are "
+                          "written once it is";
+                return checkpoint::make_error_code(checkpoint::store_errc::io);
+            }
+            if (auto ec = store_.put_meta("kafka_cluster_id", id)) {
+                detail_.clear();
+                return ec;
+            }
+            spdlog::info("Kafka cluster id {} recorded with the checkpoints", id);
+            recorded_ = true;
+        }
+        detail_.clear();
+        return store_.write(entries);
+    }
+
+    std::string last_error_detail() const override {
+        std::lock_guard lock(mutex_);
+        return detail_.empty() ? store_.last_error_detail() : detail_;
+    }
+
+private:
+    checkpoint::store& store_;
+    std::function<std::string(std::chrono::milliseconds)> cluster_of_;
+    mutable std::mutex mutex_;
+    bool recorded_;
+    std::string detail_;
+};
+
+// Checkpoints are only valid for the Kafka cluster that acknowledged them.
+// Compares the cluster the store remembers with the one connected now and
+// acts by policy. Returns false (after logging why) when the bridge must not
+// start.
+bool check_kafka_cluster(checkpoint::store& store, std::string const& cluster, std::string const& policy) {
+    auto const stored = store.get_meta("kafka_cluster_id");
+    if (stored && *stored == cluster) {
+        return true;
+    }
+    auto const positions = store.list();
+    if (stored && !positions.empty()) {
+        if (policy == "refuse") {
+            spdlog::error("the checkpoints in {} were acknowledged by Kafka cluster {}, but the brokers given are "
+                          "cluster {}: the records they cover are not in this cluster. Refusing to start. Choose: "
+                          "--kafka-cluster-change=restart publishes every database from the start again into this "
+                          "cluster; --kafka-cluster-change=keep trusts the positions (only if the topics were "
+                          "mirrored from {} to {})",
+                          store.dir(), *stored, cluster, *stored, cluster);
+            return false;
+        }
+        if (policy == "restart") {
+            for (auto const& [k, pos] : positions) {
+                if (auto ec = store.erase(k)) {
+                    throw std::runtime_error("cannot drop the checkpoint of " + k.database + ": " + ec.message());
+                }
+            }
+            spdlog::warn("Kafka cluster changed from {} to {} (--kafka-cluster-change=restart): dropped {} "
+                         "checkpoint(s); every database starts again as if new",
+                         *stored, cluster, positions.size());
+        } else {
+            spdlog::warn("Kafka cluster changed from {} to {} (--kafka-cluster-change=keep): keeping {} "
+                         "checkpoint(s); records they cover must already be in the new cluster",
+                         *stored, cluster, positions.size());
+        }
+    } else if (!stored && !positions.empty()) {
+        spdlog::warn("the checkpoints in {} carry no Kafka cluster id (written by an earlier version): adopting "
+                     "them for cluster {}",
+                     store.dir(), cluster);
+    }
+    if (auto ec = store.put_meta("kafka_cluster_id", cluster)) {
+        throw std::runtime_error("cannot record the Kafka cluster id in " + store.dir() + ": " + ec.message());
+    }
+    return true;
 }
 
 } // namespace
@@ -99,8 +301,8 @@ std::string checkpoint_source(config const& cfg) {
 
 int run_bridge(config const& cfg) {
     if (cfg.databases.empty()) {
-        spdlog::error("no database to follow: give --db NAME (repeatable) or COUCH_BRIDGE_DB=a,b");
-        return 2;
+        spdlog::warn("no --db given: following only the databases the admin API added (PUT /databases/NAME); "
+                     "give --db NAME (repeatable) or COUCH_BRIDGE_DB=a,b");
     }
     asio::io_context ioc;
     auto work = asio::make_work_guard(ioc);
@@ -111,11 +313,15 @@ int run_bridge(config const& cfg) {
                                             {"rocksdb", checkpoint::rocksdb_version()}});
 
     // Everything that can fail at startup fails here, before any feed opens.
+    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    std::unique_ptr<throwaway_dir> scratch;
     std::unique_ptr<kafka::embedded_cluster> embedded;
     std::unique_ptr<kafka::producer> producer;
     std::unique_ptr<checkpoint::store> store;
     std::optional<router> routes;
     std::unique_ptr<metrics::http_server> http;
+    std::function<std::string(std::chrono::milliseconds)> cluster_of; // the connected cluster's id ("" unknown)
+    std::string cluster;                                                 // verified at startup, if it had to be
     try {
         routing_options ropts;
         ropts.default_topic = cfg.default_topic;
@@ -123,7 +329,15 @@ int run_bridge(config const& cfg) {
         ropts.route_missing_doc_type = cfg.route_missing_doc_type;
         routes.emplace(router::from_spec(cfg.routing, ropts));
 
-        store = checkpoint::store::open(cfg.checkpoint_dir);
+        std::string checkpoint_dir = cfg.checkpoint_dir;
+        if (cfg.kafka_brokers == "embedded" && !cfg.checkpoint_dir_given) {
+            scratch = std::make_unique<throwaway_dir>();
+            checkpoint_dir = scratch->path();
+            spdlog::info("embedded Kafka: checkpoints go to the throw-away directory {} (removed at exit), since "
+                         "the embedded cluster's records vanish with the process; give --checkpoint-dir to keep them",
+                         checkpoint_dir);
+        }
+        store = checkpoint::store::open(checkpoint_dir);
 
         kafka::producer_config pcfg;
         if (cfg.kafka_brokers == "embedded") {
@@ -139,6 +353,9 @@ int run_bridge(config const& cfg) {
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
         if (cfg.create_topics) {
             auto topics = routes->known_topics();
+            if (cfg.on_unpublishable == "dlq") {
+                topics.push_back(cfg.dlq_topic);
+            }
             if (embedded) {
                 // The mock cluster has no CreateTopics API; it creates them directly.
                 embedded->create_topics(topics, cfg.topic_partitions);
@@ -151,6 +368,52 @@ int run_bridge(config const& cfg) {
         }
 
         http = std::make_unique<metrics::http_server>(ioc.get_executor(), cfg.http_listen, registry);
+
+        // Checkpoints are trusted only for the Kafka cluster that
+        // acknowledged them. A store that holds positions waits here until
+        // the brokers tell their cluster id, and is checked against it; an
+        // empty one starts at once and records the id with its first write
+        // (an acknowledgement implies the metadata that carries the id).
+        std::string const embedded_suffix =
+            embedded ? "-" + std::to_string(std::random_device{}()) + std::to_string(std::random_device{}()) : "";
+        cluster_of = [&producer, embedded_suffix, is_embedded = embedded != nullptr](std::chrono::milliseconds t) {
+            auto id = producer->cluster_id(t);
+            // The mock cluster's id is fixed, but every embedded cluster is a
+            // new one whose records vanish at exit: make its id unique.
+            return id.empty() || !is_embedded ? id : "embedded-" + id + embedded_suffix;
+        };
+        if (!store->list().empty()) {
+            int startup_signal = 0;
+            signals.async_wait([&](boost::system::error_code ec, int sig) {
+                if (!ec) {
+                    startup_signal = sig;
+                }
+            });
+            auto const wait_started = std::chrono::steady_clock::now();
+            for (int attempt = 0; cluster.empty(); ++attempt) {
+                cluster = cluster_of(std::chrono::seconds(2));
+                ioc.poll();
+                if (startup_signal != 0) {
+                    spdlog::info("signal {} before startup finished: stopping", startup_signal);
+                    return 0;
+                }
+                if (cluster.empty() && attempt % 5 == 4) {
+                    spdlog::warn("still waiting for the Kafka cluster id from {} ({} s) before trusting the "
+                                 "checkpoints: are the brokers reachable?",
+                                 embedded ? std::string("the embedded cluster") : cfg.kafka_brokers,
+                                 std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                                  wait_started)
+                                     .count());
+                }
+            }
+            signals.cancel();
+            ioc.poll();
+            ioc.restart();
+            spdlog::info("Kafka cluster id {}", cluster);
+            if (!check_kafka_cluster(*store, cluster, cfg.kafka_cluster_change)) {
+                return 2;
+            }
+        }
     } catch (std::exception const& e) {
         spdlog::error("startup failed: {}", common::redact_secret(e.what(), cfg.couch_password));
         return 2;
@@ -168,7 +431,8 @@ int run_bridge(config const& cfg) {
         });
     }
 
-    checkpoint::flusher flusher(ioc.get_executor(), *store, cfg.checkpoint_interval, registry, common::version);
+    cluster_bound_writer writer(*store, cluster_of, cluster);
+    checkpoint::flusher flusher(ioc.get_executor(), writer, cfg.checkpoint_interval, registry, common::version);
 
     couch::client_config client;
     client.url = cfg.couch_url;
@@ -179,40 +443,44 @@ int run_bridge(config const& cfg) {
     client.ca_file = cfg.couch_ca_file;
     client.tls_verify = cfg.couch_tls_verify;
 
+    publish_options publishing;
+    publishing.payload = parse_payload_mode(cfg.payload);
+    publishing.on_unpublishable = parse_unpublishable_policy(cfg.on_unpublishable);
+    publishing.dlq_topic = cfg.dlq_topic;
+    publishing.include_doc_types = cfg.include_doc_types;
+    publishing.exclude_doc_types = cfg.exclude_doc_types;
+
     auto const source = checkpoint_source(cfg);
-    std::vector<std::unique_ptr<pipeline>> pipelines;
+    couch::source_options sopts;
+    sopts.max_connecting = static_cast<std::size_t>(cfg.couch_max_connecting);
+    auto const couch_source = std::make_shared<couch::source>(common::redact_url(cfg.couch_url), sopts, registry);
+    couch::feed_options feed_template;
+    feed_template.keep_doc_text = publishing.payload != payload_mode::stub;
+    feed_template.heartbeat = cfg.couch_heartbeat;
     try {
-        for (auto const& db : cfg.databases) {
-            checkpoint::key key{source, db};
-            auto pos = store->get(key);
-            couch::feed_options fo;
-            fo.database = db;
-            fo.heartbeat = cfg.couch_heartbeat;
-            std::optional<std::string> start;
-            if (pos) {
-                fo.since = couch::since::from(couch::seq::from_raw_json(pos->seq_json));
-                start = pos->seq_json;
-                flusher.restore(key, *pos);
-                spdlog::info("db {}: resuming from checkpoint {}", db, pos->seq_json);
-            } else {
-                fo.since = parse_since(cfg.initial_since);
-                spdlog::info("db {}: no checkpoint, starting from since={}", db, cfg.initial_since);
-            }
-            pipelines.push_back(std::make_unique<pipeline>(
-                ioc.get_executor(), client, std::move(fo), key, start,
-                window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes},
-                pipeline::dependencies{*producer, *routes, flusher, registry}));
+        feed_template.selector = selector_text(cfg.selector);
+        feed_template.doc_ids = read_doc_ids(cfg.doc_ids_file);
+        feed_template.filter = cfg.filter;
+        int const kinds = !feed_template.selector.empty() + !feed_template.doc_ids.empty() + !cfg.filter.empty();
+        if (kinds > 1) {
+            throw std::invalid_argument("give at most one of --selector, --doc-ids and --filter");
+        }
+        if (!cfg.filter.empty() && cfg.filter.find('/') == std::string::npos) {
+            throw std::invalid_argument("--filter must be ddoc/name, not '" + cfg.filter + "'");
         }
     } catch (std::exception const& e) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
     }
-
+    fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
+                                        window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
+                                        pipeline::dependencies{*producer, *routes, flusher, registry, publishing},
+                                        *store});
+    register_admin_api(*http, databases, cfg.admin_token);
     http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });
-    http->handle("/readyz", [&pipelines, &flusher] {
+    http->handle("/readyz", [&databases, &flusher] {
         std::string not_ready;
-        for (auto const& p : pipelines) {
-            auto s = p->status();
+        for (auto const& s : databases.statuses()) {
             if (!s.ready) {
                 not_ready += s.database + ": " + s.state + (s.last_error.empty() ? "" : " (" + s.last_error + ")") + "\n";
             }
@@ -226,10 +494,11 @@ int run_bridge(config const& cfg) {
         }
         return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
     });
-    http->handle("/status", [&pipelines, &flusher] {
+    http->handle("/status", [&databases, &flusher, &couch_source] {
         boost::json::object root;
         root["version"] = common::version;
-        root["databases"] = status_json(pipelines);
+        root["source"] = source_json(*couch_source);
+        root["databases"] = status_json(databases.statuses());
         auto h = flusher.status();
         boost::json::object ck;
         ck["consecutive_failures"] = h.consecutive_failures;
@@ -244,24 +513,16 @@ int run_bridge(config const& cfg) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
     }
-    spdlog::info("couch-kafka-bridge {} following {} database(s) of {}; metrics on http://{}:{}/metrics",
-                 common::version, pipelines.size(), common::redact_url(cfg.couch_url),
-                 cfg.http_listen.substr(0, cfg.http_listen.rfind(':')), http->port());
-
     asio::co_spawn(ioc, flusher.run(), asio::detached);
-    for (auto& p : pipelines) {
-        auto* raw = p.get();
-        asio::co_spawn(raw->strand(), raw->run(), [raw](std::exception_ptr e) {
-            if (!e) {
-                return;
-            }
-            try {
-                std::rethrow_exception(e);
-            } catch (std::exception const& ex) {
-                spdlog::critical("db {}: pipeline stopped by an unexpected error: {}", raw->database(), ex.what());
-            }
-        });
+    try {
+        databases.start(cfg.databases);
+    } catch (std::exception const& e) {
+        spdlog::error("startup failed: {}", e.what());
+        return 2;
     }
+    spdlog::info("couch-kafka-bridge {} following {} database(s) of {}; metrics on http://{}:{}/metrics",
+                 common::version, databases.statuses().size(), common::redact_url(cfg.couch_url),
+                 cfg.http_listen.substr(0, cfg.http_listen.rfind(':')), http->port());
 
     // Progress while catching up: rows read, pending, rate, ETA.
     std::atomic<bool> stopping{false};
@@ -277,8 +538,7 @@ int run_bridge(config const& cfg) {
                 if (stopping) {
                     break;
                 }
-                for (auto const& p : pipelines) {
-                    auto s = p->status();
+                for (auto const& s : databases.statuses()) {
                     auto& prev = last_rows[s.database];
                     auto delta = s.rows_read - prev;
                     prev = s.rows_read;
@@ -299,7 +559,6 @@ int run_bridge(config const& cfg) {
 
     // Shutdown: stop reading, wait (bounded) for acknowledgements, flush.
     int exit_code = 0;
-    asio::signal_set signals(ioc, SIGINT, SIGTERM);
     auto first_signal_at = std::chrono::steady_clock::time_point{};
     // A second signal exits at once. One that arrives within 500 ms of the
     // first is taken as the same request delivered twice (`timeout`, a shell
@@ -329,20 +588,14 @@ int run_bridge(config const& cfg) {
         asio::co_spawn(
             ioc,
             [&, sig]() -> asio::awaitable<void> {
-                std::size_t in_flight = 0;
-                for (auto& p : pipelines) {
-                    p->stop();
-                    in_flight += p->in_flight();
-                }
+                databases.stop_all();
+                std::size_t in_flight = databases.in_flight();
                 spdlog::info("signal {}: stopping; waiting up to {} ms for {} in-flight record(s)", sig,
                              cfg.shutdown_timeout.count(), in_flight);
                 auto deadline = std::chrono::steady_clock::now() + cfg.shutdown_timeout;
                 asio::steady_timer t(ioc);
                 for (;;) {
-                    in_flight = 0;
-                    for (auto& p : pipelines) {
-                        in_flight += p->in_flight();
-                    }
+                    in_flight = databases.in_flight();
                     if (in_flight == 0 || std::chrono::steady_clock::now() >= deadline) {
                         break;
                     }

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <charconv>
+#include <stdexcept>
 #include <cstdint>
 
 namespace bridge {
@@ -206,6 +207,35 @@ void append_json_string(std::string_view s, std::string& out) {
     }
     out.append(s.data() + run_start, s.size() - run_start);
     out += '"';
+}
+
+payload_mode parse_payload_mode(std::string_view s) {
+    if (s == "stub") {
+        return payload_mode::stub;
+    }
+    if (s == "stub+doc") {
+        return payload_mode::stub_and_doc;
+    }
+    if (s == "doc") {
+        return payload_mode::doc;
+    }
+    throw std::invalid_argument("payload must be stub, stub+doc or doc, not '" + std::string(s) + "'");
+}
+
+void serialize_payload(change_meta const& m, payload_mode mode, std::string_view doc_text, std::string& out) {
+    std::string_view const doc = doc_text.empty() ? std::string_view("null") : doc_text;
+    if (mode == payload_mode::doc) {
+        out.append(doc);
+        return;
+    }
+    serialize(m, out);
+    if (mode == payload_mode::stub_and_doc) {
+        out.pop_back(); // the object's closing brace
+        out.reserve(out.size() + doc.size() + 8);
+        out.append(",\"doc\":");
+        out.append(doc);
+        out.push_back('}');
+    }
 }
 
 void serialize(change_meta const& m, std::string& out) {

@@ -71,6 +71,19 @@ change_meta make_change_meta(couch::row const& row, std::string_view database, t
 // except std::bad_alloc.
 void serialize(change_meta const& m, std::string& out);
 
+// What a record's value holds (--payload):
+//  stub          the ChangeMeta object (pillowtop's stub; the default)
+//  stub_and_doc  the ChangeMeta object with a last member "doc": the document
+//                bytes exactly as CouchDB sent them (null when it sent none)
+//  doc           the document bytes alone (null when CouchDB sent none)
+enum class payload_mode { stub, stub_and_doc, doc };
+// "stub", "stub+doc", "doc"; throws std::invalid_argument for anything else.
+payload_mode parse_payload_mode(std::string_view s);
+
+// Appends the record's value in `mode` to `out`. `doc_text` is the document's
+// JSON text as received (couch::row::doc_text), copied without re-serializing.
+void serialize_payload(change_meta const& m, payload_mode mode, std::string_view doc_text, std::string& out);
+
 // Appends `s` as a JSON string literal (with the quotes) to `out`. Exposed
 // for the producer's headers and for tests.
 void append_json_string(std::string_view s, std::string& out);

@@ -96,6 +96,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->check(CLI::Range(100, 300000))
         ->default_str("10000")
         ->group(group_couch);
+    opt("couch-max-connecting", c.couch_max_connecting,
+        "Connection attempts in flight at once against CouchDB, over all databases (spreads reconnects when "
+        "the server is in trouble)")
+        ->check(CLI::Range(1, 10000))
+        ->group(group_couch);
     opt("db", c.databases, "A database to follow (repeatable; the environment twin takes a comma-separated list)")
         ->delimiter(',')
         ->group(group_couch);
@@ -105,6 +110,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->group(group_kafka);
     opt("kafka-property", c.kafka_properties, "A librdkafka property k=v passed through (repeatable)")
         ->check(key_value)
+        ->group(group_kafka);
+    opt("kafka-cluster-change", c.kafka_cluster_change,
+        "When the checkpoints belong to another Kafka cluster: refuse to start, restart (publish every database "
+        "from the start again), or keep (the topics were mirrored)")
+        ->check(CLI::IsMember({"refuse", "restart", "keep"}))
         ->group(group_kafka);
     flag("create-topics", c.create_topics, "Create missing topics at startup through the admin API")
         ->group(group_kafka);
@@ -120,6 +130,30 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->check(routing_spec)
         ->group(group_routing);
     opt("default-topic", c.default_topic, "Topic for doc types the routing does not name")->group(group_routing);
+    opt("payload", c.payload,
+        "Record value: stub (ChangeMeta), stub+doc (ChangeMeta with the document as CouchDB sent it), doc (the "
+        "document alone)")
+        ->check(CLI::IsMember({"stub", "stub+doc", "doc"}))
+        ->group(group_routing);
+    opt("on-unpublishable", c.on_unpublishable,
+        "A record Kafka can never take (too large, rejected for good): dlq (a stand-in to --dlq-topic), skip "
+        "(count and log), stop (keep retrying; the database stalls)")
+        ->check(CLI::IsMember({"dlq", "skip", "stop"}))
+        ->group(group_routing);
+    opt("dlq-topic", c.dlq_topic, "Dead-letter topic for --on-unpublishable dlq")->group(group_routing);
+    opt("include-doc-types", c.include_doc_types,
+        "Publish only these doc types (repeatable or comma-separated; client-side)")
+        ->delimiter(',')
+        ->group(group_routing);
+    opt("exclude-doc-types", c.exclude_doc_types, "Never publish these doc types (repeatable or comma-separated)")
+        ->delimiter(',')
+        ->group(group_routing);
+    opt("selector", c.selector, "CouchDB 2+ Mango selector (JSON) applied by CouchDB (filter=_selector)")
+        ->group(group_routing);
+    opt("doc-ids", c.doc_ids_file,
+        "File of document ids (one per line, or a JSON array) applied by CouchDB (filter=_doc_ids)")
+        ->group(group_routing);
+    opt("filter", c.filter, "Design-document filter ddoc/name applied by CouchDB")->group(group_routing);
     flag("route-design-docs", c.route_design_docs, "Publish design documents instead of skipping them")
         ->group(group_routing);
     flag("route-missing-doc-type", c.route_missing_doc_type,
@@ -127,7 +161,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->group(group_routing);
 
     auto* group_ckpt = "Checkpoints";
-    opt("checkpoint-dir", c.checkpoint_dir, "RocksDB directory holding each database's position")->group(group_ckpt);
+    auto* checkpoint_dir =
+        opt("checkpoint-dir", c.checkpoint_dir,
+            "RocksDB directory holding each database's position (with --kafka-brokers embedded and no "
+            "--checkpoint-dir: a throw-away directory, since the embedded cluster's records vanish at exit)")
+            ->group(group_ckpt);
     opt("source-name", c.source_name, "Name of this CouchDB source in checkpoint keys (default: URL without "
                                       "credentials)")
         ->group(group_ckpt);
@@ -164,6 +202,10 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     opt("http-listen", c.http_listen, "Address of the /metrics, /healthz, /readyz and /status server")
         ->check(listen_address)
         ->group(group_ops);
+    opt("admin-token", c.admin_token,
+        "Bearer token the admin API (/databases) requires; without it the API answers loopback clients only "
+        "(prefer the environment twin)")
+        ->group(group_ops);
     opt("log-format", c.log_format, "Log format: text or json")
         ->check(CLI::IsMember({"text", "json"}))
         ->group(group_ops);
@@ -190,6 +232,7 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         result.exit_code = app.exit(e);
         return result;
     }
+    c.checkpoint_dir_given = checkpoint_dir->count() > 0;
     if (*tail_cmd) {
         result.what = command::tail;
     }
@@ -226,13 +269,23 @@ std::string describe(config const& c) {
         << "couch-ca-file = " << c.couch_ca_file << '\n'
         << "couch-tls-verify = " << (c.couch_tls_verify ? "true" : "false") << '\n'
         << "couch-heartbeat = " << c.couch_heartbeat.count() << '\n'
+        << "couch-max-connecting = " << c.couch_max_connecting << '\n'
         << "db = " << list(c.databases) << '\n'
         << "kafka-brokers = " << c.kafka_brokers << '\n'
+        << "kafka-cluster-change = " << c.kafka_cluster_change << '\n'
         << "kafka-property = " << list(props) << '\n'
         << "create-topics = " << (c.create_topics ? "true" : "false") << '\n'
         << "topic-partitions = " << c.topic_partitions << '\n'
         << "topic-replication = " << c.topic_replication << '\n'
         << "routing = " << c.routing << '\n'
+        << "payload = " << c.payload << '\n'
+        << "on-unpublishable = " << c.on_unpublishable << '\n'
+        << "dlq-topic = " << c.dlq_topic << '\n'
+        << "include-doc-types = " << list(c.include_doc_types) << '\n'
+        << "exclude-doc-types = " << list(c.exclude_doc_types) << '\n'
+        << "selector = " << c.selector << '\n'
+        << "doc-ids = " << c.doc_ids_file << '\n'
+        << "filter = " << c.filter << '\n'
         << "default-topic = " << c.default_topic << '\n'
         << "route-design-docs = " << (c.route_design_docs ? "true" : "false") << '\n'
         << "route-missing-doc-type = " << (c.route_missing_doc_type ? "true" : "false") << '\n'
@@ -244,6 +297,7 @@ std::string describe(config const& c) {
         << "max-in-flight = " << c.max_in_flight << '\n'
         << "max-in-flight-bytes = " << c.max_in_flight_bytes << '\n'
         << "http-listen = " << c.http_listen << '\n'
+        << "admin-token = " << masked(c.admin_token) << '\n'
         << "log-format = " << c.log_format << '\n'
         << "log-level = " << c.log_level << '\n';
     return out.str();

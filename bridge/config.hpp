@@ -22,19 +22,33 @@ struct config {
     // Continuous-feed heartbeat; the feed's watchdog declares a silent
     // connection dead after twice this long.
     std::chrono::milliseconds couch_heartbeat{10000};
+    int couch_max_connecting = 16; // connection attempts in flight at once against the CouchDB server
 
     std::string kafka_brokers = "embedded";
     std::vector<std::string> kafka_properties; // k=v, passed through to librdkafka
     bool create_topics = false;
     int topic_partitions = 3;
     int topic_replication = 1;
+    // What to do when the checkpoints were acknowledged by another Kafka
+    // cluster than the one connected now: refuse (start fails), restart
+    // (drop them: every database starts again as if new), keep (trust them,
+    // for topics mirrored to the new cluster).
+    std::string kafka_cluster_change = "refuse";
 
     std::string routing = "commcare"; // commcare | prefix:<p> | path of a JSON file
+    std::string payload = "stub";     // stub | stub+doc | doc
+    std::string on_unpublishable = "dlq"; // dlq | skip | stop
+    std::string dlq_topic = "couch-bridge-dlq";
+    std::vector<std::string> include_doc_types, exclude_doc_types;
+    std::string selector;      // CouchDB 2+ Mango selector (JSON): filter=_selector
+    std::string doc_ids_file;  // a file of document ids (one per line, or a JSON array): filter=_doc_ids
+    std::string filter;        // a design-document filter, ddoc/name
     std::string default_topic = "meta";
     bool route_design_docs = false;
     bool route_missing_doc_type = false;
 
     std::string checkpoint_dir = "./checkpoints";
+    bool checkpoint_dir_given = false; // set by flag, environment or file (else: throw-away on embedded Kafka)
     std::string source_name; // defaults to the CouchDB URL without credentials
     std::string initial_since = "0"; // 0 | now
     std::chrono::milliseconds checkpoint_interval{1000};
@@ -45,6 +59,7 @@ struct config {
     std::size_t max_in_flight_bytes = 64u << 20;
 
     std::string http_listen = "127.0.0.1:9108";
+    std::string admin_token; // the admin API needs "Authorization: Bearer <it>"; empty: loopback clients only
     std::string log_format = "text";
     std::string log_level = "info";
 

@@ -44,6 +44,9 @@ struct pipeline::probe {
           skipped_no_type(r.add_counter("couch_bridge_records_skipped_total",
                                         "Changes deliberately not published, by reason",
                                         {{"database", db}, {"reason", "missing_doc_type"}})),
+          skipped_filter(r.add_counter("couch_bridge_records_skipped_total",
+                                       "Changes deliberately not published, by reason",
+                                       {{"database", db}, {"reason", "doc_type_filter"}})),
           produce_errors(r.add_counter("couch_bridge_produce_errors_total",
                                        "Records whose produce or delivery failed (the pipeline rewinds)", db_labels)),
           rewinds(r.add_counter("couch_bridge_pipeline_rewinds_total",
@@ -64,6 +67,7 @@ struct pipeline::probe {
     metrics::labels db_labels;
     metrics::counter& skipped_design;
     metrics::counter& skipped_no_type;
+    metrics::counter& skipped_filter;
     metrics::counter& produce_errors;
     metrics::counter& rewinds;
     metrics::gauge& in_flight;
@@ -75,10 +79,10 @@ struct pipeline::probe {
 
 pipeline::pipeline(asio::any_io_executor pool, couch::client_config client, couch::feed_options feed,
                    checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits,
-                   dependencies deps)
+                   dependencies deps, std::shared_ptr<couch::source> source)
     : strand_(asio::make_strand(pool)),
       initial_since_(feed.since),
-      feed_(strand_, std::move(client), std::move(feed), deps.registry),
+      feed_(strand_, std::move(client), std::move(feed), deps.registry, std::move(source)),
       key_(std::move(key)),
       limits_(limits),
       deps_(deps),
@@ -125,9 +129,58 @@ metrics::counter& pipeline::published_counter(std::string_view topic) {
     return c;
 }
 
+// A database without a checkpoint that starts from `now`: learn what "now"
+// is and write it durably before any row is handed out, so that neither a
+// crash nor a stop (with or without rows in between) can make the next start
+// resolve a later "now" and skip what was written meanwhile. False when
+// stopped first.
+asio::awaitable<bool> pipeline::pin_now_start() {
+    std::optional<couch::seq> start;
+    try {
+        start = co_await feed_.resolve_now();
+    } catch (boost::system::system_error const& e) {
+        if (stopping_ || e.code() == asio::error::operation_aborted) {
+            co_return false;
+        }
+        throw;
+    }
+    if (!start) {
+        co_return !stopping_;
+    }
+    committed_ = start->raw_json();
+    deps_.flusher.update(key_, *committed_);
+    auto delay = std::chrono::milliseconds(500);
+    for (;;) {
+        // One synchronous durable write (an fsync) for this database, once in
+        // its life: the only time a pipeline waits for the store.
+        auto const ec = deps_.flusher.flush_now();
+        if (!ec) {
+            break;
+        }
+        spdlog::error("db {}: cannot store the start position {} (since=now): {}; not reading until it is stored",
+                      key_.database, *committed_, ec.message());
+        failure_ = "cannot store the start position: " + ec.message();
+        failure_time_ = std::chrono::system_clock::now();
+        asio::steady_timer t(strand_, delay);
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (stopping_) {
+            co_return false;
+        }
+        delay = std::min(delay * 2, std::chrono::milliseconds(30000));
+    }
+    spdlog::info("db {}: since=now resolved to {}; stored durably before reading on", key_.database, *committed_);
+    co_return !stopping_;
+}
+
 asio::awaitable<void> pipeline::run() {
     asio::co_spawn(strand_, status_ticker(), asio::detached);
     std::mt19937 jitter{std::random_device{}()};
+    if (!committed_ && initial_since_.where == couch::since::kind::now) {
+        if (!co_await pin_now_start()) {
+            refresh_status();
+            co_return;
+        }
+    }
     while (!stopping_) {
         if (rewind_pending_) {
             // A delivery failed: wait, then read again from the last position
@@ -186,14 +239,6 @@ asio::awaitable<void> pipeline::run() {
             // again from the checkpoint.
             continue;
         }
-        if (!committed_ && initial_since_.where == couch::since::kind::now) {
-            // Pin where "now" was, durably, before the first row is sent: a
-            // crash or a rewind must come back here, not to a later "now".
-            if (auto start = feed_.status().start_seq; !start.empty()) {
-                committed_ = start;
-                deps_.flusher.update(key_, start);
-            }
-        }
         co_await publish(std::move(rows), generation);
     }
     refresh_status();
@@ -232,18 +277,50 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
         }
         auto const ticket = row_ticket[i];
         bool const ends_group = i + 1 == rows.size() || row_ticket[i + 1] != ticket;
+        if (row.position_only) {
+            // Only a position (filtered-out changes): nothing to publish.
+            if (ends_group) {
+                release(ticket);
+            }
+            continue;
+        }
         ++rows_read_;
         auto meta = make_change_meta(row, key_.database, now);
         auto decision = deps_.routes.route(row, meta);
-        if (decision.skipped != skip_reason::none) {
-            (decision.skipped == skip_reason::design_doc ? probe_->skipped_design : probe_->skipped_no_type).inc();
+        auto const& opts = deps_.options;
+        bool const filtered = decision.skipped == skip_reason::none && filtered_out(meta);
+        std::string poison_key;
+        bool poisoned = false;
+        if (decision.skipped == skip_reason::none && !filtered && opts.on_unpublishable != unpublishable_policy::stop) {
+            poison_key = row.id;
+            poison_key += '\n';
+            poison_key += meta.document_rev.value_or("");
+            if (!poison_.empty()) {
+                if (auto it = poison_.find(poison_key); it != poison_.end()) {
+                    auto error = std::move(it->second);
+                    poison_.erase(it);
+                    poisoned = true;
+                    if (!unpublishable(row, meta, error, row.wire_bytes, ticket, generation)) {
+                        co_return;
+                    }
+                }
+            }
+        }
+        if (poisoned) {
+            // Went by policy above.
+        } else if (decision.skipped != skip_reason::none || filtered) {
+            (filtered                                      ? probe_->skipped_filter
+             : decision.skipped == skip_reason::design_doc ? probe_->skipped_design
+                                                           : probe_->skipped_no_type)
+                .inc();
             ++skipped_;
-            spdlog::debug("db {}: skipped {} ({})", key_.database, row.id, to_string(decision.skipped));
+            spdlog::debug("db {}: skipped {} ({})", key_.database, row.id,
+                          filtered ? std::string_view("doc_type_filter") : to_string(decision.skipped));
         } else {
             // One record reused across the batch: assignments keep their
             // capacity, so the steady state allocates nothing here.
             rec.value.clear();
-            serialize(meta, rec.value);
+            serialize_payload(meta, opts.payload, row.doc_text, rec.value);
             rec.topic.assign(decision.topic);
             rec.key.assign(row.id);
             rec.headers[1].value.assign(row.seq.raw_json());
@@ -254,13 +331,23 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
             }
             auto const bytes = rec.value.size() + rec.key.size();
             auto const sent = std::chrono::steady_clock::now();
+            bool produced = true;
             for (;;) {
                 auto ec = deps_.producer.try_produce(
                     rec, strand_,
-                    [this, ticket, generation, bytes, topic = decision.topic, sent](kafka::delivery_report const& r) {
-                        on_delivery(ticket, generation, bytes, topic, sent, r);
+                    [this, ticket, generation, bytes, topic = decision.topic, sent,
+                     poison_key](kafka::delivery_report const& r) {
+                        on_delivery(ticket, generation, bytes, topic, sent, r, poison_key);
                     });
                 if (!ec) {
+                    break;
+                }
+                if (kafka::is_permanent_record_error(ec) && opts.on_unpublishable != unpublishable_policy::stop) {
+                    if (!unpublishable(row, meta, "cannot produce to topic " + rec.topic + ": " + ec.message(), bytes,
+                                       ticket, generation)) {
+                        co_return;
+                    }
+                    produced = false;
                     break;
                 }
                 if (kafka::producer::is_queue_full(ec)) {
@@ -275,9 +362,14 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
                 fail_generation("cannot produce to topic " + rec.topic + ": " + ec.message());
                 co_return;
             }
-            ++outstanding_[ticket];
-            ++in_flight_records_;
-            in_flight_bytes_ += bytes;
+            if (produced) {
+                ++outstanding_[ticket];
+                ++in_flight_records_;
+                in_flight_bytes_ += bytes;
+                // At once, not at the end of the batch: shutdown (another
+                // thread) must never see 0 while this record is unacknowledged.
+                in_flight_atomic_.store(in_flight_records_, std::memory_order_relaxed);
+            }
         }
         if (ends_group) {
             release(ticket);
@@ -303,9 +395,78 @@ void pipeline::release(checkpoint::watermark::ticket ticket) {
     }
 }
 
+bool pipeline::filtered_out(change_meta const& meta) const {
+    auto const& o = deps_.options;
+    if (o.include_doc_types.empty() && o.exclude_doc_types.empty()) {
+        return false;
+    }
+    std::string_view const type = meta.document_type ? std::string_view(*meta.document_type) : std::string_view();
+    auto const in = [type](std::vector<std::string> const& v) { return std::find(v.begin(), v.end(), type) != v.end(); };
+    return (!o.include_doc_types.empty() && !in(o.include_doc_types)) || in(o.exclude_doc_types);
+}
+
+bool pipeline::unpublishable(couch::row const& row, change_meta const& meta, std::string const& error,
+                             std::size_t size, checkpoint::watermark::ticket ticket, std::uint64_t generation) {
+    auto const& o = deps_.options;
+    std::string const action = o.on_unpublishable == unpublishable_policy::dlq ? "dlq" : "skip";
+    std::string const reason = error.find("too large") != std::string::npos ||
+                                       error.find("Message size") != std::string::npos ||
+                                       error.find("MSG_SIZE") != std::string::npos
+                                   ? "too_large"
+                                   : "rejected";
+    ++unpublishable_;
+    last_unpublishable_ =
+        row.id + " (seq " + row.seq.raw_json() + ", " + std::to_string(size) + " bytes): " + error + " -> " + action;
+    deps_.registry
+        .add_counter("couch_bridge_unpublishable_total",
+                     "Records Kafka can never take, by reason and what was done (dlq, skip)",
+                     {{"database", key_.database}, {"reason", reason}, {"action", action}})
+        .inc();
+    spdlog::warn("db {}: a record can never be published: {}", key_.database, last_unpublishable_);
+    if (o.on_unpublishable == unpublishable_policy::skip) {
+        ++skipped_;
+        return true;
+    }
+    kafka::record d;
+    d.topic = o.dlq_topic;
+    d.key = row.id;
+    serialize(meta, d.value); // the stub, never the document
+    d.headers = {{"error", error}, {"database", key_.database}, {"seq", row.seq.raw_json()},
+                 {"size", std::to_string(size)}};
+    auto const bytes = d.value.size() + d.key.size();
+    auto const sent = std::chrono::steady_clock::now();
+    std::string_view const topic = o.dlq_topic;
+    auto ec = deps_.producer.try_produce(d, strand_, [this, ticket, generation, bytes, topic, sent](kafka::delivery_report const& r) {
+        on_delivery(ticket, generation, bytes, topic, sent, r, {});
+    });
+    if (ec) {
+        probe_->produce_errors.inc();
+        fail_generation("cannot produce to the dead-letter topic " + o.dlq_topic + ": " + ec.message());
+        return false;
+    }
+    ++outstanding_[ticket];
+    ++in_flight_records_;
+    in_flight_bytes_ += bytes;
+    in_flight_atomic_.store(in_flight_records_, std::memory_order_relaxed);
+    return true;
+}
+
+unpublishable_policy parse_unpublishable_policy(std::string_view s) {
+    if (s == "dlq") {
+        return unpublishable_policy::dlq;
+    }
+    if (s == "skip") {
+        return unpublishable_policy::skip;
+    }
+    if (s == "stop") {
+        return unpublishable_policy::stop;
+    }
+    throw std::invalid_argument("on-unpublishable must be dlq, skip or stop, not '" + std::string(s) + "'");
+}
+
 void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t generation, std::size_t bytes,
                            std::string_view topic, std::chrono::steady_clock::time_point /*sent*/,
-                           kafka::delivery_report const& report) {
+                           kafka::delivery_report const& report, std::string const& poison_key) {
     --in_flight_records_;
     in_flight_bytes_ -= bytes;
     in_flight_atomic_.store(in_flight_records_, std::memory_order_relaxed);
@@ -318,6 +479,10 @@ void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t g
                 (report.ec.value() == -188 || report.ec.value() == 3)) {
                 why += " (the topic does not exist and the broker does not create topics: create it, or start "
                        "the bridge with --create-topics)";
+            }
+            if (!poison_key.empty() && kafka::is_permanent_record_error(report.ec)) {
+                // Read again after the rewind, this row goes by the policy.
+                poison_[poison_key] = why;
             }
             fail_generation(why);
         }
@@ -392,6 +557,8 @@ void pipeline::refresh_status() {
         status_.last_error_time = fs.last_error_time;
     }
     status_.last_row_time = fs.last_row_time;
+    status_.unpublishable = unpublishable_;
+    status_.last_unpublishable = last_unpublishable_;
     status_.ready = connected && !failing;
     probe_->ready.set(status_.ready ? 1.0 : 0.0);
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "bridge/change_meta.hpp"
 #include "bridge/routing.hpp"
 #include "checkpoint/flusher.hpp"
 #include "checkpoint/store.hpp"
@@ -42,6 +43,24 @@ struct window_limits {
     std::size_t max_bytes = 64u << 20;
 };
 
+// What happens to a record Kafka can never take (larger than the limits,
+// rejected permanently): dlq sends a small stand-in (the ChangeMeta without
+// the document, headers error/database/seq/size) to the dead-letter topic,
+// skip counts and logs it, stop keeps rewinding (the database stalls).
+enum class unpublishable_policy { dlq, skip, stop };
+unpublishable_policy parse_unpublishable_policy(std::string_view s); // throws std::invalid_argument
+
+// How records are made, the same for every pipeline of a process.
+struct publish_options {
+    payload_mode payload = payload_mode::stub;
+    unpublishable_policy on_unpublishable = unpublishable_policy::dlq;
+    std::string dlq_topic = "couch-bridge-dlq";
+    // Client-side doc_type filters: when include is not empty, only those
+    // doc types are published; exclude is applied after it. Filtered rows
+    // are skipped (counted) and still advance the checkpoint.
+    std::vector<std::string> include_doc_types, exclude_doc_types;
+};
+
 // What /status shows for one database. A snapshot, refreshed on the
 // pipeline's strand at least once a second.
 struct pipeline_status {
@@ -59,6 +78,8 @@ struct pipeline_status {
     std::string last_error;
     std::chrono::system_clock::time_point last_error_time{};
     std::chrono::system_clock::time_point last_row_time{};
+    std::uint64_t unpublishable = 0;
+    std::string last_unpublishable; // "<doc id> (seq <seq>, <bytes> bytes): <error> -> <action>", empty if none
     bool ready = false; // connected (catching up or following) and not failing
 };
 
@@ -77,10 +98,13 @@ public:
         router const& routes;
         checkpoint::flusher& flusher;
         metrics::registry& registry;
+        publish_options options = {};
     };
 
+    // `source` is shared by the pipelines of one CouchDB server (null: a private one).
     pipeline(boost::asio::any_io_executor pool, couch::client_config client, couch::feed_options feed,
-             checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits, dependencies deps);
+             checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits, dependencies deps,
+             std::shared_ptr<couch::source> source = nullptr);
     ~pipeline();
     pipeline(pipeline const&) = delete;
     pipeline& operator=(pipeline const&) = delete;
@@ -103,10 +127,16 @@ public:
 private:
     struct probe;
 
+    boost::asio::awaitable<bool> pin_now_start();
     boost::asio::awaitable<void> publish(std::vector<couch::row> rows, std::uint64_t generation);
     void on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t generation, std::size_t bytes,
                      std::string_view topic, std::chrono::steady_clock::time_point sent,
-                     kafka::delivery_report const& report);
+                     kafka::delivery_report const& report, std::string const& poison_key);
+    bool filtered_out(change_meta const& meta) const;
+    // A record Kafka can never take: acts by policy. Returns true when the
+    // row counts as handled (a DLQ record went out, or it was skipped).
+    bool unpublishable(couch::row const& row, change_meta const& meta, std::string const& error, std::size_t size,
+                       checkpoint::watermark::ticket ticket, std::uint64_t generation);
     void release(checkpoint::watermark::ticket ticket);
     void fail_generation(std::string const& why);
     void advance_checkpoint();
@@ -136,7 +166,11 @@ private:
     bool stopping_ = false;
     std::string failure_;                        // last delivery failure, cleared by progress
     std::chrono::system_clock::time_point failure_time_{};
-    std::uint64_t rows_read_ = 0, published_ = 0, skipped_ = 0, failures_ = 0;
+    std::uint64_t rows_read_ = 0, published_ = 0, skipped_ = 0, failures_ = 0, unpublishable_ = 0;
+    std::string last_unpublishable_;
+    // Rows (id + '\n' + rev) whose record a broker refused for good after it
+    // was produced: when the rewind reads them again they go by policy.
+    std::unordered_map<std::string, std::string> poison_;
     // Looked up by string_view on every acknowledgement: no allocation.
     struct topic_hash {
         using is_transparent = void;

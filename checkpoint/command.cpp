@@ -119,6 +119,9 @@ int do_list(store const& s, options const& o, std::ostream& out, clock_fn const&
             << format_time(p.written_unix_ms) << '\t' << k.source << '\t' << p.bridge_version << '\n';
     }
     out << shown << " checkpoint(s)\n";
+    // Positions are only valid for the Kafka cluster that acknowledged them.
+    auto const cluster = s.get_meta("kafka_cluster_id");
+    out << "kafka cluster: " << (cluster ? *cluster : std::string("(not recorded)")) << '\n';
     return exit_ok;
 }
 

@@ -384,6 +384,40 @@ boost::system::error_code store::erase(key const& k) {
     return {};
 }
 
+std::optional<std::string> store::get_meta(std::string_view name) const {
+    std::shared_lock db_lock(state_->db_mutex);
+    if (!db_) {
+        throw store_error(store_errc::io, "checkpoint dir " + dir_ + ": store is closed after a failed recovery: " +
+                                              last_error_detail());
+    }
+    std::string value;
+    auto const status = db_->Get(rocksdb::ReadOptions(), "m" + std::string(name), &value);
+    if (status.IsNotFound()) {
+        return std::nullopt;
+    }
+    if (!status.ok()) {
+        throw store_error(classify(status), "checkpoint dir " + dir_ + ": cannot read " + std::string(name) + ": " +
+                                                status.ToString());
+    }
+    return value;
+}
+
+boost::system::error_code store::put_meta(std::string_view name, std::string_view value) {
+    if (auto ec = recover_if_needed()) {
+        return ec;
+    }
+    std::shared_lock db_lock(state_->db_mutex);
+    rocksdb::WriteOptions options;
+    options.sync = true;
+    auto const status = db_->Put(options, "m" + std::string(name), rocksdb::Slice(value.data(), value.size()));
+    if (!status.ok()) {
+        return record_failure("checkpoint dir " + dir_ + ": write of " + std::string(name) + " failed: " +
+                                  status.ToString(),
+                              classify(status));
+    }
+    return {};
+}
+
 std::string store::last_error_detail() const {
     std::lock_guard lock(state_->error_mutex);
     return state_->last_detail;

@@ -143,6 +143,13 @@ public:
     // Removes the position of `k` (durably); removing a missing key succeeds.
     boost::system::error_code erase(key const& k);
 
+    // Small named facts about the whole store, beside the positions (key
+    // "m" + name), e.g. "kafka_cluster_id": the Kafka cluster that
+    // acknowledged what the positions cover. get_meta: nullopt when unset;
+    // throws store_error on a read failure. put_meta: one synced write.
+    std::optional<std::string> get_meta(std::string_view name) const;
+    boost::system::error_code put_meta(std::string_view name, std::string_view value);
+
     std::string last_error_detail() const override;
 
 private:

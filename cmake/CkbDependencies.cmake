@@ -2,6 +2,7 @@
 find_package(Boost 1.81 REQUIRED COMPONENTS json unit_test_framework)
 find_package(OpenSSL REQUIRED)
 find_package(Threads REQUIRED)
+find_package(ZLIB REQUIRED)
 find_package(RocksDB REQUIRED CONFIG)
 find_package(spdlog REQUIRED CONFIG)
 find_package(CLI11 REQUIRED CONFIG)

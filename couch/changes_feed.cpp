@@ -13,6 +13,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
@@ -78,9 +80,9 @@ namespace {
 
 constexpr std::array<std::string_view, 8> all_states = {"connecting", "catching_up", "following", "backoff",
                                                         "unauthorized", "db_missing", "failed", "stopped"};
-constexpr std::array<std::string_view, 10> reconnect_reasons = {
-    "closed",       "stall",       "last_seq",     "http_5xx",     "refused",
-    "server_error", "db_missing",  "unauthorized", "bad_response", "tls"};
+constexpr std::array<std::string_view, 11> reconnect_reasons = {
+    "closed",     "stall",        "last_seq",     "http_5xx", "refused",          "server_error",
+    "db_missing", "unauthorized", "bad_response", "tls",      "in_body_response"};
 
 std::string percent_decode(std::string_view s) {
     std::string out;
@@ -259,6 +261,15 @@ std::string reason_of(std::string const& body) {
     return body.substr(0, 200);
 }
 
+// The printable start of stray bytes, for a log line.
+std::string printable_prefix(std::string_view s, std::size_t n = 120) {
+    std::string out;
+    for (char c : s.substr(0, n)) {
+        out.push_back(c == '\r' ? ' ' : c == '\n' ? '|' : (c >= 32 && c < 127) ? c : '?');
+    }
+    return out;
+}
+
 // The numeric prefix of a seq ("12-g1AA..." or 12); nullopt if it has none.
 std::optional<std::uint64_t> seq_prefix(std::string_view raw) {
     if (raw.starts_with("\"")) {
@@ -278,13 +289,16 @@ std::optional<std::uint64_t> seq_prefix(std::string_view raw) {
 } // namespace
 
 struct changes_feed::impl {
-    impl(asio::any_io_executor ex, client_config client, feed_options options, metrics::registry& registry)
+    impl(asio::any_io_executor ex, client_config client, feed_options options, metrics::registry& registry,
+         std::shared_ptr<source> src)
         : ex_(std::move(ex)), cfg_(std::move(client)), opt_(std::move(options)), url_(parse_url(cfg_)),
+          source_(src ? std::move(src) : std::make_shared<source>(url_.redacted, source_options{}, registry)),
           probe_(registry, opt_.database), parser_(feed_kind::normal, opt_.max_row_bytes), timer_(ex_),
           position_(opt_.since), backoff_(opt_.backoff_initial), rng_(std::random_device{}()) {
         if (opt_.batch_limit == 0) {
             opt_.batch_limit = 1;
         }
+        parser_.keep_doc_text(opt_.keep_doc_text);
         if (url_.tls) {
             ssl_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
             ssl_->set_default_verify_paths();
@@ -378,7 +392,31 @@ struct changes_feed::impl {
             t += "&feed=continuous&heartbeat=" + std::to_string(opt_.heartbeat.count());
         }
         t += "&since=" + url_encode(position_.to_query_param());
+        if (!opt_.selector.empty()) {
+            t += "&filter=_selector";
+        } else if (!opt_.doc_ids.empty()) {
+            t += "&filter=_doc_ids";
+        } else if (!opt_.filter.empty()) {
+            t += "&filter=" + url_encode(opt_.filter);
+        }
         return t;
+    }
+
+    bool filtered() const { return !opt_.selector.empty() || !opt_.doc_ids.empty() || !opt_.filter.empty(); }
+
+    // The POST body of a filtered request, empty for a GET.
+    std::string filter_body() const {
+        if (!opt_.selector.empty()) {
+            return "{\"selector\":" + opt_.selector + "}";
+        }
+        if (!opt_.doc_ids.empty()) {
+            boost::json::array ids;
+            for (auto const& id : opt_.doc_ids) {
+                ids.emplace_back(id);
+            }
+            return boost::json::serialize(boost::json::object{{"doc_ids", std::move(ids)}});
+        }
+        return {};
     }
 
     template <class Req>
@@ -599,10 +637,15 @@ struct changes_feed::impl {
             // presenting the same cookie (and its 401) forever.
             cookie_.clear();
             slow(feed_state::unauthorized, "unauthorized", what);
+        } else if (status == 404 && filtered() && body.find("Database does not exist") == std::string::npos) {
+            // Not the database: the filter's design document is missing.
+            slow(feed_state::failed, "bad_response", what + " (the filter " + opt_.filter + " does not exist)");
         } else if (status == 404) {
-            seen_missing_ = true;
-            slow(feed_state::db_missing, "db_missing", what);
+            // A _changes 404 is a suspicion; GET /{db} confirms it (open()).
+            suspect_missing_ = true;
+            transient("db_missing", what);
         } else if (status >= 500) {
+            source_->note_error(classify_server_error(status, body), what);
             transient("http_5xx", what);
         } else {
             slow(feed_state::failed, "bad_response", what);
@@ -622,6 +665,9 @@ struct changes_feed::impl {
         std::string const reason = ec == asio::error::connection_refused ? "refused"
                                    : ec == beast::error::timeout          ? "stall"
                                                                           : "closed";
+        if (reason == "refused") {
+            source_->note_error("refused", std::string(during) + " " + url_.redacted + ": " + ec.message());
+        }
         transient(reason, std::string(during) + " " + where() + ": " + ec.message());
     }
 
@@ -629,6 +675,81 @@ struct changes_feed::impl {
         timer_.expires_after(d);
         error_code ec;
         co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+
+    // GET /{db} before reading from a position (or after a suspected
+    // deletion): confirms a deletion (404) and looks for a new incarnation.
+    // True when the feed may go on and open _changes; false after recording
+    // why not (or after a rewind()/stop() cut in).
+    asio::awaitable<bool> check_database(std::uint64_t gen) {
+        auto r = co_await fetch(http::verb::get, db_path(), {});
+        throw_if_stopped();
+        if (gen != generation_) {
+            co_return false;
+        }
+        if (r.ec) {
+            transport_error(r.ec, "reading db info of");
+            co_return false;
+        }
+        if (r.status == 404) {
+            // Confirmed: the database does not exist (now).
+            suspect_missing_ = false;
+            confirmed_missing_ = true;
+            slow(feed_state::db_missing, "db_missing",
+                 "HTTP 404 for " + where() + ": " + reason_of(r.body) + " (the database does not exist)");
+            co_return false;
+        }
+        if (r.status != 200) {
+            bool const handled = co_await renew_session(r.status, gen);
+            throw_if_stopped();
+            if (!handled) {
+                on_status(r.status, r.body);
+            }
+            co_return false;
+        }
+        suspect_missing_ = false;
+        if (recreated_) {
+            slow(feed_state::failed, "db_missing",
+                 where() + " was deleted and re-created; still refusing to follow the new incarnation from seq " +
+                     position_.at_seq.raw_json() + " (reset the checkpoint)");
+            co_return false;
+        }
+        if (position_.where == since::kind::at) {
+            error_code jec;
+            auto info = boost::json::parse(r.body, jec);
+            boost::json::value const* us = nullptr;
+            if (!jec && info.is_object()) {
+                us = info.get_object().if_contains("update_seq");
+            }
+            if (us != nullptr) {
+                auto const cur_raw = boost::json::serialize(*us);
+                auto const& mine_raw = position_.at_seq.raw_json();
+                bool const integers = us->is_number() && !mine_raw.starts_with("\"");
+                auto const cur = seq_prefix(cur_raw);
+                auto const mine = seq_prefix(mine_raw);
+                bool const behind = cur && mine && *cur < *mine;
+                if (behind && (integers || confirmed_missing_)) {
+                    recreated_ = true;
+                    slow(feed_state::failed, "db_missing",
+                         where() + " was deleted and re-created; refusing to follow the new incarnation from seq " +
+                             mine_raw + " (its update_seq " + cur_raw +
+                             " is behind it, and CouchDB would silently restart from 0); reset the checkpoint");
+                    co_return false;
+                }
+                if (confirmed_missing_) {
+                    spdlog::warn("couch feed {}: {} is back after a 404; its update_seq {} does not prove a new "
+                                 "incarnation, following on from {}",
+                                 opt_.database, where(), cur_raw, mine_raw);
+                } else if (behind) {
+                    spdlog::info("couch feed {}: update_seq {} of {} is behind the position {} without a deletion "
+                                 "(a lagging shard copy answered); following on",
+                                 opt_.database, cur_raw, where(), mine_raw);
+                }
+            }
+        }
+        confirmed_missing_ = false;
+        need_db_check_ = false;
+        co_return true;
     }
 
     // Opens the next _changes response (after any wait), or records why not.
@@ -643,55 +764,25 @@ struct changes_feed::impl {
         if (!quiet_state()) {
             set_state(feed_state::connecting);
         }
+        // Our turn among the source's connection attempts; held until the
+        // response header is in (or the attempt failed).
+        waiter_ = std::make_shared<source::waiter>(ex_);
+        auto permit = co_await source_->acquire(waiter_);
+        throw_if_stopped();
+        if (!permit || gen != generation_) {
+            co_return; // a rewind() came in: start over from the new position
+        }
         if (cfg_.auth == client_config::auth_mode::cookie && cookie_.empty()) {
             if (!co_await login(gen)) {
                 throw_if_stopped(); // else login() recorded why, or a rewind() came in
                 co_return;
             }
         }
-        if (need_db_check_ && position_.where == since::kind::at) {
-            auto r = co_await fetch(http::verb::get, db_path(), {});
-            throw_if_stopped();
-            if (gen != generation_) {
+        if (need_db_check_ && (position_.where == since::kind::at || suspect_missing_)) {
+            if (!co_await check_database(gen)) {
                 co_return;
             }
-            if (r.ec) {
-                transport_error(r.ec, "reading db info of");
-                co_return;
-            }
-            if (r.status != 200) {
-                bool const handled = co_await renew_session(r.status, gen);
-                throw_if_stopped();
-                if (!handled) {
-                    on_status(r.status, r.body);
-                }
-                co_return;
-            }
-            if (seen_missing_) {
-                slow(feed_state::failed, "db_missing",
-                     where() + " was deleted and re-created; refusing to follow the new incarnation from seq " +
-                         position_.at_seq.raw_json() + " (CouchDB would silently restart from 0); reset the checkpoint");
-                co_return;
-            }
-            error_code jec;
-            auto info = boost::json::parse(r.body, jec);
-            if (!jec && info.is_object()) {
-                if (auto const* us = info.get_object().if_contains("update_seq")) {
-                    auto const cur = seq_prefix(boost::json::serialize(*us));
-                    auto const mine = seq_prefix(position_.at_seq.raw_json());
-                    if (cur && mine && *cur < *mine) {
-                        slow(feed_state::failed, "db_missing",
-                             where() + " looks re-created: its update_seq " + boost::json::serialize(*us) +
-                                 " is behind the feed position " + position_.at_seq.raw_json() +
-                                 "; refusing to follow from 0 (reset the checkpoint)");
-                        co_return;
-                    }
-                }
-            }
-            need_db_check_ = false;
         }
-        seen_missing_ = false;
-
         conn_ = std::make_unique<connection>();
         buf_.clear();
         if (auto ec = co_await connect(*conn_)) {
@@ -701,8 +792,15 @@ struct changes_feed::impl {
             }
             co_return;
         }
-        http::request<http::empty_body> req(http::verb::get, changes_target(), 11);
+        auto request_body = filter_body();
+        http::request<http::string_body> req(request_body.empty() ? http::verb::get : http::verb::post,
+                                             changes_target(), 11);
         add_auth(req);
+        if (!request_body.empty()) {
+            req.set(http::field::content_type, "application/json");
+            req.body() = std::move(request_body);
+            req.prepare_payload();
+        }
         conn_->tcp().expires_after(opt_.request_timeout);
         if (auto ec = co_await write(*conn_, req)) {
             throw_if_stopped();
@@ -729,6 +827,7 @@ struct changes_feed::impl {
         if (gen != generation_) {
             co_return;
         }
+        permit.release();
         unsigned const status = p.get().result_int();
         if (status != 200) {
             p.body_limit(1u << 16);
@@ -795,6 +894,7 @@ struct changes_feed::impl {
         if (ec == errc::truncated_body) {
             transient("closed", msg);
         } else if (ec == errc::server_error_row) {
+            source_->note_error("error_row", msg);
             transient("server_error", msg);
         } else {
             // Reading again would meet the same row: never skip it, show it.
@@ -819,6 +919,14 @@ struct changes_feed::impl {
             if (opt_.since.where == since::kind::now && status_.start_seq.empty() && status_.rows_read == 0) {
                 status_.start_seq = status_.last_seq_read;
             }
+        }
+        if (catching_up_ && filtered() && parser_.has_last_seq() &&
+            (ready_.empty() || ready_.back().seq.raw_json() != parser_.last_seq().raw_json())) {
+            // Filtered-out changes move the position too (see feed_options).
+            row r;
+            r.seq = parser_.last_seq();
+            r.position_only = true;
+            ready_.push_back(std::move(r));
         }
         if (parser_.pending()) {
             status_.pending = parser_.pending();
@@ -887,13 +995,14 @@ struct changes_feed::impl {
             while (!in.empty() && !decoder_.done()) {
                 std::string_view piece;
                 if (auto dec = decoder_.next(in, piece)) {
+                    std::string stray;
+                    if (dec == errc::chunk_size_not_hex) {
+                        stray.assign(in.substr(0, max_stray_bytes));
+                    }
                     buf_.consume(buf_.size());
                     took_rows(before);
                     if (dec == errc::chunk_size_not_hex) {
-                        seen_missing_ = true;
-                        slow(feed_state::db_missing, "db_missing",
-                             where() + " was deleted under the open feed (the server wrote a new response into "
-                                       "the chunked body)");
+                        co_await stray_response(std::move(stray), gen);
                     } else {
                         transient("bad_response", where() + ": " + dec.message());
                     }
@@ -921,6 +1030,115 @@ struct changes_feed::impl {
         if (end) {
             end_of_response();
         }
+    }
+
+    static constexpr std::size_t max_stray_bytes = 16 * 1024;
+
+    // The server wrote something that is not a chunk-size line into the open
+    // chunked body: CouchDB does this with a whole second response (a 404
+    // when the database was deleted under the feed, recording 06k; 5xx
+    // answers when it runs out of file handles). Reads that response (bounded
+    // in bytes and time) and decides by its status; never concludes "missing"
+    // by itself (see the class comment).
+    asio::awaitable<void> stray_response(std::string data, std::uint64_t gen) {
+        constexpr std::string_view http_prefix = "HTTP/";
+        auto const deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(2s, opt_.request_timeout);
+        http::response_parser<http::string_body> p;
+        p.eager(true);
+        p.body_limit(max_stray_bytes);
+        bool is_response = true;
+        std::string const shown = printable_prefix(data);
+        bool prefix_checked = false;
+        for (;;) {
+            if (!prefix_checked) {
+                auto const n = std::min(data.size(), http_prefix.size());
+                if (std::string_view(data).substr(0, n) != http_prefix.substr(0, n)) {
+                    is_response = false;
+                    break;
+                }
+                prefix_checked = n == http_prefix.size();
+            }
+            if (prefix_checked) {
+                error_code pec;
+                auto const used = p.put(asio::buffer(data), pec);
+                data.erase(0, used);
+                if (!pec || p.is_done() || pec != http::error::need_more) {
+                    break;
+                }
+            }
+            if (data.size() >= max_stray_bytes || std::chrono::steady_clock::now() >= deadline) {
+                break;
+            }
+            conn_->tcp().expires_at(deadline);
+            error_code rec;
+            co_await read_some(*conn_, rec);
+            throw_if_stopped();
+            if (gen != generation_) {
+                co_return;
+            }
+            auto const more = buf_.cdata();
+            data.append(static_cast<char const*>(more.data()), more.size());
+            buf_.consume(buf_.size());
+            if (rec && data.empty()) {
+                break;
+            }
+            if (rec) {
+                // Parse what came before the close, then stop.
+                if (prefix_checked || data.size() >= http_prefix.size()) {
+                    continue;
+                }
+                break;
+            }
+        }
+        if (!is_response) {
+            std::string const msg = where() + ": the server wrote bytes that are no chunk-size line into the open "
+                                              "feed ('" + shown + "')";
+            source_->note_error("in_body_response", msg);
+            transient("bad_response", msg);
+            co_return;
+        }
+        if (!p.is_header_done()) {
+            std::string const msg = where() + ": the server wrote an incomplete HTTP response into the open feed ('" +
+                                    shown + "')";
+            source_->note_error("in_body_response", msg);
+            transient("bad_response", msg);
+            co_return;
+        }
+        unsigned const status = p.get().result_int();
+        std::string const body = p.get().body();
+        std::string const msg = "the server wrote an HTTP " + std::to_string(status) +
+                                " response into the open feed of " + where() + ": " + reason_of(body);
+        if (status >= 500) {
+            auto reason = classify_server_error(status, body);
+            source_->note_error("in_body_response", msg);
+            if (reason != "http_5xx") {
+                source_->note_error(reason, msg);
+            }
+            transient("in_body_response", msg);
+        } else if (status == 404) {
+            // Maybe deleted (06k), maybe not: GET /{db} decides before the
+            // next _changes request.
+            suspect_missing_ = true;
+            transient("in_body_response", msg + " (checking whether the database still exists)");
+        } else {
+            source_->note_error("in_body_response", msg);
+            transient("in_body_response", msg);
+        }
+    }
+
+    asio::awaitable<std::optional<seq>> resolve_now() {
+        while (position_.where == since::kind::now) {
+            throw_if_stopped();
+            if (!response_open_) {
+                co_await open();
+                continue;
+            }
+            co_await read_body();
+        }
+        if (opt_.since.where != since::kind::now || status_.start_seq.empty()) {
+            co_return std::nullopt;
+        }
+        co_return seq::from_raw_json(status_.start_seq);
     }
 
     asio::awaitable<std::vector<row>> next() {
@@ -951,6 +1169,10 @@ struct changes_feed::impl {
         catching_up_ = true;
         wait_ = 0ms;
         ++generation_;
+        recreated_ = false;
+        confirmed_missing_ = false;
+        suspect_missing_ = false;
+        source_->cancel(waiter_);
         timer_.cancel();
     }
 
@@ -962,6 +1184,7 @@ struct changes_feed::impl {
         if (fetch_conn_ && (fetch_conn_->plain || fetch_conn_->tls)) {
             fetch_conn_->close();
         }
+        source_->cancel(waiter_);
         timer_.cancel();
         set_state(feed_state::stopped);
     }
@@ -972,6 +1195,8 @@ struct changes_feed::impl {
     client_config cfg_;
     feed_options opt_;
     parsed_url url_;
+    std::shared_ptr<source> source_;
+    std::shared_ptr<source::waiter> waiter_; // our place in the source's queue, while waiting
     probe probe_;
     std::unique_ptr<asio::ssl::context> ssl_;
     std::unique_ptr<connection> conn_;
@@ -985,7 +1210,9 @@ struct changes_feed::impl {
     bool response_open_ = false;
     bool catching_up_ = true;
     bool need_db_check_ = true;
-    bool seen_missing_ = false;
+    bool suspect_missing_ = false;   // a 404 from _changes or inside its body; GET /{db} decides
+    bool confirmed_missing_ = false; // GET /{db} answered 404 (cleared when it is back and the same)
+    bool recreated_ = false;         // sticky until rewind(): refuse to follow
     bool stopped_ = false;
     bool renewed_ = false;
     bool connected_ = false;
@@ -1002,12 +1229,14 @@ struct changes_feed::impl {
 };
 
 changes_feed::changes_feed(asio::any_io_executor ex, client_config client, feed_options options,
-                           metrics::registry& registry)
-    : impl_(std::make_unique<impl>(std::move(ex), std::move(client), std::move(options), registry)) {}
+                           metrics::registry& registry, std::shared_ptr<source> src)
+    : impl_(std::make_unique<impl>(std::move(ex), std::move(client), std::move(options), registry, std::move(src))) {}
 
 changes_feed::~changes_feed() = default;
 
 asio::awaitable<std::vector<row>> changes_feed::next() { return impl_->next(); }
+
+asio::awaitable<std::optional<seq>> changes_feed::resolve_now() { return impl_->resolve_now(); }
 
 void changes_feed::rewind(since from) { impl_->rewind(std::move(from)); }
 

@@ -2,6 +2,7 @@
 
 #include "couch/row.hpp"
 #include "couch/seq.hpp"
+#include "couch/source.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -48,6 +49,20 @@ struct feed_options {
     // Deadline for connect + TLS + request + response header, and for reads
     // of a normal (catch-up) response.
     std::chrono::milliseconds request_timeout{60000};
+    // Keep each row's document bytes (row::doc_text) for payloads that pass
+    // the document through.
+    bool keep_doc_text = false;
+    // Filters CouchDB applies (at most one kind): a Mango selector (JSON
+    // object text; filter=_selector, sent as POST), document ids
+    // (filter=_doc_ids, POST), or a design-document filter "ddoc/name".
+    // A filter the server rejects (400, a missing design document) makes
+    // the feed `failed`, never a silent full feed. After a filtered catch-up
+    // batch whose last_seq lies beyond its last row, a position-only row
+    // (row::position_only) carries last_seq, so that filtered-out changes
+    // still move the checkpoint.
+    std::string selector;
+    std::vector<std::string> doc_ids;
+    std::string filter;
 };
 
 struct feed_status { // a snapshot, for /status and metrics
@@ -69,22 +84,37 @@ struct feed_status { // a snapshot, for /status and metrics
 // to the constructor (the pipeline's strand). Lifetime: must outlive any
 // next() in flight; call stop() and let next() finish before destroying.
 //
-// Recreated databases: a database deleted and re-created under the same name
-// accepts an old seq and restarts from the beginning without an error. The
-// feed refuses to follow on (state failed, retried slowly, never from 0) when
-// (a) it saw the database missing (404, or the 404-inside-body race) and then
-// present again while it holds a seq, or (b) before each (re)connection from a
-// seq, the database's update_seq has a smaller numeric prefix than that seq
-// (the prefix is the sum of the shard sequences, which only grow within one
-// incarnation; a recreated database that already has more updates than the
-// old position is not detected by this heuristic).
+// Missing and recreated databases. A database deleted and re-created under
+// the same name accepts an old seq and restarts from the beginning without an
+// error, so the feed must notice; but a busy CouchDB also answers healthy
+// databases with errors (`emfile`, `No DB shards could be opened`, even a
+// whole error response written into an open chunked body), and those must
+// never be mistaken for a deletion. The rules:
+//  - A response written into the open body (a chunk-size line starting with
+//    `HTTP/`): its status decides. 5xx is the server in trouble (backoff,
+//    reconnect from the last row read). 404 is only a suspicion: the next
+//    attempt asks `GET /{db}` first. Anything else, or bytes that are no
+//    response at all, is a protocol error (backoff).
+//  - A database is `db_missing` only when `GET /{db}` answers 404 (a
+//    confirmed deletion).
+//  - Recreated (state failed, retried slowly, never followed from 0): with
+//    integer seqs (one node, one counter), when the database's update_seq is
+//    below the feed position; with CouchDB 2/3 opaque seqs, only after a
+//    confirmed deletion, when the update_seq's numeric prefix is below the
+//    position's (the prefix sums shard counters, which only grow within one
+//    incarnation; without a confirmed deletion a lower prefix may just be a
+//    lagging shard copy of an n=3 cluster).
+//
+// Connection attempts go through the feed's couch::source, which caps them
+// per server and records the server's own errors.
 class changes_feed {
 public:
     // `ex` should be the pipeline's strand; every member is called from it. `registry` gets this feed's probe
     // (metrics labelled database=<db>): rows/bytes read, reconnects by reason, state, last-row time, pending.
     // Throws std::invalid_argument for an unusable URL or an unreadable ca_file (startup failure).
+    // `src` is shared by all feeds of one CouchDB server (null: a private one with default options).
     changes_feed(boost::asio::any_io_executor ex, client_config client, feed_options options,
-                 metrics::registry& registry);
+                 metrics::registry& registry, std::shared_ptr<source> src = nullptr);
     ~changes_feed();
     changes_feed(changes_feed const&) = delete;
     changes_feed& operator=(changes_feed const&) = delete;
@@ -97,6 +127,13 @@ public:
     // boost::system::system_error(operation_aborted) after stop(). Rows of one
     // call never repeat rows of an earlier call unless rewind() was called.
     boost::asio::awaitable<std::vector<row>> next();
+
+    // For a feed started with since=now: reads until the server has said
+    // what "now" is, handling trouble as next() does, and returns that seq
+    // (also in status().start_seq) without handing out any row (a row that
+    // came along stays queued for next()). For other starts: returns at once
+    // with nullopt. Throws like next().
+    boost::asio::awaitable<std::optional<couch::seq>> resolve_now();
 
     // Forget the connection; the next next() reads from `from`.
     void rewind(couch::since from);

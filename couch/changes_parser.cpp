@@ -502,6 +502,9 @@ boost::system::error_code changes_parser::on_row_value(std::string_view text, bo
     if (auto* doc = obj->if_contains("doc"); doc != nullptr && doc->is_object()) {
         r.doc_storage = row_storage_;
         r.doc.emplace(std::move(doc->get_object()));
+        if (keep_doc_text_) {
+            r.doc_text = std::string(find_member_raw(text, "doc"));
+        }
     }
     r.wire_bytes = text.size();
     emit(std::move(r), out);

@@ -108,6 +108,10 @@ public:
     std::uint64_t rows_parsed() const noexcept { return rows_parsed_; }
     feed_kind kind() const noexcept { return kind_; }
 
+    // Keep each row's `doc` bytes in row::doc_text (a copy: costs a scan and
+    // an allocation per row; off by default). Survives reset().
+    void keep_doc_text(bool on) noexcept { keep_doc_text_ = on; }
+
     void reset(feed_kind kind);
 
 private:
@@ -139,6 +143,7 @@ private:
     couch::seq last_seq_;
     std::optional<std::uint64_t> pending_;
     bool ended_ = false;
+    bool keep_doc_text_ = false;
     boost::system::error_code error_;
     std::string error_detail_;
     std::uint64_t rows_parsed_ = 0;

@@ -35,6 +35,12 @@ struct row {
     // Bytes of this row on the wire (its JSON text), for metrics and the
     // in-flight byte window.
     std::size_t wire_bytes = 0;
+    // The `doc` member's bytes exactly as the server sent them, when the
+    // feed was asked to keep them (feed_options::keep_doc_text); else empty.
+    std::string doc_text;
+    // No change, only a position: the feed's last_seq after a filtered batch
+    // (id empty). Handled like a skipped row.
+    bool position_only = false;
 };
 
 } // namespace couch

@@ -35,3 +35,29 @@ std::string error_name(boost::system::error_code const& ec) {
 }
 
 } // namespace kafka
+
+namespace kafka {
+
+bool is_record_too_large(boost::system::error_code const& ec) noexcept {
+    return ec.category() == error_category() &&
+           (ec.value() == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || ec.value() == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE);
+}
+
+bool is_permanent_record_error(boost::system::error_code const& ec) noexcept {
+    if (ec.category() != error_category()) {
+        return false;
+    }
+    switch (ec.value()) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return true;
+    default:
+        return false;
+    }
+}
+
+} // namespace kafka

@@ -24,3 +24,17 @@ inline boost::system::error_code make_error_code(int rd_kafka_resp_err) noexcept
 std::string error_name(boost::system::error_code const& ec);
 
 } // namespace kafka
+
+namespace kafka {
+
+// True when a record itself can never be written (too large for the
+// producer's or the broker's limit, an invalid record or topic, refused by
+// a topic policy), so retrying the same record can never succeed; false for
+// errors that may pass (broker down, timeouts, leader changes, fatal
+// producer states that a rebuild fixes).
+bool is_permanent_record_error(boost::system::error_code const& ec) noexcept;
+
+// True for the size errors among them (the record is too large).
+bool is_record_too_large(boost::system::error_code const& ec) noexcept;
+
+} // namespace kafka

@@ -33,6 +33,12 @@
 namespace kafka {
 
 namespace {
+// rd_kafka_clusterid's string is freed with rd_kafka_mem_free.
+void rd_kafka_mem_free_id(char* p) { rd_kafka_mem_free(nullptr, p); }
+} // namespace
+
+
+namespace {
 
 using clock = std::chrono::steady_clock;
 
@@ -537,6 +543,16 @@ boost::asio::awaitable<void> producer::wait_for_space() {
 std::size_t producer::in_flight() const { return impl_->in_flight_.load(); }
 
 std::uint64_t producer::rebuilds() const { return impl_->rebuild_count_.load(); }
+
+std::string producer::cluster_id(std::chrono::milliseconds timeout) {
+    std::shared_lock lock(impl_->rk_mutex_);
+    if (impl_->rk_ == nullptr) {
+        return {};
+    }
+    std::unique_ptr<char, decltype(&rd_kafka_mem_free_id)> id(rd_kafka_clusterid(impl_->rk_, to_timeout_ms(timeout)),
+                                                              &rd_kafka_mem_free_id);
+    return id ? std::string(id.get()) : std::string();
+}
 
 std::size_t producer::flush(std::chrono::milliseconds timeout) {
     auto deadline = clock::now() + timeout;

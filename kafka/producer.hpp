@@ -128,6 +128,12 @@ public:
     // std::runtime_error with librdkafka's reason when the request fails.
     std::vector<std::string> missing_topics(std::vector<std::string> const& topics, std::chrono::milliseconds timeout);
 
+    // The id of the Kafka cluster the producer talks to (the ClusterId of
+    // its metadata), waiting up to `timeout` for it. Empty when it is not
+    // known by then (brokers unreachable) or the cluster reports none.
+    // Blocks the calling thread: call it at startup, not on an io thread.
+    std::string cluster_id(std::chrono::milliseconds timeout);
+
     // Number of times the librdkafka instance was rebuilt after a fatal error.
     std::uint64_t rebuilds() const;
 

@@ -98,6 +98,7 @@ struct detail::http_server_state {
     registry& reg;
     http_server_options opts;
     std::map<std::string, http_handler, std::less<>> handlers; // frozen by start()
+    std::map<std::string, http_request_handler, std::less<>> prefix_handlers; // frozen by start()
     std::string listen_text;
     std::uint16_t port = 0;
     bool started = false;
@@ -122,7 +123,44 @@ struct detail::http_server_state {
             .inc();
     }
 
-    http::message_generator respond(http::request<http::string_body> const& req) {
+    // The prefix handler for `path`, or end().
+    auto find_prefix(std::string_view path) const {
+        for (auto it = prefix_handlers.begin(); it != prefix_handlers.end(); ++it) {
+            if (path == it->first || (path.starts_with(it->first) && path.size() > it->first.size() &&
+                                      path[it->first.size()] == '/')) {
+                return it;
+            }
+        }
+        return prefix_handlers.end();
+    }
+
+    http_response call_prefix(http_request_handler const& h, std::string const& name,
+                              http::request<http::string_body> const& req, bool loopback) {
+        http_request in;
+        in.method = std::string(req.method_string());
+        std::string_view target = req.target();
+        auto const q = target.find('?');
+        in.path = std::string(target.substr(0, q));
+        in.query = q == std::string_view::npos ? std::string() : std::string(target.substr(q + 1));
+        if (auto a = req.find(http::field::authorization); a != req.end()) {
+            in.authorization = std::string(a->value());
+        }
+        in.body = req.body();
+        in.from_loopback = loopback;
+        http_response r;
+        try {
+            r = h(in);
+        } catch (std::exception const& e) {
+            spdlog::error("http server: handler for {} failed: {}", name, e.what());
+            r = {500, "text/plain; charset=utf-8", "internal error\n"};
+        }
+        if (r.status < 100 || r.status > 599) {
+            r = {500, "text/plain; charset=utf-8", "internal error\n"};
+        }
+        return r;
+    }
+
+    http::message_generator respond(http::request<http::string_body> const& req, bool loopback) {
         std::string_view target = req.target();
         auto path = target.substr(0, target.find('?'));
         http_response r;
@@ -132,7 +170,14 @@ struct detail::http_server_state {
         if (it != handlers.end()) {
             counted_path = it->first;
         }
-        if (!method_ok) {
+        auto const pit = it == handlers.end() ? find_prefix(path) : prefix_handlers.end();
+        if (pit != prefix_handlers.end()) {
+            counted_path = pit->first;
+            bool const allowed = method_ok || req.method() == http::verb::put || req.method() == http::verb::post ||
+                                 req.method() == http::verb::delete_;
+            r = allowed ? call_prefix(pit->second, pit->first, req, loopback)
+                        : http_response{405, "text/plain; charset=utf-8", "method not allowed\n"};
+        } else if (!method_ok) {
             r = {405, "text/plain; charset=utf-8", "method not allowed (GET or HEAD only)\n"};
         } else if (it == handlers.end()) {
             r = {404, "text/plain; charset=utf-8", "not found\n"};
@@ -237,7 +282,10 @@ asio::awaitable<void> run_session(std::shared_ptr<detail::http_server_state> sel
             break;
         }
         bool keep_alive = parser.get().keep_alive();
-        auto msg = self->respond(parser.get());
+        beast::error_code pec;
+        auto const peer = stream->socket().remote_endpoint(pec);
+        bool const loopback = !pec && peer.address().is_loopback();
+        auto msg = self->respond(parser.get(), loopback);
         stream->expires_after(self->opts.write_timeout);
         auto [wec, wn] = co_await beast::async_write(*stream, std::move(msg), use_tuple);
         (void)wn;
@@ -326,6 +374,16 @@ http_server::http_server(boost::asio::any_io_executor ex, std::string const& lis
 }
 
 http_server::~http_server() { stop(); }
+
+void http_server::handle_prefix(std::string prefix, http_request_handler h) {
+    if (impl_->started) {
+        throw std::logic_error("http_server::handle_prefix(" + prefix + ") after start()");
+    }
+    if (prefix.empty() || prefix.front() != '/') {
+        throw std::logic_error("http_server::handle_prefix: prefix '" + prefix + "' must start with '/'");
+    }
+    impl_->prefix_handlers[std::move(prefix)] = std::move(h);
+}
 
 void http_server::handle(std::string path, http_handler h) {
     if (impl_->started) {

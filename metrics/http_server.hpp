@@ -31,6 +31,20 @@ struct http_response {
 // exception becomes a 500 and a log line.
 using http_handler = std::function<http_response()>;
 
+// One request, for handlers that need more than the path (the admin API).
+struct http_request {
+    std::string method;        // "GET", "PUT", "POST", "DELETE", "HEAD"
+    std::string path;          // percent-encoded, without the query
+    std::string query;         // after '?', empty if none
+    std::string authorization; // the Authorization header, empty if none
+    std::string body;
+    bool from_loopback = false; // the peer's address is 127.0.0.0/8 or ::1
+};
+
+// Builds the response for any request under the prefix it is registered
+// for. Same threading and exception rules as http_handler.
+using http_request_handler = std::function<http_response(http_request const&)>;
+
 // Limits that keep slow, malformed or too many clients from hurting the
 // bridge. The defaults suit the operations endpoints.
 struct http_server_options {
@@ -47,7 +61,7 @@ struct http_server_options {
 };
 
 // The operations HTTP server: HTTP/1.1 with keep-alive, GET and HEAD only
-// (405 otherwise), 404 for unknown paths, 400 and close for malformed
+// (405 otherwise) except under prefix handlers (handle_prefix), 404 for unknown paths, 400 and close for malformed
 // requests. Built in, and replaceable through handle(): `/metrics`
 // (registry::expose(), content type "text/plain; version=0.0.4;
 // charset=utf-8") and `/healthz` (200 "ok": the event loop answers). The
@@ -82,6 +96,12 @@ public:
     // previous one (also the built-in /metrics). Only before start(): throws
     // std::logic_error afterwards, or if path does not start with '/'.
     void handle(std::string path, http_handler h);
+
+    // Registers a handler for every path equal to `prefix` or starting with
+    // `prefix` + "/", for GET, HEAD, PUT, POST and DELETE (405 for other
+    // methods). Exact handlers registered with handle() win. Only before
+    // start(). Request bodies are limited by http_server_options::body_limit.
+    void handle_prefix(std::string prefix, http_request_handler h);
 
     // Spawns the accept loop on the executor. Returns at once. Calling it
     // twice throws std::logic_error.

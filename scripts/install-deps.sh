@@ -13,7 +13,7 @@ packages=(
   g++ cmake ninja-build ccache pkg-config git
   # libraries (Boost 1.81 component packages, not -all-dev)
   libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libboost-system1.81-dev
-  librdkafka-dev librocksdb-dev libssl-dev libspdlog-dev libcli11-dev
+  librdkafka-dev librocksdb-dev libssl-dev libspdlog-dev libcli11-dev zlib1g-dev
 )
 test_packages=(
   # test servers and test tools: pouchdb-server (node), Kafka (JDK + Maven), python3 for helpers

@@ -4,6 +4,8 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
+#include "couch/changes_parser.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
@@ -313,6 +315,80 @@ BOOST_AUTO_TEST_CASE(strict_reader_rejects_timestamps_in_any_other_shape) {
         auto const why = rejection(record);
         BOOST_TEST(why.find("original_publication_datetime") != std::string::npos, bad << " -> " << why);
     }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(payload)
+
+// The `doc` member's bytes of a recorded row, found without the code under
+// test: CouchDB writes `"doc":{...}` as the row's last member.
+std::string raw_doc_of(std::string const& file, std::size_t row_number) {
+    auto const rows = bridge_test::load_row_texts(file);
+    auto const& line = rows.at(row_number - 1);
+    auto const at = line.rfind("\"doc\":");
+    if (at == std::string::npos) {
+        return {};
+    }
+    return line.substr(at + 6, line.size() - (at + 6) - 1);
+}
+
+BOOST_AUTO_TEST_CASE(all_three_modes_over_the_golden_records) {
+    auto const cases = load_golden();
+    std::size_t with_doc = 0;
+    for (auto const& c : cases) {
+        BOOST_TEST_CONTEXT("golden_records.txt:" << c.line) {
+            auto rows = bridge_test::load_rows(c.file);
+            auto row = rows.at(c.row_number - 1);
+            row.doc_text = raw_doc_of(c.file, c.row_number);
+            auto const meta = bridge::make_change_meta(row, c.database, golden_now());
+            std::string const doc = row.doc_text.empty() ? std::string("null") : row.doc_text;
+            with_doc += row.doc_text.empty() ? 0 : 1;
+
+            std::string stub;
+            bridge::serialize_payload(meta, bridge::payload_mode::stub, row.doc_text, stub);
+            BOOST_TEST(stub == c.expected);
+
+            std::string both;
+            bridge::serialize_payload(meta, bridge::payload_mode::stub_and_doc, row.doc_text, both);
+            BOOST_TEST(both == c.expected.substr(0, c.expected.size() - 1) + ",\"doc\":" + doc + "}");
+            auto const parsed = boost::json::parse(both).as_object();
+            BOOST_TEST(parsed.size() == 13u);
+            BOOST_TEST(parsed.at("doc") == boost::json::parse(doc));
+
+            std::string alone;
+            bridge::serialize_payload(meta, bridge::payload_mode::doc, row.doc_text, alone);
+            BOOST_TEST(alone == doc);
+        }
+    }
+    BOOST_TEST(with_doc >= 10u); // most golden rows carry a document
+}
+
+BOOST_AUTO_TEST_CASE(the_parser_keeps_the_doc_bytes_as_sent) {
+    std::size_t checked = 0;
+    for (auto const* file : {"couchdb-3.4.3/03b_changes_include_docs.http",
+                             "couchdb-3.4.3/10a_changes_escaped_ids_include_docs.http"}) {
+        auto const texts = bridge_test::load_row_texts(file);
+        couch::changes_parser parser(couch::feed_kind::continuous);
+        parser.keep_doc_text(true);
+        std::vector<couch::row> rows;
+        for (auto const& t : texts) {
+            BOOST_REQUIRE(!parser.feed(t + "\n", rows));
+        }
+        BOOST_REQUIRE(rows.size() == texts.size());
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            BOOST_TEST(rows[i].doc_text == raw_doc_of(file, i + 1), file << " row " << i + 1);
+            checked += rows[i].doc_text.empty() ? 0 : 1;
+        }
+    }
+    BOOST_TEST(checked >= 5u);
+}
+
+BOOST_AUTO_TEST_CASE(payload_names) {
+    BOOST_TEST((bridge::parse_payload_mode("stub") == bridge::payload_mode::stub));
+    BOOST_TEST((bridge::parse_payload_mode("stub+doc") == bridge::payload_mode::stub_and_doc));
+    BOOST_TEST((bridge::parse_payload_mode("doc") == bridge::payload_mode::doc));
+    BOOST_CHECK_THROW(bridge::parse_payload_mode("full"), std::invalid_argument);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -261,6 +261,36 @@ bridge::change_meta read_change_meta_strict(std::string_view json) {
     return m;
 }
 
+std::vector<std::string> load_row_texts(std::string const& relative_path) {
+    auto const raw = test_support::read_file(test_support::data_dir() + "/" + relative_path);
+    std::string body = raw;
+    if (raw.starts_with("HTTP/")) {
+        auto const header_end = raw.find("\r\n\r\n");
+        auto const headers = std::string_view(raw).substr(0, header_end);
+        body = raw.substr(header_end + 4);
+        if (headers.find("Transfer-Encoding: chunked") != std::string_view::npos) {
+            body = dechunk(body);
+        }
+    }
+    std::vector<std::string> out;
+    std::size_t pos = 0;
+    while (pos < body.size()) {
+        auto eol = body.find('\n', pos);
+        if (eol == std::string::npos) {
+            eol = body.size();
+        }
+        std::string_view line = std::string_view(body).substr(pos, eol - pos);
+        pos = eol + 1;
+        while (!line.empty() && (line.back() == '\r' || line.back() == ',')) {
+            line.remove_suffix(1);
+        }
+        if (line.starts_with("{\"seq\"")) {
+            out.emplace_back(line);
+        }
+    }
+    return out;
+}
+
 std::vector<couch::row> load_rows(std::string const& relative_path) {
     auto const raw = test_support::read_file(test_support::data_dir() + "/" + relative_path);
     std::string body = raw;

@@ -33,6 +33,8 @@ bridge::timestamp parse_timestamp_strict(std::string_view text);
 // continuous feeds too); `"doc":null` counts as no doc. Throws
 // std::runtime_error on unreadable or malformed input.
 std::vector<couch::row> load_rows(std::string const& relative_path);
+// The text of each row of the same recording, as load_rows() sees them.
+std::vector<std::string> load_row_texts(std::string const& relative_path);
 
 } // namespace bridge_test
 

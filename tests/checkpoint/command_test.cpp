@@ -60,6 +60,22 @@ BOOST_AUTO_TEST_CASE(list_shows_database_seq_and_age) {
     BOOST_TEST(has(filtered.out, "0 checkpoint(s)"));
 }
 
+BOOST_AUTO_TEST_CASE(list_shows_the_kafka_cluster_the_positions_belong_to) {
+    auto dir = seeded_store();
+    BOOST_TEST(has(run(dir, {"list"}).out, "kafka cluster: (not recorded)\n"));
+    {
+        auto s = ck::store::open(dir);
+        BOOST_TEST(!s->get_meta("kafka_cluster_id").has_value());
+        BOOST_TEST(!s->put_meta("kafka_cluster_id", "MkU3OEVBNTcwNTJENDM2Qk"));
+        BOOST_TEST(s->get_meta("kafka_cluster_id").value_or("") == "MkU3OEVBNTcwNTJENDM2Qk");
+        BOOST_TEST(s->list().size() == 2u); // meta is no position
+    }
+    auto r = run(dir, {"list"});
+    BOOST_TEST(r.code == 0);
+    BOOST_TEST(has(r.out, "kafka cluster: MkU3OEVBNTcwNTJENDM2Qk\n"));
+    BOOST_TEST(has(r.out, "2 checkpoint(s)"));
+}
+
 BOOST_AUTO_TEST_CASE(set_moves_one_database) {
     auto dir = seeded_store();
     auto r = run(dir, {"set", "--db", "cases", "--seq", "\"1-g1AAAA\""});

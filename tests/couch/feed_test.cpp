@@ -14,7 +14,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <deque>
+#include <set>
 #include <functional>
 #include <string>
 #include <vector>
@@ -23,119 +25,12 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
+#include "fault_server.hpp"
 #include "wire.hpp"
 
 namespace {
 
 using namespace couch_test;
-
-struct action {
-    enum kind { write, pause, close, hold } k;
-    std::string bytes;
-    std::chrono::milliseconds ms{0};
-};
-using script = std::vector<action>;
-
-action w(std::string s) { return {action::write, std::move(s), {}}; }
-action pause_for(std::chrono::milliseconds ms) { return {action::pause, {}, ms}; }
-action close_now() { return {action::close, {}, {}}; }
-action hold() { return {action::hold, {}, {}}; }
-
-
-// Scripted server: each _changes connection takes the next script (an empty
-// queue means hold). GET /<db> is answered with `db_info` without a script.
-class fault_server {
-public:
-    explicit fault_server(asio::io_context& io) : acceptor_(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
-        asio::co_spawn(io, accept_loop(), asio::detached);
-    }
-    unsigned short port() const { return acceptor_.local_endpoint().port(); }
-    std::string url() const { return "http://u:s3cret@127.0.0.1:" + std::to_string(port()); }
-    void push(script s) { scripts_.push_back(std::move(s)); }
-    void stop() {
-        boost::system::error_code ec;
-        acceptor_.close(ec);
-        for (auto* s : sockets_) {
-            s->close(ec);
-        }
-    }
-    std::vector<std::string> targets;
-    std::vector<std::string> auth_headers;
-    std::string db_info = R"({"db_name":"db","update_seq":"999-x"})";
-
-private:
-    asio::awaitable<void> accept_loop() {
-        for (;;) {
-            boost::system::error_code ec;
-            auto sock = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-            if (ec) {
-                co_return;
-            }
-            asio::co_spawn(acceptor_.get_executor(), session(std::move(sock)), asio::detached);
-        }
-    }
-    asio::awaitable<void> session(tcp::socket sock) {
-        sockets_.push_back(&sock);
-        boost::system::error_code ec;
-        std::string req;
-        char buf[4096];
-        while (req.find("\r\n\r\n") == std::string::npos) {
-            auto n = co_await sock.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
-            if (ec) {
-                break;
-            }
-            req.append(buf, n);
-        }
-        if (!ec) {
-            auto const target = req.substr(req.find(' ') + 1, req.find(" HTTP/") - req.find(' ') - 1);
-            targets.push_back(target);
-            auto const a = req.find("Authorization: ");
-            auth_headers.push_back(a == std::string::npos ? "" : req.substr(a, req.find("\r\n", a) - a));
-            script s;
-            if (target.find("/_changes") == std::string::npos) {
-                s = {w(status_response(200, db_info)), hold()};
-            } else if (!scripts_.empty()) {
-                s = std::move(scripts_.front());
-                scripts_.pop_front();
-            } else {
-                s = {hold()};
-            }
-            co_await run(sock, s);
-        }
-        std::erase(sockets_, &sock);
-    }
-    asio::awaitable<void> run(tcp::socket& sock, script const& s) {
-        boost::system::error_code ec;
-        asio::steady_timer t(sock.get_executor());
-        for (auto const& a : s) {
-            switch (a.k) {
-            case action::write:
-                co_await asio::async_write(sock, asio::buffer(a.bytes), asio::redirect_error(asio::use_awaitable, ec));
-                break;
-            case action::pause:
-                t.expires_after(a.ms);
-                co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-                break;
-            case action::close:
-                sock.close(ec);
-                co_return;
-            case action::hold: {
-                char b[256];
-                while (!ec) {
-                    co_await sock.async_read_some(asio::buffer(b), asio::redirect_error(asio::use_awaitable, ec));
-                }
-                co_return;
-            }
-            }
-            if (ec) {
-                co_return;
-            }
-        }
-    }
-    tcp::acceptor acceptor_;
-    std::deque<script> scripts_;
-    std::vector<tcp::socket*> sockets_;
-};
 
 couch::feed_options fast_options(couch::since since = couch::since::beginning()) {
     couch::feed_options o;
@@ -153,6 +48,7 @@ couch::feed_options fast_options(couch::since since = couch::since::beginning())
 
 struct outcome {
     std::vector<std::string> ids, seqs;
+    std::set<couch::feed_state> states_seen; // sampled every 2 ms
     couch::feed_status status;
     std::string error;
     bool timed_out = false;
@@ -195,6 +91,7 @@ outcome drive(fault_server& server, asio::io_context& io, couch::feed_options op
     asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
         auto const deadline = std::chrono::steady_clock::now() + 60s;
         while (!finished) {
+            out.states_seen.insert(feed.status().state);
             if (until_state && feed.status().state == *until_state) {
                 finish();
                 break;
@@ -204,7 +101,7 @@ outcome drive(fault_server& server, asio::io_context& io, couch::feed_options op
                 finish();
                 break;
             }
-            watch.expires_after(10ms);
+            watch.expires_after(2ms);
             co_await watch.async_wait(asio::use_awaitable);
         }
     }, asio::detached);
@@ -298,45 +195,232 @@ BOOST_AUTO_TEST_CASE(unauthorized_is_a_visible_state) {
     BOOST_TEST(!contains(out.status.last_error, "s3cret"));
 }
 
-BOOST_AUTO_TEST_CASE(db_deleted_under_open_feed_then_recreated_is_never_followed_from_0) {
+namespace {
+std::string const not_found = status_response(404, R"({"error":"not_found","reason":"Database does not exist."})");
+std::string const emfile_500 =
+    status_response(500, R"({"error":"emfile","reason":"Too many open files"})");
+bool never(outcome const& o, couch::feed_state s) { return o.states_seen.count(s) == 0; }
+} // namespace
+
+BOOST_AUTO_TEST_CASE(in_body_500_emfile_backs_off_and_resumes_from_the_last_row) {
     asio::io_context io;
     fault_server server(io);
-    auto const not_found = status_response(404, R"({"error":"not_found","reason":"Database does not exist."})");
+    server.push({w(status_response(200, normal_body({{"a", "1-x"}}, "1-x", 0)))});
+    // The bug-1 shape: a live feed, then a whole 500 response written into its body.
+    server.push({w(chunked_200), w(chunk(row_line("b", "2-x"))), w(chunk("\n")), w(emfile_500), hold()});
+    server.push({w(status_response(200, normal_body({{"c", "3-x"}}, "3-x", 0)))});
+    server.push({w(chunked_200), w(chunk(row_line("d", "4-x"))), hold()});
+    metrics::registry reg;
+    auto const out = drive(server, io, fast_options(), 4, std::nullopt, &reg);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST((out.ids == std::vector<std::string>{"a", "b", "c", "d"})); // nothing lost, nothing repeated
+    BOOST_TEST(never(out, couch::feed_state::db_missing));
+    BOOST_TEST(never(out, couch::feed_state::failed));
+    bool resumed_from_b = false;
+    for (auto const& t : server.targets) {
+        resumed_from_b = resumed_from_b || (contains(t, "feed=normal") && contains(t, "since=2-x"));
+    }
+    BOOST_TEST(resumed_from_b);
+    auto const text = reg.expose();
+    BOOST_TEST(contains(text, R"(couch_bridge_couch_reconnects_total{database="db",reason="in_body_response"} 1)"), text);
+    BOOST_TEST(contains(text, R"(couch_bridge_source_errors_total{reason="emfile"} 1)"));
+    BOOST_TEST(contains(text, R"(couch_bridge_source_errors_total{reason="in_body_response"} 1)"));
+    BOOST_TEST(contains(out.status.last_error, "HTTP 500"), out.status.last_error);
+    BOOST_TEST(contains(out.status.last_error, "emfile"), out.status.last_error);
+}
+
+BOOST_AUTO_TEST_CASE(in_body_404_while_the_database_exists_is_not_missing) {
+    asio::io_context io;
+    fault_server server(io);
     server.push({w(status_response(200, normal_body({}, "5-x", 0)))});
-    // The 06k race: rows, heartbeats, then a whole 404 response inside the chunked body.
+    server.push({w(chunked_200), w(chunk(row_line("a", "6-x"))), w(chunk("\n")), w(not_found), hold()});
+    server.push({w(status_response(200, normal_body({}, "6-x", 0)))});
+    server.push({w(chunked_200), w(chunk(row_line("b", "7-x"))), hold()});
+    auto const out = drive(server, io, fast_options(couch::since::now()), 2);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST((out.ids == std::vector<std::string>{"a", "b"}));
+    BOOST_TEST(never(out, couch::feed_state::db_missing));
+    BOOST_TEST(never(out, couch::feed_state::failed));
+    // GET /db was asked after the stray 404, before _changes again.
+    BOOST_TEST(server.db_requests >= 2);
+}
+
+BOOST_AUTO_TEST_CASE(the_06k_race_with_a_confirmed_404_is_db_missing) {
+    asio::io_context io;
+    fault_server server(io);
+    // The first GET /db (before the continuous feed) finds it; after the race it is gone.
+    server.db_answer = [](int n) { return n == 0 ? status_response(200, R"({"update_seq":"5-x"})") : not_found; };
+    server.push({w(status_response(200, normal_body({}, "5-x", 0)))});
     server.push({w(chunked_200), w(chunk(row_line("a", "6-x"))), w(chunk("\n")), w(not_found), hold()});
     auto const out = drive(server, io, fast_options(couch::since::now()), 2, couch::feed_state::db_missing);
     BOOST_TEST(!out.timed_out);
     BOOST_TEST((out.ids == std::vector<std::string>{"a"}));
-    BOOST_TEST(contains(out.status.last_error, "deleted"), out.status.last_error);
+    BOOST_TEST(contains(out.status.last_error, "does not exist"), out.status.last_error);
     BOOST_TEST(out.status.last_seq_read == "\"6-x\"", out.status.last_seq_read);
+    BOOST_TEST(never(out, couch::feed_state::failed));
+}
 
-    // Next: the database is back (db info answers 200): refuse with `failed`.
-    asio::io_context io2;
-    fault_server server2(io2);
-    server2.push({w(status_response(200, normal_body({}, "5-x", 0)))});
-    server2.push({w(chunked_200), w(chunk(row_line("a", "6-x"))), w(not_found), hold()});
-    auto const out2 = drive(server2, io2, fast_options(couch::since::now()), 2, couch::feed_state::failed);
-    BOOST_TEST(!out2.timed_out);
-    BOOST_TEST(out2.ids.size() == 1u);
-    BOOST_TEST(contains(out2.status.last_error, "re-created"), out2.status.last_error);
-    for (auto const& t : server2.targets) {
+BOOST_AUTO_TEST_CASE(deleted_confirmed_then_recreated_is_refused_and_never_followed_from_0) {
+    asio::io_context io;
+    fault_server server(io);
+    // Found, then gone (404 confirmed twice), then back with a new incarnation's update_seq.
+    server.db_answer = [](int n) {
+        if (n == 0) {
+            return status_response(200, R"({"update_seq":"5-x"})");
+        }
+        if (n <= 2) {
+            return not_found;
+        }
+        return status_response(200, R"({"update_seq":"1-y"})");
+    };
+    server.push({w(status_response(200, normal_body({}, "5-x", 0)))});
+    server.push({w(chunked_200), w(chunk(row_line("a", "6-x"))), w(not_found), hold()});
+    auto const out = drive(server, io, fast_options(couch::since::now()), 2, couch::feed_state::failed);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST(out.ids.size() == 1u);
+    BOOST_TEST(!never(out, couch::feed_state::db_missing));
+    BOOST_TEST(contains(out.status.last_error, "was deleted and re-created; refusing to follow the new incarnation"),
+               out.status.last_error);
+    for (auto const& t : server.targets) {
         BOOST_TEST(!contains(t, "since=0"), t);
     }
 }
 
-BOOST_AUTO_TEST_CASE(recreated_db_detected_by_update_seq_prefix) {
+BOOST_AUTO_TEST_CASE(missing_then_present_again_without_a_new_incarnation_is_followed) {
+    asio::io_context io;
+    fault_server server(io);
+    // 404 confirmed once (a resource error that answered 404?), then back with a higher update_seq.
+    server.db_answer = [](int n) {
+        return n == 1 ? not_found : status_response(200, R"({"update_seq":"9-x"})");
+    };
+    server.push({w(status_response(200, normal_body({}, "5-x", 0)))});
+    server.push({w(chunked_200), w(chunk(row_line("a", "6-x"))), w(not_found), hold()});
+    server.push({w(status_response(200, normal_body({}, "6-x", 0)))});
+    server.push({w(chunked_200), w(chunk(row_line("b", "7-x"))), hold()});
+    auto const out = drive(server, io, fast_options(couch::since::now()), 2);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST((out.ids == std::vector<std::string>{"a", "b"}));
+    BOOST_TEST(!never(out, couch::feed_state::db_missing));
+    BOOST_TEST(never(out, couch::feed_state::failed));
+}
+
+BOOST_AUTO_TEST_CASE(garbage_in_the_body_is_a_protocol_error_with_backoff) {
+    asio::io_context io;
+    fault_server server(io);
+    server.push({w(status_response(200, normal_body({{"a", "1-x"}}, "1-x", 0)))});
+    server.push({w(chunked_200), w(chunk(row_line("b", "2-x"))), w("<html>Bad Gateway</html>\r\n"), hold()});
+    server.push({w(status_response(200, normal_body({}, "2-x", 0)))});
+    server.push({w(chunked_200), w(chunk(row_line("c", "3-x"))), hold()});
+    metrics::registry reg;
+    auto const out = drive(server, io, fast_options(), 3, std::nullopt, &reg);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST((out.ids == std::vector<std::string>{"a", "b", "c"}));
+    BOOST_TEST(never(out, couch::feed_state::db_missing));
+    BOOST_TEST(never(out, couch::feed_state::failed));
+    BOOST_TEST(contains(reg.expose(), R"(couch_bridge_couch_reconnects_total{database="db",reason="bad_response"} 1)"));
+}
+
+BOOST_AUTO_TEST_CASE(a_lower_update_seq_prefix_alone_is_not_a_recreate_on_couchdb_2) {
+    // On an n=3 cluster a lagging shard copy can answer GET /db with a lower
+    // sum of shard sequences: without a confirmed deletion, follow on.
     asio::io_context io;
     fault_server server(io);
     server.db_info = R"({"db_name":"db","update_seq":"2-g1AAAA"})";
-    auto const out = drive(server, io, fast_options(couch::since::from(couch::seq::from_raw_json("\"7-g1AAAA\""))), 1,
+    server.push({w(status_response(200, normal_body({{"a", "8-g1AAAA"}}, "8-g1AAAA", 0)))});
+    server.push({w(chunked_200), w(chunk(row_line("b", "9-g1AAAA"))), hold()});
+    auto const out = drive(server, io, fast_options(couch::since::from(couch::seq::from_raw_json("\"7-g1AAAA\""))), 2);
+    BOOST_TEST(!out.timed_out);
+    BOOST_TEST((out.ids == std::vector<std::string>{"a", "b"}));
+    BOOST_TEST(never(out, couch::feed_state::failed));
+}
+
+BOOST_AUTO_TEST_CASE(recreated_db_with_integer_seqs_detected_by_update_seq) {
+    // One node, one counter (PouchDB, CouchDB 1.x): an update_seq below the
+    // position can only be a new incarnation.
+    asio::io_context io;
+    fault_server server(io);
+    server.db_info = R"({"db_name":"db","update_seq":2})";
+    auto const out = drive(server, io, fast_options(couch::since::from(couch::seq::from_raw_json("7"))), 1,
                            couch::feed_state::failed);
     BOOST_TEST(!out.timed_out);
     BOOST_TEST(contains(out.status.last_error, "re-created"), out.status.last_error);
-    BOOST_TEST(server.targets.size() >= 1u);
     for (auto const& t : server.targets) {
         BOOST_TEST(!contains(t, "_changes"), t);
     }
+}
+
+BOOST_AUTO_TEST_CASE(many_feeds_hit_by_5xx_at_once_reconnect_within_the_cap_and_recover) {
+    asio::io_context io;
+    fault_server server(io);
+    server.answer_delay = 20ms;
+    constexpr int feeds = 200;
+    constexpr std::size_t cap = 8;
+    // Every feed: a first _changes answered 500 (emfile), then one row. The
+    // server answers in connection order, so scripts are per request, not per
+    // feed: 200 errors first, then 200 good answers.
+    for (int i = 0; i < feeds; ++i) {
+        server.push({w(emfile_500)});
+    }
+    for (int i = 0; i < feeds; ++i) {
+        server.push({w(status_response(200, normal_body({{"doc", "1-x"}}, "1-x", 0)))});
+    }
+    metrics::registry reg;
+    couch::source_options so;
+    so.max_connecting = cap;
+    auto src = std::make_shared<couch::source>("test", so, reg);
+    couch::client_config cfg;
+    cfg.url = server.url();
+    std::vector<std::unique_ptr<couch::changes_feed>> all;
+    int done = 0;
+    for (int i = 0; i < feeds; ++i) {
+        auto o = fast_options();
+        o.database = "db" + std::to_string(i);
+        all.push_back(std::make_unique<couch::changes_feed>(asio::make_strand(io), cfg, o, reg, src));
+    }
+    std::vector<std::size_t> rows(feeds, 0);
+    for (int i = 0; i < feeds; ++i) {
+        asio::co_spawn(io, [&, i]() -> asio::awaitable<void> {
+            try {
+                auto r = co_await all[i]->next();
+                rows[i] = r.size();
+            } catch (std::exception const&) {
+            }
+            if (++done == feeds) {
+                for (auto& f : all) {
+                    f->stop();
+                }
+                server.stop();
+            }
+        }, asio::detached);
+    }
+    asio::steady_timer deadline(io, 60s);
+    bool timed_out = false;
+    deadline.async_wait([&](boost::system::error_code ec) {
+        if (!ec && done < feeds) {
+            timed_out = true;
+            for (auto& f : all) {
+                f->stop();
+            }
+            server.stop();
+        }
+    });
+    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(io);
+        while (done < feeds && !timed_out) {
+            t.expires_after(5ms);
+            co_await t.async_wait(asio::use_awaitable);
+        }
+        deadline.cancel();
+    }, asio::detached);
+    io.run();
+    BOOST_TEST(!timed_out);
+    BOOST_TEST(done == feeds);
+    BOOST_TEST(std::count(rows.begin(), rows.end(), 1u) == feeds); // every feed recovered and read its row
+    BOOST_TEST(server.max_unanswered <= static_cast<int>(cap), "server saw " << server.max_unanswered);
+    BOOST_TEST(server.max_unanswered >= 2); // the cap, not a serial crawl
+    auto const text = reg.expose();
+    BOOST_TEST(contains(text, "couch_bridge_source_errors_total{reason=\"emfile\"} 200"), text);
+    BOOST_TEST(src->status().state == "degraded");
 }
 
 BOOST_AUTO_TEST_CASE(oversized_row_fails_naming_db_and_doc) {

@@ -3,6 +3,7 @@
 #include "tests/support/process.hpp"
 #include "tests/support/test_env.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -30,8 +31,11 @@ struct bridge_options {
 inline std::unique_ptr<test_support::child_process> start_bridge(bridge_options const& o, unsigned short http_port) {
     std::vector<std::string> args{"--couch-url", test_support::couch_url(), "--kafka-brokers", o.brokers,
                                   "--checkpoint-dir", o.checkpoint_dir, "--http-listen",
-                                  "127.0.0.1:" + std::to_string(http_port), "--log-level", "debug",
-                                  "--checkpoint-interval", "200"};
+                                  "127.0.0.1:" + std::to_string(http_port), "--log-level", "debug"};
+    // 200 ms unless the test sets its own interval.
+    if (std::find(o.extra.begin(), o.extra.end(), "--checkpoint-interval") == o.extra.end()) {
+        args.insert(args.end(), {"--checkpoint-interval", "200"});
+    }
     for (auto const& db : o.databases) {
         args.push_back("--db");
         args.push_back(db);

@@ -16,7 +16,7 @@ namespace test_support {
 namespace http = boost::beast::http;
 
 http_result couch_request(std::string const& base_url, std::string const& method, std::string const& target,
-                          std::string const& body) {
+                          std::string const& body, std::string const& authorization) {
     auto rest = base_url.substr(base_url.find("://") + 3);
     auto slash = rest.find('/');
     auto authority = rest.substr(0, slash);
@@ -41,6 +41,9 @@ http_result couch_request(std::string const& base_url, std::string const& method
         std::string enc(boost::beast::detail::base64::encoded_size(userinfo.size()), '\0');
         enc.resize(boost::beast::detail::base64::encode(enc.data(), userinfo.data(), userinfo.size()));
         req.set(http::field::authorization, "Basic " + enc);
+    }
+    if (!authorization.empty()) {
+        req.set(http::field::authorization, authorization);
     }
     req.body() = body;
     req.prepare_payload();

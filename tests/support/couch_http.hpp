@@ -13,9 +13,11 @@ struct http_result {
 
 // A blocking HTTP/1.1 request to the CouchDB-protocol server at `base_url`
 // (http://host:port, optional user:password@). `target` is sent as given
-// (the caller URL-encodes). Throws on connection failure.
+// (the caller URL-encodes). `authorization`, when given, is sent as the
+// Authorization header instead of Basic credentials from the URL. Throws on
+// connection failure.
 http_result couch_request(std::string const& base_url, std::string const& method, std::string const& target,
-                          std::string const& body = {});
+                          std::string const& body = {}, std::string const& authorization = {});
 
 // Convenience: PUT /db (201 or 412 accepted), PUT a document, DELETE one.
 void couch_create_db(std::string const& base_url, std::string const& db);

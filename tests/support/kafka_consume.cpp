@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 
 namespace test_support {
 
@@ -81,6 +82,15 @@ std::vector<consumed_record> consume_all(std::string const& brokers, std::vector
             std::int64_t lo = 0;
             std::int64_t hi = 0;
             auto err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), p, &lo, &hi, 10000);
+            // A topic auto-created a moment ago may not have its leader yet:
+            // retriable, so retry for a while before giving up.
+            for (int retry = 0; retry < 50 && (err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+                                               err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                                               err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+                 ++retry) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), p, &lo, &hi, 10000);
+            }
             if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
                 rd_kafka_topic_partition_list_destroy(assignment);
                 throw std::runtime_error(std::string("watermark query failed: ") + rd_kafka_err2str(err));

@@ -1,0 +1,520 @@
+#include "bridge/fleet.hpp"
+
+#include "checkpoint/store.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <regex>
+#include <unistd.h>
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+namespace bridge {
+
+namespace {
+
+std::string error_json(std::string const& error, std::string const& reason) {
+    return json::serialize(json::object{{"error", error}, {"reason", reason}}) + "\n";
+}
+
+std::string owner_name() {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    return std::string(host) + ":" + std::to_string(::getpid());
+}
+
+bool valid_since(std::string const& s) {
+    return s.empty() || s == "0" || s == "now" || checkpoint::is_valid_seq_json(s);
+}
+
+} // namespace
+
+struct fleet::entry {
+    std::string db;
+    std::string desired = "following"; // following | paused | removed
+    bool from_api = false;             // persisted
+    bool from_flag = false;
+    std::unique_ptr<pipeline> p;
+    std::shared_ptr<std::atomic<bool>> done;
+    bool stopping = false;
+    std::optional<std::string> rewind_to; // applied durably before the next start
+    json::object options;                 // per-database settings (see follow())
+};
+
+namespace {
+
+// Checks per-database options; returns an error text, empty when fine.
+std::string check_options(json::object const& o) {
+    int server_filters = 0;
+    for (auto const& [k, v] : o) {
+        auto strings = [&v] {
+            if (!v.is_array()) {
+                return false;
+            }
+            for (auto const& x : v.as_array()) {
+                if (!x.is_string()) {
+                    return false;
+                }
+            }
+            return true;
+        };
+        if (k == "selector") {
+            ++server_filters;
+            if (!v.is_object()) {
+                return "selector must be a JSON object (a Mango selector)";
+            }
+        } else if (k == "doc_ids") {
+            ++server_filters;
+            if (!strings() || v.as_array().empty()) {
+                return "doc_ids must be a non-empty array of strings";
+            }
+        } else if (k == "filter") {
+            ++server_filters;
+            if (!v.is_string() || v.as_string().find('/') == json::string::npos) {
+                return "filter must be \"ddoc/name\"";
+            }
+        } else if (k == "include_doc_types" || k == "exclude_doc_types") {
+            if (!strings()) {
+                return std::string(k) + " must be an array of strings";
+            }
+        } else {
+            return "unknown option '" + std::string(k) +
+                   "' (selector, doc_ids, filter, include_doc_types, exclude_doc_types)";
+        }
+    }
+    if (server_filters > 1) {
+        return "give at most one of selector, doc_ids and filter";
+    }
+    return {};
+}
+
+std::vector<std::string> strings_of(json::value const& v) {
+    std::vector<std::string> out;
+    for (auto const& x : v.as_array()) {
+        out.emplace_back(x.as_string());
+    }
+    return out;
+}
+
+} // namespace
+
+fleet::fleet(dependencies deps) : deps_(std::move(deps)) {}
+
+fleet::~fleet() = default;
+
+bool fleet::valid_database_name(std::string const& name) {
+    // CouchDB's rule; system databases (leading '_') are not followed here.
+    static std::regex const re("^[a-z][a-z0-9_$()+/-]*$");
+    return name.size() <= 238 && std::regex_match(name, re);
+}
+
+void fleet::start(std::vector<std::string> const& flag_databases) {
+    std::lock_guard lock(mutex_);
+    flag_databases_ = flag_databases;
+    if (auto saved = deps_.store.get_meta("fleet")) {
+        boost::system::error_code ec;
+        auto v = json::parse(*saved, ec);
+        if (ec || !v.is_object()) {
+            spdlog::warn("fleet: the admin API state in the checkpoint store is unreadable ({}); ignoring it",
+                         ec ? ec.message() : std::string("not an object"));
+        } else {
+            for (auto const& [name, val] : v.as_object()) {
+                auto const* st = val.is_object() ? val.as_object().if_contains("state") : nullptr;
+                if (st == nullptr || !st->is_string()) {
+                    continue;
+                }
+                auto e = std::make_unique<entry>();
+                e->db = std::string(name);
+                e->desired = std::string(st->as_string());
+                e->from_api = true;
+                if (auto const* opts = val.as_object().if_contains("options");
+                    opts != nullptr && opts->is_object() && check_options(opts->as_object()).empty()) {
+                    e->options = opts->as_object();
+                }
+                entries_[e->db] = std::move(e);
+            }
+        }
+    }
+    for (auto const& db : flag_databases) {
+        auto& e = entries_[db];
+        if (!e) {
+            e = std::make_unique<entry>();
+            e->db = db;
+        }
+        e->from_flag = true;
+        if (e->desired == "removed") {
+            e->desired = "following"; // flags apply on top of the API's removals
+        }
+    }
+    for (auto& [name, e] : entries_) {
+        if (e->desired == "following" && !e->p) {
+            start_pipeline_locked(*e, std::nullopt);
+        } else {
+            spdlog::info("db {}: {} through the admin API (kept across restarts)", name, e->desired);
+        }
+    }
+    asio::co_spawn(deps_.pool, reaper(), asio::detached);
+}
+
+void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kind) {
+    checkpoint::key key{deps_.source_name, e.db};
+    auto pos = deps_.store.get(key);
+    couch::feed_options fo = deps_.feed;
+    fo.database = e.db;
+    auto pipe = deps_.pipe;
+    if (auto const* v = e.options.if_contains("selector"); v || e.options.contains("doc_ids") ||
+                                                           e.options.contains("filter")) {
+        // A per-database server filter replaces the process-wide one.
+        fo.selector = v ? json::serialize(*v) : std::string();
+        fo.doc_ids = e.options.contains("doc_ids") ? strings_of(e.options.at("doc_ids")) : std::vector<std::string>{};
+        fo.filter = e.options.contains("filter") ? std::string(e.options.at("filter").as_string()) : std::string();
+    }
+    if (auto const* v = e.options.if_contains("include_doc_types")) {
+        pipe.options.include_doc_types = strings_of(*v);
+    }
+    if (auto const* v = e.options.if_contains("exclude_doc_types")) {
+        pipe.options.exclude_doc_types = strings_of(*v);
+    }
+    std::optional<std::string> start;
+    if (pos) {
+        fo.since = couch::since::from(couch::seq::from_raw_json(pos->seq_json));
+        start = pos->seq_json;
+        deps_.pipe.flusher.restore(key, *pos);
+        spdlog::info("db {}: resuming from checkpoint {}", e.db, pos->seq_json);
+    } else {
+        auto const kind = start_kind.value_or(deps_.initial_since);
+        fo.since = kind == "now" ? couch::since::now() : couch::since::beginning();
+        spdlog::info("db {}: no checkpoint, starting from since={}", e.db, kind);
+    }
+    e.p = std::make_unique<pipeline>(deps_.pool, deps_.client, std::move(fo), key, start, deps_.window, pipe,
+                                     deps_.source);
+    e.done = std::make_shared<std::atomic<bool>>(false);
+    e.stopping = false;
+    auto* raw = e.p.get();
+    asio::co_spawn(raw->strand(), raw->run(), [raw, done = e.done, db = e.db](std::exception_ptr ex) {
+        if (ex) {
+            try {
+                std::rethrow_exception(ex);
+            } catch (std::exception const& err) {
+                spdlog::critical("db {}: pipeline stopped by an unexpected error: {}", db, err.what());
+            }
+        }
+        done->store(true);
+        (void)raw;
+    });
+}
+
+void fleet::stop_pipeline_locked(entry& e) {
+    if (e.p && !e.stopping) {
+        e.p->stop();
+        e.stopping = true;
+    }
+}
+
+// Ends pipelines that were asked to stop once nothing refers to them, and
+// starts the next one where a resume or a rewind asked for it.
+asio::awaitable<void> fleet::reaper() {
+    asio::steady_timer t(deps_.pool);
+    while (!stopping_) {
+        t.expires_after(std::chrono::milliseconds(100));
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        std::lock_guard lock(mutex_);
+        if (stopping_) {
+            break;
+        }
+        for (auto& [name, e] : entries_) {
+            if (e->p) {
+                if (!e->stopping || !e->done->load() || e->p->in_flight() != 0) {
+                    continue;
+                }
+                e->p.reset();
+                e->stopping = false;
+                spdlog::info("db {}: pipeline stopped ({})", name, e->desired);
+            } else if (!e->rewind_to) {
+                continue; // nothing pending (a retry of a failed rewind write comes here)
+            }
+            if (e->desired != "following") {
+                continue;
+            }
+            std::optional<std::string> kind;
+            if (e->rewind_to) {
+                auto target = *std::exchange(e->rewind_to, std::nullopt);
+                checkpoint::key key{deps_.source_name, name};
+                // The old pipeline's last position first, then the target over it.
+                auto ec = deps_.pipe.flusher.flush_now();
+                if (!ec) {
+                    if (target == "0" || target == "now") {
+                        ec = deps_.store.erase(key);
+                        kind = target;
+                    } else {
+                        deps_.pipe.flusher.update(key, target);
+                        ec = deps_.pipe.flusher.flush_now();
+                    }
+                }
+                if (ec) {
+                    spdlog::error("db {}: cannot store the rewind target {}: {}; retrying", name, target, ec.message());
+                    e->rewind_to = target; // the next round tries again
+                    continue;
+                }
+                spdlog::info("db {}: rewound to {} (stored)", name, target);
+            }
+            try {
+                start_pipeline_locked(*e, kind);
+            } catch (std::exception const& err) {
+                spdlog::error("db {}: cannot start: {}", name, err.what());
+            }
+        }
+    }
+}
+
+void fleet::persist_locked() {
+    json::object o;
+    for (auto const& [name, e] : entries_) {
+        if (e->from_api) {
+            json::object saved{{"state", e->desired}};
+            if (!e->options.empty()) {
+                saved["options"] = e->options;
+            }
+            o[name] = std::move(saved);
+        }
+    }
+    if (auto ec = deps_.store.put_meta("fleet", json::serialize(o))) {
+        throw std::runtime_error("the change is in effect but could not be recorded in the checkpoint store: " +
+                                 ec.message());
+    }
+}
+
+fleet::outcome fleet::ok_locked(entry const& e, unsigned status) const {
+    std::string state = e.p && !e.stopping ? std::string("following") : e.p ? std::string("stopping") : e.desired;
+    return {status, json::serialize(json::object{{"ok", true}, {"database", e.db}, {"state", state}}) + "\n"};
+}
+
+fleet::outcome fleet::follow(std::string const& db, std::string const& since, std::string const& options) {
+    if (!valid_database_name(db)) {
+        return {400, error_json("bad_request", "invalid database name '" + db + "'")};
+    }
+    if (!valid_since(since)) {
+        return {400, error_json("bad_request", "since must be 0, now, or a seq's JSON text (a CouchDB 2+ seq with "
+                                                "its quotes)")};
+    }
+    std::optional<json::object> new_options;
+    if (options.find_first_not_of(" \t\r\n") != std::string::npos) {
+        boost::system::error_code ec;
+        auto v = json::parse(options, ec);
+        if (ec || !v.is_object()) {
+            return {400, error_json("bad_request", "the body must be a JSON object of options")};
+        }
+        if (auto why = check_options(v.as_object()); !why.empty()) {
+            return {400, error_json("bad_request", why)};
+        }
+        new_options = std::move(v.as_object());
+    }
+    std::lock_guard lock(mutex_);
+    auto& slot = entries_[db];
+    bool const created = !slot;
+    if (created) {
+        slot = std::make_unique<entry>();
+        slot->db = db;
+    }
+    auto& e = *slot;
+    bool const options_changed = new_options && *new_options != e.options;
+    if (!created && e.desired == "following" && e.p && !e.stopping && since.empty() && !options_changed) {
+        return ok_locked(e);
+    }
+    e.desired = "following";
+    e.from_api = true;
+    if (new_options) {
+        e.options = std::move(*new_options);
+    }
+    if (!since.empty()) {
+        e.rewind_to = since;
+    }
+    try {
+        if (e.p) {
+            stop_pipeline_locked(e); // the reaper starts it again (at the target, if any)
+        } else {
+            std::optional<std::string> kind;
+            if (e.rewind_to) {
+                auto target = *std::exchange(e.rewind_to, std::nullopt);
+                checkpoint::key key{deps_.source_name, db};
+                boost::system::error_code ec;
+                if (target == "0" || target == "now") {
+                    ec = deps_.store.erase(key);
+                    kind = target;
+                } else {
+                    deps_.pipe.flusher.update(key, target);
+                    ec = deps_.pipe.flusher.flush_now();
+                }
+                if (ec) {
+                    return {503, error_json("store", "cannot store the start position: " + ec.message())};
+                }
+            }
+            start_pipeline_locked(e, kind);
+        }
+        persist_locked();
+    } catch (std::exception const& err) {
+        return {503, error_json("store", err.what())};
+    }
+    spdlog::info("db {}: followed through the admin API{}", db, since.empty() ? "" : " from since=" + since);
+    return ok_locked(e, created ? 201 : 200);
+}
+
+fleet::outcome fleet::remove(std::string const& db) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(db);
+    if (it == entries_.end() || it->second->desired == "removed") {
+        return {404, error_json("not_found", "database '" + db + "' is not followed")};
+    }
+    auto& e = *it->second;
+    e.desired = "removed";
+    e.from_api = true;
+    e.rewind_to.reset();
+    stop_pipeline_locked(e);
+    try {
+        persist_locked();
+    } catch (std::exception const& err) {
+        return {503, error_json("store", err.what())};
+    }
+    spdlog::info("db {}: no longer followed (admin API); its checkpoint is kept", db);
+    return ok_locked(e);
+}
+
+fleet::outcome fleet::pause(std::string const& db) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(db);
+    if (it == entries_.end() || it->second->desired == "removed") {
+        return {404, error_json("not_found", "database '" + db + "' is not followed")};
+    }
+    auto& e = *it->second;
+    e.desired = "paused";
+    e.from_api = true;
+    stop_pipeline_locked(e);
+    try {
+        persist_locked();
+    } catch (std::exception const& err) {
+        return {503, error_json("store", err.what())};
+    }
+    spdlog::info("db {}: paused (admin API)", db);
+    return ok_locked(e);
+}
+
+fleet::outcome fleet::resume(std::string const& db) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(db);
+    if (it == entries_.end() || it->second->desired == "removed") {
+        return {404, error_json("not_found", "database '" + db + "' is not followed")};
+    }
+    auto& e = *it->second;
+    if (e.desired == "following") {
+        return ok_locked(e);
+    }
+    e.desired = "following";
+    e.from_api = true;
+    try {
+        if (!e.p) {
+            start_pipeline_locked(e, std::nullopt);
+        }
+        persist_locked();
+    } catch (std::exception const& err) {
+        return {503, error_json("store", err.what())};
+    }
+    spdlog::info("db {}: resumed (admin API)", db);
+    return ok_locked(e);
+}
+
+fleet::outcome fleet::rewind(std::string const& db, std::string const& since) {
+    if (since.empty() || !valid_since(since)) {
+        return {400, error_json("bad_request", "rewind needs ?since=0, now, or a seq's JSON text")};
+    }
+    {
+        std::lock_guard lock(mutex_);
+        auto it = entries_.find(db);
+        if (it == entries_.end() || it->second->desired == "removed") {
+            return {404, error_json("not_found", "database '" + db + "' is not followed")};
+        }
+    }
+    return follow(db, since);
+}
+
+std::string fleet::describe_all() const {
+    std::lock_guard lock(mutex_);
+    json::object dbs;
+    auto const owner = owner_name();
+    for (auto const& [name, e] : entries_) {
+        json::object o;
+        std::string checkpoint_seq;
+        std::string last_seq;
+        std::string state = e->desired;
+        if (e->p) {
+            auto s = e->p->status();
+            state = e->stopping ? std::string("stopping") : s.state;
+            checkpoint_seq = s.checkpoint_seq;
+            last_seq = s.last_seq_read;
+        } else if (auto pos = deps_.store.get(checkpoint::key{deps_.source_name, name})) {
+            checkpoint_seq = pos->seq_json;
+        }
+        o["state"] = state;
+        o["desired"] = e->desired;
+        o["seq"] = last_seq.empty() ? json::value(nullptr) : json::value(last_seq);
+        o["checkpoint"] = checkpoint_seq.empty() ? json::value(nullptr) : json::value(checkpoint_seq);
+        o["origin"] = e->from_flag ? "flag" : "api";
+        o["options"] = e->options;
+        o["owner"] = owner;
+        dbs[name] = std::move(o);
+    }
+    return json::serialize(json::object{{"owner", owner}, {"databases", std::move(dbs)}}) + "\n";
+}
+
+std::vector<pipeline_status> fleet::statuses() const {
+    std::lock_guard lock(mutex_);
+    std::vector<pipeline_status> out;
+    for (auto const& [name, e] : entries_) {
+        if (e->p) {
+            out.push_back(e->p->status());
+            if (e->stopping) {
+                out.back().state = "stopping";
+                out.back().ready = true;
+            }
+        } else if (e->desired == "paused") {
+            pipeline_status s;
+            s.database = name;
+            s.state = "paused";
+            s.ready = true; // deliberately not running
+            out.push_back(std::move(s));
+        }
+    }
+    return out;
+}
+
+std::size_t fleet::in_flight() const {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (auto const& [name, e] : entries_) {
+        if (e->p) {
+            n += e->p->in_flight();
+        }
+    }
+    return n;
+}
+
+void fleet::stop_all() {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    for (auto& [name, e] : entries_) {
+        if (e->p) {
+            e->p->stop();
+        }
+    }
+}
+
+} // namespace bridge

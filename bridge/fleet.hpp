@@ -1,0 +1,111 @@
+#pragma once
+
+#include "bridge/pipeline.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace checkpoint {
+class store;
+}
+
+namespace bridge {
+
+// Which databases run, and the one place that starts, stops, pauses and
+// rewinds pipelines (STYLE §10). Pipelines never start or stop each other;
+// the admin API and startup talk to the fleet, and the fleet talks to a
+// pipeline only through its constructor, run(), stop(), status() and
+// in_flight().
+//
+// Lifecycle of one database: following (a pipeline runs) -> stopping (asked
+// to stop; waits until its run() ended and nothing it produced is in flight,
+// since delivery reports refer to it) -> paused, removed, or following again
+// (resume, rewind). A rewind target is written durably before the new
+// pipeline starts.
+//
+// What the admin API changed (added, paused, removed databases) is kept in
+// the checkpoint store (meta "fleet") and applied again at the next start;
+// databases named by flags are followed on top of it unless paused.
+//
+// Thread safety: every public member may be called from any thread.
+class fleet {
+public:
+    struct dependencies {
+        boost::asio::any_io_executor pool;
+        couch::client_config client;
+        std::shared_ptr<couch::source> source;
+        std::string source_name;    // checkpoint key's source
+        std::string initial_since;  // "0" or "now", for databases without a checkpoint
+        window_limits window;
+        couch::feed_options feed; // the template of every feed (database and since are set per database)
+        pipeline::dependencies pipe;
+        checkpoint::store& store;
+    };
+
+    explicit fleet(dependencies deps);
+    ~fleet();
+    fleet(fleet const&) = delete;
+    fleet& operator=(fleet const&) = delete;
+
+    // Startup: follows `flag_databases` and what the store says the admin
+    // API added, except what it paused or removed (removed applies only to
+    // databases no flag names). Then runs the reaper until stop_all().
+    // Throws checkpoint::store_error if the store cannot be read.
+    void start(std::vector<std::string> const& flag_databases);
+
+    // The admin operations. Each returns an HTTP-like outcome: 200/201 with
+    // a JSON body, 404 (unknown database), 409 (conflict), 400 (bad input),
+    // 503 (the store could not record it). Never throws for bad input.
+    struct outcome {
+        unsigned status = 200;
+        std::string json; // the response body
+    };
+    // since: "" (checkpoint, else --initial-since), "0", "now", or a seq's JSON text.
+    // options: "" or a JSON object of per-database settings that replace the
+    // process-wide ones: at most one of "selector" (object), "doc_ids"
+    // (array of strings), "filter" ("ddoc/name"); "include_doc_types",
+    // "exclude_doc_types" (arrays of strings). Given for a database that
+    // runs, it restarts with them (from its checkpoint). Persisted.
+    outcome follow(std::string const& db, std::string const& since, std::string const& options = {});
+    outcome remove(std::string const& db);
+    outcome pause(std::string const& db);
+    outcome resume(std::string const& db);
+    outcome rewind(std::string const& db, std::string const& since);
+    // GET /databases: every known database, JSON.
+    std::string describe_all() const;
+
+    // Snapshots of the running pipelines, for /status, /readyz and progress.
+    std::vector<pipeline_status> statuses() const;
+    // Records in flight over all pipelines (shutdown waits for 0).
+    std::size_t in_flight() const;
+    // Shutdown: stops every pipeline (reading), keeps them until destroyed.
+    void stop_all();
+
+    // True when `name` is a valid CouchDB database name (and not a system
+    // database, which the API does not follow).
+    static bool valid_database_name(std::string const& name);
+
+private:
+    struct entry;
+    boost::asio::awaitable<void> reaper();
+    void start_pipeline_locked(entry& e, std::optional<std::string> since_override);
+    void stop_pipeline_locked(entry& e);
+    void persist_locked();
+    outcome ok_locked(entry const& e, unsigned status = 200) const;
+
+    dependencies deps_;
+    mutable std::mutex mutex_;
+    std::map<std::string, std::unique_ptr<entry>> entries_;
+    std::vector<std::string> flag_databases_;
+    std::atomic<bool> stopping_{false};
+};
+
+} // namespace bridge
