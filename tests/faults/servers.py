@@ -272,7 +272,8 @@ class Toxiproxy:
         raise RuntimeError(f"toxiproxy-server did not start; see {self.log}")
 
     def _call(self, method, path, body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        # Toxiproxy itself waits up to 25 s for a busy link before it gives up.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=40)
         try:
             conn.request(method, path, body=json.dumps(body) if body is not None else None,
                          headers={"Content-Type": "application/json"})
