@@ -457,6 +457,7 @@ int run_bridge(config const& cfg) {
     feed_template.keep_doc_text = publishing.payload != payload_mode::stub;
     feed_template.on_recreate = cfg.on_recreate == "fail" ? couch::feed_options::recreate_policy::fail
                                                           : couch::feed_options::recreate_policy::restart;
+    feed_template.heartbeat = cfg.couch_heartbeat;
     try {
         feed_template.selector = selector_text(cfg.selector);
         feed_template.doc_ids = read_doc_ids(cfg.doc_ids_file);
@@ -473,7 +474,7 @@ int run_bridge(config const& cfg) {
         return 2;
     }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
-                                        window_limits{}, feed_template,
+                                        window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
                                                                cfg.deletion_memory ? store.get() : nullptr},
                                         *store});

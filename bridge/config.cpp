@@ -89,6 +89,13 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     opt("couch-ca-file", c.couch_ca_file, "CA bundle for HTTPS certificate verification")->group(group_couch);
     opt("couch-tls-verify", c.couch_tls_verify, "Verify the server certificate over HTTPS (true/false)")
         ->group(group_couch);
+    app.add_option_function<int>(
+           "--couch-heartbeat", [&c](int ms) { c.couch_heartbeat = std::chrono::milliseconds(ms); },
+           "Milliseconds between continuous-feed heartbeats; a feed silent for twice this long is reconnected")
+        ->envname(env_name("couch-heartbeat"))
+        ->check(CLI::Range(100, 300000))
+        ->default_str("10000")
+        ->group(group_couch);
     opt("couch-max-connecting", c.couch_max_connecting,
         "Connection attempts in flight at once against CouchDB, over all databases (spreads reconnects when "
         "the server is in trouble)")
@@ -201,6 +208,15 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->envname(env_name("shutdown-timeout"))
         ->check(CLI::Range(0, 3600000))
         ->default_str("30000")
+        ->group(group_ckpt);
+
+    opt("max-in-flight", c.max_in_flight,
+        "Per database: records produced and not yet acknowledged before reading pauses")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{10000000}))
+        ->group(group_ckpt);
+    opt("max-in-flight-bytes", c.max_in_flight_bytes,
+        "Per database: bytes produced and not yet acknowledged before reading pauses")
+        ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 40))
         ->group(group_ckpt);
 
     auto* group_ops = "Operations";
@@ -343,6 +359,7 @@ std::string describe(config const& c) {
         << "couch-auth = " << c.couch_auth << '\n'
         << "couch-ca-file = " << c.couch_ca_file << '\n'
         << "couch-tls-verify = " << (c.couch_tls_verify ? "true" : "false") << '\n'
+        << "couch-heartbeat = " << c.couch_heartbeat.count() << '\n'
         << "couch-max-connecting = " << c.couch_max_connecting << '\n'
         << "on-recreate = " << c.on_recreate << '\n'
         << "db = " << list(c.databases) << '\n'
@@ -375,6 +392,8 @@ std::string describe(config const& c) {
         << "initial-since = " << c.initial_since << '\n'
         << "checkpoint-interval = " << c.checkpoint_interval.count() << '\n'
         << "shutdown-timeout = " << c.shutdown_timeout.count() << '\n'
+        << "max-in-flight = " << c.max_in_flight << '\n'
+        << "max-in-flight-bytes = " << c.max_in_flight_bytes << '\n'
         << "http-listen = " << c.http_listen << '\n'
         << "admin-token = " << masked(c.admin_token) << '\n'
         << "log-format = " << c.log_format << '\n'

@@ -20,8 +20,11 @@ struct config {
     std::string couch_ca_file;
     bool couch_tls_verify = true;
     std::vector<std::string> databases;
-    int couch_max_connecting = 16;
-    std::string on_recreate = "restart"; // restart | fail // connection attempts in flight at once against the CouchDB server
+    // Continuous-feed heartbeat; the feed's watchdog declares a silent
+    // connection dead after twice this long.
+    std::chrono::milliseconds couch_heartbeat{10000};
+    int couch_max_connecting = 16;       // connection attempts in flight at once against the CouchDB server
+    std::string on_recreate = "restart"; // restart | fail
 
     std::string kafka_brokers = "embedded";
     std::vector<std::string> kafka_properties; // k=v, passed through to librdkafka
@@ -60,6 +63,10 @@ struct config {
     std::string initial_since = "0"; // 0 | now
     std::chrono::milliseconds checkpoint_interval{1000};
     std::chrono::milliseconds shutdown_timeout{30000};
+    // Per-database in-flight window: records and bytes produced but not yet
+    // acknowledged by Kafka; reading pauses while either is reached.
+    std::size_t max_in_flight = 20000;
+    std::size_t max_in_flight_bytes = 64u << 20;
 
     std::string http_listen = "127.0.0.1:9108";
     std::string admin_token; // the admin API needs "Authorization: Bearer <it>"; empty: loopback clients only

@@ -20,6 +20,10 @@ test_packages=(
   # test servers and test tools: pouchdb-server (node), Kafka (JDK + Maven), python3 for helpers,
   # a real Prometheus server and promtool (scrape test, alerting-rule check), openssl for test certificates
   nodejs npm default-jre-headless maven python3 python3-prometheus-client python3-yaml procps prometheus openssl
+  # the fault lab (tests/faults): Toxiproxy is built from the Go module proxy
+  # (scripts/install-toxiproxy.sh), ip/nsenter/unshare make its partitions and
+  # full disks, kafka-python (+ lz4) is its checker's independent consumer
+  golang-go iproute2 util-linux python3-kafka python3-lz4
 )
 build_only=0
 for arg in "$@"; do
@@ -36,7 +40,7 @@ done
 [[ $build_only -eq 1 ]] || packages+=("${test_packages[@]}")
 
 # A tool that is already on PATH from elsewhere (a newer node, a JDK) counts.
-declare -A provided_by_command=([docker.io]=dockerd [nodejs]=node [npm]=npm [default-jre-headless]=java [maven]=mvn [python3]=python3 [g++]=g++ [cmake]=cmake [git]=git)
+declare -A provided_by_command=([docker.io]=dockerd [nodejs]=node [npm]=npm [default-jre-headless]=java [maven]=mvn [python3]=python3 [golang-go]=go [g++]=g++ [cmake]=cmake [git]=git)
 
 missing=()
 for p in "${packages[@]}"; do

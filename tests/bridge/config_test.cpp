@@ -45,6 +45,19 @@ BOOST_AUTO_TEST_CASE(invalid_values_fail_with_nonzero_exit) {
     BOOST_TEST(parse({"--http-listen", "localhost"}).exit_code != 0);
 }
 
+BOOST_AUTO_TEST_CASE(heartbeat_and_in_flight_window_flags) {
+    auto defaults = parse({});
+    BOOST_TEST(defaults.cfg.couch_heartbeat.count() == 10000);
+    BOOST_TEST(defaults.cfg.max_in_flight == 20000u);
+    auto r = parse({"--couch-heartbeat", "2000", "--max-in-flight", "64", "--max-in-flight-bytes", "1048576"});
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST(r.cfg.couch_heartbeat.count() == 2000);
+    BOOST_TEST(r.cfg.max_in_flight == 64u);
+    BOOST_TEST(r.cfg.max_in_flight_bytes == 1048576u);
+    BOOST_TEST(parse({"--couch-heartbeat", "5"}).exit_code != 0);
+    BOOST_TEST(parse({"--max-in-flight", "0"}).exit_code != 0);
+}
+
 BOOST_AUTO_TEST_CASE(config_file_is_read_and_flags_win_over_it) {
     auto path = std::filesystem::temp_directory_path() / ("ckb-config-test-" + std::to_string(::getpid()) + ".toml");
     {

@@ -117,6 +117,22 @@ BOOST_AUTO_TEST_CASE(round_trip_is_byte_exact_and_survives_reopen) {
     BOOST_TEST(s->list().size() == 2u);
 }
 
+// RocksDB's diagnostics go to the process log: no `LOG` file on the
+// checkpoint disk, whose failed append on a full disk aborted the process
+// (found by the fault lab, tests/faults).
+BOOST_AUTO_TEST_CASE(no_rocksdb_info_log_file_in_the_checkpoint_dir) {
+    auto dir = test_support::make_temp_dir("ckpt-store");
+    {
+        auto s = checkpoint::store::open(dir);
+        auto ec = s->write({{key{"http://couch:5984", "cases"}, position{"1", 1, "0.1.0"}}});
+        BOOST_TEST(!ec, ec.message());
+    }
+    for (auto const& entry : std::filesystem::directory_iterator(dir)) {
+        auto const name = entry.path().filename().string();
+        BOOST_TEST((name != "LOG" && name.rfind("LOG.old", 0) != 0), "unexpected RocksDB info log " << name);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(invalid_seq_fails_the_whole_batch) {
     auto dir = test_support::make_temp_dir("ckpt-store");
     auto s = checkpoint::store::open(dir);

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""The fault lab: a seeded, randomized schedule of partitions, restarts,
+stalls, slow links and full disks against the real bridge, its own
+pouchdb-server and its own Kafka broker; then heal, wait for quiescence and
+check independently that nothing was lost.
+
+    tests/faults/lab.py --seed 14 --faults 60 [--profile ci|soak] [--report docs/FAULTS.md]
+    tests/faults/lab.py --seed 14 --faults 60 --print-schedule   # the schedule only
+
+Needs root (network and mount namespaces). Exit status 0 when every check
+holds, 1 when one fails, 2 when the lab itself could not run, 77 (skipped)
+without root.
+
+Topology (the bridge runs inside the lab's network namespace and inside a
+mount namespace with a small tmpfs on its checkpoint directory):
+
+    writer ──────────────────────────────▶ pouchdb-server (LevelDB) 127.0.0.1
+    bridge ─veth couch─▶ Toxiproxy couch ──▶ pouchdb-server
+    bridge ─veth kafka─▶ Toxiproxy kafka ──▶ broker BRIDGE listener (advertised = the proxy)
+    lab    ─veth mgmt──▶ bridge /status, /readyz (never cut)
+    checker ─────────────────────────────▶ broker DIRECT listener 127.0.0.1
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import checker  # noqa: E402
+import report  # noqa: E402
+import schedule  # noqa: E402
+import servers  # noqa: E402
+from injector import Injector, Monitor, healthy, summarize  # noqa: E402
+from workload import Writer  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODES = ("at-least-once",)  # exactly-once and group mode: add here, in Bridge args and in the checks below
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=14)
+    p.add_argument("--faults", type=int, default=60)
+    p.add_argument("--min-each", type=int, default=3, help="every fault kind at least this many times")
+    p.add_argument("--kinds", help="comma-separated fault kinds to use (default: all): " + ",".join(sorted(
+        schedule.KINDS)))
+    p.add_argument("--profile", choices=sorted(schedule.PROFILES), default="ci")
+    p.add_argument("--mode", choices=MODES, default="at-least-once")
+    p.add_argument("--bridge", default=os.path.join(ROOT, "build/ci/bridge/couch-kafka-bridge"))
+    p.add_argument("--databases", type=int, default=3)
+    p.add_argument("--writes-per-s", type=float, default=20.0)
+    p.add_argument("--heartbeat-ms", type=int, default=2000, help="the bridge's --couch-heartbeat")
+    p.add_argument("--max-in-flight", type=int, default=24, help="the bridge's per-database window")
+    p.add_argument("--rss-limit-mib", type=int, default=300, help="peak RSS allowed while Kafka is unreachable")
+    p.add_argument("--tmpfs-mib", type=int, default=32, help="size of the checkpoint disk")
+    p.add_argument("--recovery-timeout", type=float, default=180.0)
+    p.add_argument("--quiesce-timeout", type=float, default=300.0)
+    p.add_argument("--work", help="working directory (default: a fresh temporary one, removed on success)")
+    p.add_argument("--report", help="write the Markdown report here (e.g. docs/FAULTS.md)")
+    p.add_argument("--print-schedule", action="store_true", help="print the schedule as JSON and exit")
+    return p.parse_args(argv)
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class World:
+    """Everything the injector acts on."""
+
+
+def build_world(args, work, tag):
+    w = World()
+    w.databases = [f"faults-db{i}" for i in range(args.databases)]
+    w.topic_prefix = f"faults{tag}-"
+    w.shutdown_timeout_s = 5
+    w.max_in_flight = args.max_in_flight
+    fetch_servers()
+    w.netns = servers.Netns(tag)
+    w.netns.create()
+    w.toxiproxy = servers.Toxiproxy(install_toxiproxy(), work)
+    w.toxiproxy.start()
+    couch_proxy, kafka_proxy = servers.free_port(), servers.free_port()
+    w.couch = servers.Couch(ROOT, work)
+    w.couch.start()
+    w.kafka = servers.Kafka(ROOT, work)
+    w.kafka.configure(f"{w.netns.host_ip['kafka']}:{kafka_proxy}")
+    w.kafka.start()
+    w.toxiproxy.add_proxy("couch", f"{w.netns.host_ip['couch']}:{couch_proxy}", f"127.0.0.1:{w.couch.port}")
+    w.toxiproxy.add_proxy("kafka", f"{w.netns.host_ip['kafka']}:{kafka_proxy}", f"127.0.0.1:{w.kafka.bridge_port}")
+    w.mount_dir = os.path.join(work, "disk")
+    w.checkpoint_dir = os.path.join(w.mount_dir, "checkpoints")
+    w.spaces = servers.Namespaces(w.netns, w.mount_dir, args.tmpfs_mib)
+    w.spaces.start()
+    status_addr = f"{w.netns.ns_ip['mgmt']}:9108"
+    bridge_args = [
+        "--couch-url", f"http://{w.netns.host_ip['couch']}:{couch_proxy}",
+        "--kafka-brokers", f"{w.netns.host_ip['kafka']}:{kafka_proxy}",
+        "--checkpoint-dir", w.checkpoint_dir,
+        "--http-listen", status_addr,
+        "--routing", f"prefix:{w.topic_prefix}", "--default-topic", f"{w.topic_prefix}meta",
+        "--checkpoint-interval", "200",
+        "--shutdown-timeout", str(w.shutdown_timeout_s * 1000),
+        "--couch-heartbeat", str(args.heartbeat_ms),
+        "--max-in-flight", str(args.max_in_flight),
+        "--kafka-property", "topic.metadata.refresh.interval.ms=1000",
+        "--log-level", "info",
+    ]
+    for db in w.databases:
+        bridge_args += ["--db", db]
+    w.bridge = servers.Bridge(args.bridge, w.spaces, bridge_args, os.path.join(work, "bridge.log"),
+                              f"http://{status_addr}")
+    w.writer = Writer(w.couch.port, w.databases, args.seed, args.writes_per_s)
+    w.writer.create_databases()
+    return w
+
+
+def fetch_servers():
+    servers.run(["bash", os.path.join(ROOT, "scripts/fetch-test-servers.sh"), "all"])
+
+
+def install_toxiproxy():
+    r = servers.run(["bash", os.path.join(ROOT, "scripts/install-toxiproxy.sh")])
+    return r.stdout.strip().splitlines()[-1]
+
+
+def teardown(w):
+    for part in ("monitor", "writer"):
+        obj = getattr(w, part, None)
+        try:
+            obj and obj.stop()
+        except Exception:
+            pass
+    for part in ("bridge", "spaces", "kafka", "couch", "toxiproxy"):
+        obj = getattr(w, part, None)
+        if obj is not None:
+            try:
+                obj.stop()
+            except Exception as e:
+                log(f"teardown of {part}: {e}")
+    if getattr(w, "netns", None):
+        w.netns.destroy()
+
+
+def heal_everything(w):
+    w.toxiproxy.reset()
+    for link in ("couch", "kafka"):
+        w.netns.heal(link)
+    w.spaces.free()
+    if w.couch.proc.poll() is not None:
+        w.couch.start()
+    if w.kafka.proc.poll() is not None:
+        w.kafka.start()
+    with w.bridge.lock:
+        if w.bridge.stopped_by_signal:
+            w.bridge.signal(signal.SIGCONT)
+        if w.bridge.pid() is None:
+            w.bridge.start()
+
+
+def quiesce(w, timeout):
+    """Waits until every feed follows, nothing is in flight and each feed has
+    read up to CouchDB's update_seq. Returns the seconds it took, or None."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        st = w.bridge.status()
+        if st and healthy(w.monitor.latest):
+            dbs = st["databases"]
+            done = True
+            for db in w.databases:
+                d = dbs.get(db, {})
+                seq = checker.couch_update_seq(w.couch.url, db)
+                if d.get("in_flight") != 0 or d.get("last_seq_read") != json.dumps(seq) or \
+                        d.get("checkpoint_seq") != json.dumps(seq):
+                    done = False
+            if done:
+                return time.time() - t0
+        time.sleep(1)
+    return None
+
+
+def main(argv):
+    args = parse_args(argv)
+    only = args.kinds.split(",") if args.kinds else None
+    faults = schedule.make_schedule(args.seed, args.faults, args.profile, args.min_each, only)
+    digest = schedule.digest(faults)
+    if args.print_schedule:
+        print(json.dumps({"seed": args.seed, "digest": digest, "faults": [asdict(f) for f in faults]}, indent=1))
+        return 0
+    if os.geteuid() != 0:
+        print("fault lab: skipped, it needs root (network and mount namespaces)", file=sys.stderr)
+        return 77
+    args.bridge = os.path.abspath(args.bridge)
+    if not os.access(args.bridge, os.X_OK):
+        print(f"fault lab: no bridge binary at {args.bridge} (build it, or pass --bridge)", file=sys.stderr)
+        return 2
+    command = "tests/faults/lab.py " + " ".join(argv)
+    tag = f"{os.getpid() % 1000000}"
+    work = args.work or tempfile.mkdtemp(prefix="ckb-faults-")
+    os.makedirs(work, exist_ok=True)
+    log(f"fault lab: seed {args.seed}, {len(faults)} faults ({args.profile}), schedule digest {digest}, work {work}")
+    w = World()
+    started = time.time()
+    rc = 2
+    try:
+        w = build_world(args, work, tag)
+        w.bridge.start()
+        w.monitor = Monitor(w.bridge)
+        w.monitor.start()
+        w.writer.start()
+        log("world up: pouchdb-server, Kafka, Toxiproxy, namespaces, bridge; writer running")
+        injector = Injector(w, faults, args.recovery_timeout, log)
+        injector.run()
+        log("schedule done; healing everything")
+        heal_everything(w)
+        time.sleep(3)
+        w.writer.stop()
+        took = quiesce(w, args.quiesce_timeout)
+        log(f"quiescent after {took if took is None else round(took, 1)} s")
+        final_status = w.bridge.status()
+        changes = checker.couch_changes(w.couch.url, w.databases)
+        records, header_mismatches = checker.kafka_records(w.kafka.direct, w.topic_prefix)
+        found = checker.check(changes, records, w.writer.revs)
+        for _ in range(3):  # lost may be "not yet": look again before calling it lost
+            if not found["lost"]:
+                break
+            time.sleep(10)
+            records, header_mismatches = checker.kafka_records(w.kafka.direct, w.topic_prefix)
+            found = checker.check(changes, records, w.writer.revs)
+        w.monitor.stop()
+        with w.bridge.lock:
+            w.bridge.signal(signal.SIGTERM)
+            final_rc = w.bridge.wait(60)
+            final_store = w.bridge.checkpoints_list(w.checkpoint_dir)
+        result = report.Result(
+            args=args, command=command, digest=digest, faults=faults, outcomes=injector.outcomes,
+            summary=summarize(injector.outcomes), found=found, header_mismatches=header_mismatches,
+            final_status=final_status, final_rc=final_rc, final_store=final_store, quiesce_s=took,
+            kafka_outage_rss_kib=injector.kafka_outage_rss_kib,
+            peak_rss_kib=max((s.rss_kib for s in w.monitor.samples), default=0),
+            writer=w.writer, bridge=w.bridge, monitor=w.monitor, lab_errors=injector.errors + w.monitor.errors,
+            duration_s=time.time() - started, databases=w.databases)
+        text, failures = report.render(result)
+        print(text)
+        if args.report:
+            report.write(args.report, text)
+            log(f"report written to {args.report}")
+        if failures:
+            log("FAILED: " + "; ".join(failures) + f" (work dir kept: {work})")
+            rc = 1
+        else:
+            log(f"passed in {time.time() - started:.0f} s")
+            rc = 0
+        return rc
+    except Exception as e:
+        log(f"fault lab could not run: {e!r} (work dir kept: {work})")
+        import traceback
+        traceback.print_exc()
+        return 2
+    finally:
+        teardown(w)
+        if rc == 0 and not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

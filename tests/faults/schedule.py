@@ -1,0 +1,116 @@
+"""Fault kinds and the randomized schedule. The schedule is a pure function
+of (seed, count, profile): the same arguments give the same list of faults,
+start times, durations and parameters (its digest is printed so a replay
+can be compared). Adding a mode (exactly-once, group) adds kinds or targets
+here and a handler in injector.py; nothing else changes.
+
+Each kind names the resource it holds while it runs: faults on different
+resources overlap freely, faults on the same one queue."""
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, field
+
+# kind -> resource held while it runs
+KINDS = {
+    "bridge_sigkill": "bridge",
+    "bridge_sigterm": "bridge",
+    "bridge_sigstop": "bridge",
+    "partition_couch": "link:couch",
+    "partition_kafka": "link:kafka",
+    "toxic_latency": "toxics",
+    "toxic_slicer": "toxics",
+    "toxic_bandwidth": "toxics",
+    "toxic_reset_peer": "toxics",
+    "couch_restart": "server:couch",
+    "kafka_restart": "server:kafka",
+    "disk_full": "disk",
+}
+
+# Kinds that make Kafka unreachable: peak RSS is sampled while they last.
+KAFKA_UNREACHABLE = {"partition_kafka", "kafka_restart"}
+
+
+@dataclass
+class Profile:
+    name: str
+    gap: tuple  # seconds between fault starts (uniform)
+    partition: tuple  # partition length
+    hold: tuple  # stall, toxic, disk-full length
+    down: tuple  # how long a killed process stays down
+    disk: tuple  # how long the checkpoint disk stays full
+    weights: dict = field(default_factory=dict)
+
+
+PROFILES = {
+    # CI: >= 60 faults in a few minutes on a loaded two-core machine.
+    "ci": Profile("ci", gap=(1.5, 5.0), partition=(1.0, 12.0), hold=(1.0, 6.0), down=(0.0, 3.0), disk=(5.0, 15.0),
+                  weights={"kafka_restart": 0.6, "couch_restart": 0.8}),
+    # soak: the issue's 1-60 s partitions.
+    "soak": Profile("soak", gap=(1.5, 8.0), partition=(1.0, 60.0), hold=(1.0, 20.0), down=(0.0, 10.0), disk=(5.0, 40.0),
+                    weights={"kafka_restart": 0.6, "couch_restart": 0.8}),
+}
+
+
+@dataclass
+class Fault:
+    index: int
+    kind: str
+    at: float  # seconds after the schedule starts
+    duration: float
+    params: dict
+
+    @property
+    def resource(self):
+        return KINDS[self.kind]
+
+
+def make_schedule(seed, count, profile_name, min_each=3, only=None):
+    """`only`: restrict to these kinds (a targeted run, e.g. partitions alone)."""
+    profile = PROFILES[profile_name]
+    rng = random.Random(seed)
+    kinds = sorted(only or KINDS)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown fault kind(s): {sorted(unknown)}")
+    chosen = [k for k in kinds for _ in range(min_each)]
+    weights = [profile.weights.get(k, 1.0) for k in kinds]
+    while len(chosen) < count:
+        chosen.append(rng.choices(kinds, weights)[0])
+    rng.shuffle(chosen)
+    faults, t = [], 0.0
+    for i, kind in enumerate(chosen):
+        t += rng.uniform(*profile.gap)
+        params = {}
+        if kind.startswith("partition_"):
+            duration = rng.uniform(*profile.partition)
+        elif kind in ("bridge_sigkill", "couch_restart", "kafka_restart"):
+            duration = rng.uniform(*profile.down)
+        elif kind == "disk_full":
+            duration = rng.uniform(*profile.disk)
+        else:
+            duration = rng.uniform(*profile.hold)
+        if kind == "disk_full":
+            # Half the episodes also crash and restart the bridge while the
+            # disk is full: the store must open (or refuse to) without harm.
+            params["restart_while_full"] = rng.random() < 0.5
+        if kind.startswith("toxic_"):
+            params["proxy"] = rng.choice(["couch", "kafka"])
+            params["stream"] = rng.choice(["upstream", "downstream"])
+            if kind == "toxic_latency":
+                params["attributes"] = {"latency": rng.randrange(50, 2000), "jitter": rng.randrange(0, 500)}
+            elif kind == "toxic_slicer":
+                params["attributes"] = {"average_size": rng.randrange(1, 200), "size_variation": rng.randrange(0, 50),
+                                        "delay": rng.randrange(0, 2000)}
+            elif kind == "toxic_bandwidth":
+                params["attributes"] = {"rate": rng.randrange(1, 64)}  # KB/s
+            else:
+                params["attributes"] = {"timeout": rng.randrange(0, 2000)}  # ms before the reset
+        faults.append(Fault(i, kind, round(t, 3), round(duration, 3), params))
+    return faults
+
+
+def digest(faults):
+    text = json.dumps([asdict(f) for f in faults], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
