@@ -184,6 +184,9 @@ BOOST_AUTO_TEST_CASE(selector_is_posted_and_a_rejected_filter_is_failed_not_a_fu
         dir + ".log");
     auto const got = wait_for_ids(real, db, {"s1", "s2"});
     bool const failed = wait_db_state(port, db, "failed");
+    // A consumer can see the records before the producer has their
+    // acknowledgements: wait for the checkpoint to cover them.
+    BOOST_TEST(wait_for_checkpoint(port, db, 2));
     auto const st = status_of(port);
     BOOST_TEST(stop(bridge) == 0);
     asio::post(io, [&] { server.stop(); });
