@@ -186,6 +186,8 @@ class Runner:
                "--log-level", "warn"]
         for db in databases:
             cmd += ["--db", db]
+        # Extra bridge flags for A/B runs (e.g. CKB_BENCH_BRIDGE_ARGS="--io-threads 1").
+        cmd += os.environ.get("CKB_BENCH_BRIDGE_ARGS", "").split()
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         deadline = time.monotonic() + 120

@@ -635,7 +635,12 @@ int run_bridge(config const& cfg) {
             asio::detached);
     });
 
-    unsigned const n_threads = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+    // One thread by default: librdkafka and RocksDB have threads of their
+    // own, and at a real CouchDB's pace a second event-loop thread mostly
+    // hands rows and delivery reports across threads (docs/BENCHMARKS.md,
+    // "one event-loop thread": 3.4 -> 1.1 context switches per change).
+    unsigned const n_threads = cfg.io_threads > 0 ? static_cast<unsigned>(cfg.io_threads)
+                                                  : std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
     std::vector<std::thread> threads;
     for (unsigned i = 1; i < n_threads; ++i) {
         threads.emplace_back([&ioc] { ioc.run(); });

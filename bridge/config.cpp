@@ -223,6 +223,10 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     opt("http-listen", c.http_listen, "Address of the /metrics, /healthz, /readyz and /status server")
         ->check(listen_address)
         ->group(group_ops);
+    opt("io-threads", c.io_threads,
+        "Threads running the event loop (0: one per core, at most 4); librdkafka and RocksDB have their own")
+        ->check(CLI::Range(0, 64))
+        ->group(group_ops);
     opt("admin-token", c.admin_token,
         "Bearer token the admin API (/databases) requires; without it the API answers loopback clients only "
         "(prefer the environment twin)")
@@ -395,6 +399,7 @@ std::string describe(config const& c) {
         << "max-in-flight = " << c.max_in_flight << '\n'
         << "max-in-flight-bytes = " << c.max_in_flight_bytes << '\n'
         << "http-listen = " << c.http_listen << '\n'
+        << "io-threads = " << c.io_threads << '\n'
         << "admin-token = " << masked(c.admin_token) << '\n'
         << "log-format = " << c.log_format << '\n'
         << "log-level = " << c.log_level << '\n';

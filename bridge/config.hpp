@@ -69,6 +69,7 @@ struct config {
     std::size_t max_in_flight_bytes = 64u << 20;
 
     std::string http_listen = "127.0.0.1:9108";
+    int io_threads = 1; // threads running the event loop; 0: one per core, at most 4
     std::string admin_token; // the admin API needs "Authorization: Bearer <it>"; empty: loopback clients only
     std::string log_format = "text";
     std::string log_level = "info";
