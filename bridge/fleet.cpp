@@ -235,7 +235,7 @@ asio::awaitable<void> fleet::reaper() {
         }
         for (auto& [name, e] : entries_) {
             if (e->p) {
-                if (!e->stopping || !e->done->load() || e->p->in_flight() != 0) {
+                if (!e->stopping || !e->done->load() || !e->p->quiescent()) {
                     continue;
                 }
                 e->last_checkpoint = e->p->status().checkpoint_seq;

@@ -100,7 +100,8 @@ pipeline::pipeline(asio::any_io_executor pool, couch::client_config client, couc
       probe_(std::make_unique<probe>(deps.registry, key_.database)),
       committed_(checkpoint_seq),
       start_seq_(std::move(checkpoint_seq)),
-      window_timer_(strand_) {
+      window_timer_(strand_),
+      status_timer_(strand_) {
     status_.database = key_.database;
     status_.state = "connecting";
     if (committed_) {
@@ -118,6 +119,7 @@ void pipeline::stop() {
         stopping_ = true;
         feed_.stop();
         window_timer_.cancel();
+        status_timer_.cancel();
     });
 }
 
@@ -184,7 +186,9 @@ asio::awaitable<bool> pipeline::pin_now_start() {
 }
 
 asio::awaitable<void> pipeline::run() {
-    asio::co_spawn(strand_, status_ticker(), asio::detached);
+    asio::co_spawn(strand_, status_ticker(), [this](std::exception_ptr) {
+        ticker_done_.store(true); // see quiescent(): the owner may destroy the pipeline after this
+    });
     std::mt19937 jitter{std::random_device{}()};
     if (!committed_ && initial_since_.where == couch::since::kind::now) {
         if (!co_await pin_now_start()) {
@@ -522,7 +526,8 @@ void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t g
                            std::string const& forget_id) {
     --in_flight_records_;
     in_flight_bytes_ -= bytes;
-    in_flight_atomic_.store(in_flight_records_, std::memory_order_relaxed);
+    // in_flight_atomic_ is stored last (see the end): an owner that sees 0
+    // may destroy the pipeline, so nothing may touch it after that store.
     if (report.ec) {
         probe_->produce_errors.inc();
         if (generation == generation_) {
@@ -558,6 +563,7 @@ void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t g
     if (stopping_) {
         refresh_status(); // the reader is gone: keep the snapshot (checkpoint, in flight) current for the fleet
     }
+    in_flight_atomic_.store(in_flight_records_, std::memory_order_release);
 }
 
 void pipeline::fail_generation(std::string const& why) {
@@ -583,12 +589,15 @@ void pipeline::advance_checkpoint() {
 }
 
 asio::awaitable<void> pipeline::status_ticker() {
-    asio::steady_timer t(strand_);
     while (!stopping_) {
         refresh_status();
-        t.expires_after(std::chrono::seconds(1));
-        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        status_timer_.expires_after(std::chrono::seconds(1));
+        co_await status_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
     }
+}
+
+bool pipeline::quiescent() const {
+    return ticker_done_.load() && in_flight_atomic_.load() == 0;
 }
 
 void pipeline::refresh_status() {

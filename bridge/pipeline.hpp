@@ -125,6 +125,10 @@ public:
     pipeline_status status() const;
     // Thread-safe: records produced and not yet acknowledged or failed.
     std::size_t in_flight() const;
+    // Thread-safe: after stop() and the end of run(), true once nothing of
+    // the pipeline runs or will run any more (its status ticker ended, no
+    // record in flight): only then may the owner destroy it.
+    bool quiescent() const;
 
 private:
     struct probe;
@@ -167,6 +171,8 @@ private:
     std::size_t in_flight_records_ = 0;
     std::size_t in_flight_bytes_ = 0;
     boost::asio::steady_timer window_timer_;     // woken by delivery reports
+    boost::asio::steady_timer status_timer_;     // the status ticker's; cancelled by stop()
+    std::atomic<bool> ticker_done_{false};
     bool stopping_ = false;
     std::string failure_;                        // last delivery failure, cleared by progress
     std::chrono::system_clock::time_point failure_time_{};
