@@ -3,6 +3,7 @@
 #include "common/redact.hpp"
 #include "couch/changes_parser.hpp"
 #include "couch/shard_seq.hpp"
+#include "couch/url.hpp"
 #include "metrics/registry.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -84,106 +85,6 @@ constexpr std::array<std::string_view, 8> all_states = {"connecting", "catching_
 constexpr std::array<std::string_view, 11> reconnect_reasons = {
     "closed",     "stall",        "last_seq",     "http_5xx", "refused",          "server_error",
     "db_missing", "unauthorized", "bad_response", "tls",      "in_body_response"};
-
-std::string percent_decode(std::string_view s) {
-    std::string out;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '%' && i + 2 < s.size()) {
-            auto hv = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) ? std::stoi(std::string(1, c), nullptr, 16) : -1; };
-            int const a = hv(s[i + 1]);
-            int const b = hv(s[i + 2]);
-            if (a >= 0 && b >= 0) {
-                out.push_back(static_cast<char>(a * 16 + b));
-                i += 2;
-                continue;
-            }
-        }
-        out.push_back(s[i]);
-    }
-    return out;
-}
-
-std::string base64(std::string_view in) {
-    static constexpr char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    std::size_t i = 0;
-    for (; i + 2 < in.size(); i += 3) {
-        unsigned v = (unsigned char)in[i] << 16 | (unsigned char)in[i + 1] << 8 | (unsigned char)in[i + 2];
-        out += {tbl[v >> 18], tbl[(v >> 12) & 63], tbl[(v >> 6) & 63], tbl[v & 63]};
-    }
-    if (i + 1 == in.size()) {
-        unsigned v = (unsigned char)in[i] << 16;
-        out += {tbl[v >> 18], tbl[(v >> 12) & 63], '=', '='};
-    } else if (i + 2 == in.size()) {
-        unsigned v = (unsigned char)in[i] << 16 | (unsigned char)in[i + 1] << 8;
-        out += {tbl[v >> 18], tbl[(v >> 12) & 63], tbl[(v >> 6) & 63], '='};
-    }
-    return out;
-}
-
-struct parsed_url {
-    bool tls = false;
-    std::string host, port, prefix, user, password, redacted;
-};
-
-parsed_url parse_url(client_config const& cfg) {
-    parsed_url u;
-    std::string_view s = cfg.url;
-    u.redacted = common::redact_url(s);
-    if (s.starts_with("https://")) {
-        u.tls = true;
-        s.remove_prefix(8);
-    } else if (s.starts_with("http://")) {
-        s.remove_prefix(7);
-    } else {
-        throw std::invalid_argument("CouchDB URL must start with http:// or https://: " + u.redacted);
-    }
-    auto const auth_end = std::min(s.find_first_of("/?#"), s.size());
-    std::string_view authority = s.substr(0, auth_end);
-    std::string_view path = s.substr(auth_end);
-    path = path.substr(0, std::min(path.find_first_of("?#"), path.size()));
-    if (auto at = authority.rfind('@'); at != std::string_view::npos) {
-        auto const userinfo = authority.substr(0, at);
-        auto const colon = userinfo.find(':');
-        u.user = percent_decode(userinfo.substr(0, colon));
-        if (colon != std::string_view::npos) {
-            u.password = percent_decode(userinfo.substr(colon + 1));
-        }
-        authority.remove_prefix(at + 1);
-    }
-    if (authority.starts_with("[")) {
-        auto const close = authority.find(']');
-        if (close == std::string_view::npos) {
-            throw std::invalid_argument("bad IPv6 host in CouchDB URL " + u.redacted);
-        }
-        u.host = std::string(authority.substr(1, close - 1));
-        authority.remove_prefix(close + 1);
-        if (authority.starts_with(":")) {
-            u.port = std::string(authority.substr(1));
-        }
-    } else {
-        auto const colon = authority.find(':');
-        u.host = std::string(authority.substr(0, colon));
-        if (colon != std::string_view::npos) {
-            u.port = std::string(authority.substr(colon + 1));
-        }
-    }
-    if (u.host.empty()) {
-        throw std::invalid_argument("no host in CouchDB URL " + u.redacted);
-    }
-    if (u.port.empty()) {
-        u.port = u.tls ? "443" : "80";
-    }
-    while (path.ends_with("/")) {
-        path.remove_suffix(1);
-    }
-    u.prefix = std::string(path);
-    if (!cfg.user.empty()) {
-        u.user = cfg.user;
-        u.password = cfg.password;
-    }
-    return u;
-}
 
 // This feed's metrics, looked up once.
 struct probe {
