@@ -17,6 +17,7 @@
 #include "couch/source.hpp"
 #include "kafka/producer.hpp"
 #include "kafka/embedded_cluster.hpp"
+#include "kafka/presence.hpp"
 #include "kafka/version.hpp"
 #include "metrics/http_server.hpp"
 #include "metrics/process.hpp"
@@ -323,6 +324,7 @@ int run_bridge(config const& cfg) {
     std::unique_ptr<kafka::producer> producer;
     std::unique_ptr<checkpoint::store> store;
     std::unique_ptr<checkpoint::kafka_store> kafka_positions; // --checkpoint-store kafka
+    std::unique_ptr<kafka::presence> running_mark;            // ... and the group that says it is in use
     bool const exactly_once = cfg.delivery == "exactly-once";
     std::optional<router> routes;
     std::unique_ptr<metrics::http_server> http;
@@ -384,6 +386,14 @@ int run_bridge(config const& cfg) {
             // the cluster-id check of the RocksDB store has nothing to do.
             kafka_positions =
                 open_kafka_checkpoints(cfg, *producer, embedded.get(), pcfg.bootstrap_servers, *store);
+            auto& skipped = registry.add_counter("couch_bridge_checkpoint_records_skipped_total",
+                                                 "Records of the checkpoint topic that did not decode (foreign or "
+                                                 "corrupt), skipped at startup");
+            skipped.inc(static_cast<double>(kafka_positions->loaded().skipped));
+            if (!embedded) {
+                running_mark = std::make_unique<kafka::presence>(kafka::presence_config{
+                    pcfg.bootstrap_servers, pcfg.properties, checkpoint_owner_group(cfg), cfg.checkpoint_topic});
+            }
         }
 
         // Checkpoints are trusted only for the Kafka cluster that
