@@ -4,6 +4,7 @@
 #include "bridge/exactly_once.hpp"
 #include "bridge/kafka_checkpoints.hpp"
 #include "bridge/fleet.hpp"
+#include "bridge/group.hpp"
 #include "bridge/pipeline.hpp"
 #include "bridge/routing.hpp"
 #include "checkpoint/flusher.hpp"
@@ -331,6 +332,14 @@ int run_bridge(config const& cfg) {
     std::function<std::string(std::chrono::milliseconds)> cluster_of; // the connected cluster's id ("" unknown)
     std::string cluster;                                                 // verified at startup, if it had to be
     try {
+        if (!cfg.group.empty() && cfg.checkpoint_store != "kafka") {
+            throw std::invalid_argument("--group needs --checkpoint-store kafka: a database's next owner reads its "
+                                        "checkpoint from the topic");
+        }
+        if (!cfg.group.empty() && exactly_once) {
+            throw std::invalid_argument("--group with --delivery exactly-once is not supported yet (it needs one "
+                                        "transactional producer per assignment partition); use at-least-once");
+        }
         if (exactly_once && cfg.checkpoint_store != "kafka") {
             throw std::invalid_argument("--delivery exactly-once needs --checkpoint-store kafka: the checkpoints are "
                                         "written in the same Kafka transaction as the records");
@@ -390,6 +399,17 @@ int run_bridge(config const& cfg) {
                                                  "Records of the checkpoint topic that did not decode (foreign or "
                                                  "corrupt), skipped at startup");
             skipped.inc(static_cast<double>(kafka_positions->loaded().skipped));
+            if (!cfg.group.empty()) {
+                auto const topic = assignment_topic(cfg);
+                if (embedded) {
+                    embedded->create_topic(topic, cfg.assignment_partitions);
+                } else if (!producer->missing_topics({topic}, std::chrono::seconds(30)).empty()) {
+                    if (auto ec = producer->create_topics({topic}, cfg.assignment_partitions, cfg.topic_replication,
+                                                          std::chrono::seconds(30))) {
+                        throw std::runtime_error("cannot create the assignment topic " + topic + ": " + ec.message());
+                    }
+                }
+            }
             if (!embedded) {
                 running_mark = std::make_unique<kafka::presence>(kafka::presence_config{
                     pcfg.bootstrap_servers, pcfg.properties, checkpoint_owner_group(cfg), cfg.checkpoint_topic});
@@ -548,11 +568,17 @@ int run_bridge(config const& cfg) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
     }
+    std::unique_ptr<group_ownership> group;
+    std::function<bool(std::string const&)> owns;
+    if (!cfg.group.empty()) {
+        group = std::make_unique<group_ownership>(source, cfg.assignment_partitions);
+        owns = [g = group.get()](std::string const& db) { return g->owns(db); };
+    }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
                                         window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
                                                                cfg.deletion_memory ? store.get() : nullptr},
-                                        *store, positions});
+                                        *store, positions, owns});
     running_fleet = &databases;
     register_admin_api(*http, databases, cfg.admin_token);
     http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });
@@ -575,7 +601,7 @@ int run_bridge(config const& cfg) {
         }
         return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
     });
-    http->handle("/status", [&databases, &flusher, &couch_source, &producer, &cfg] {
+    http->handle("/status", [&databases, &flusher, &couch_source, &producer, &cfg, &group] {
         boost::json::object root;
         root["version"] = common::version;
         root["source"] = source_json(*couch_source);
@@ -584,6 +610,16 @@ int run_bridge(config const& cfg) {
                          {"last_error", k.last_error.empty() ? boost::json::value(nullptr)
                                                              : boost::json::value(k.last_error)}};
         root["delivery"] = cfg.delivery;
+        if (group) {
+            boost::json::array parts;
+            for (auto p : group->partitions()) {
+                parts.emplace_back(p);
+            }
+            root["group"] = {{"name", cfg.group},
+                             {"member_id", group->member_id()},
+                             {"partitions", std::move(parts)},
+                             {"rebalances", group->rebalances()}};
+        }
         root["checkpoint_store"] = cfg.checkpoint_store;
         root["databases"] = status_json(databases.statuses());
         auto h = flusher.status();
@@ -604,6 +640,10 @@ int run_bridge(config const& cfg) {
                    flusher.run(), asio::detached);
     try {
         databases.start(cfg.databases);
+        if (group) {
+            group->start(cfg, embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers, databases,
+                         *kafka_positions, flusher, registry);
+        }
     } catch (std::exception const& e) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
@@ -728,6 +768,9 @@ int run_bridge(config const& cfg) {
     for (auto& t : threads) {
         t.join();
     }
+    // Leaving the group revokes this member's partitions through the fleet:
+    // before the fleet goes.
+    group.reset();
     if (committer) {
         committer->join(); // the flusher's loop ended with flusher.stop()
     }
