@@ -570,14 +570,17 @@ int run_bridge(config const& cfg) {
     }
     std::unique_ptr<group_ownership> group;
     std::function<bool(std::string const&)> owns;
+    std::function<bool()> may_publish;
     if (!cfg.group.empty()) {
         group = std::make_unique<group_ownership>(source, cfg.assignment_partitions);
         owns = [g = group.get()](std::string const& db) { return g->owns(db); };
+        may_publish = [g = group.get()] { return g->may_publish(); };
     }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
                                         window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
-                                                               cfg.deletion_memory ? store.get() : nullptr},
+                                                               cfg.deletion_memory ? store.get() : nullptr,
+                                                               may_publish},
                                         *store, positions, owns});
     running_fleet = &databases;
     register_admin_api(*http, databases, cfg.admin_token);

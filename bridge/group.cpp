@@ -27,6 +27,7 @@ group_ownership::group_ownership(std::string source, std::int32_t partitions)
     : source_(std::move(source)), partitions_(partitions) {}
 
 group_ownership::~group_ownership() {
+    member_ready_.store(nullptr);
     member_.reset(); // leaves the group: what is owned is revoked first
 }
 
@@ -91,7 +92,13 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
     gc.topic = assignment_topic(cfg);
     gc.session_timeout = cfg.group_session_timeout;
     member_ = std::make_unique<kafka::group_member>(std::move(gc), std::move(events), registry);
+    member_ready_.store(member_.get(), std::memory_order_release);
     spdlog::info("group {}: joining through {} ({} partitions)", cfg.group, assignment_topic(cfg), partitions_);
+}
+
+bool group_ownership::may_publish() const noexcept {
+    auto const* m = member_ready_.load(std::memory_order_acquire);
+    return m != nullptr && m->lease_valid();
 }
 
 std::string group_ownership::member_id() const { return member_ ? member_->member_id() : std::string(); }

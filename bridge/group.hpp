@@ -2,6 +2,7 @@
 
 #include "bridge/config.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -48,6 +49,9 @@ public:
 
     // Thread-safe: does this instance own `database` now?
     bool owns(std::string const& database) const;
+    // Thread-safe, cheap: may the pipelines publish now (the member's lease,
+    // see kafka::group_member::lease_valid)? False before start().
+    bool may_publish() const noexcept;
 
     // Joins the group. Throws std::runtime_error when it cannot.
     void start(config const& cfg, std::string const& bootstrap_servers, fleet& databases,
@@ -64,6 +68,7 @@ private:
     mutable std::mutex mutex_;
     std::set<std::int32_t> owned_;
     std::unique_ptr<kafka::group_member> member_;
+    std::atomic<kafka::group_member const*> member_ready_{nullptr}; // member_, once started
 };
 
 // The assignment topic of a configuration: --assignment-topic, else

@@ -304,6 +304,20 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
         if (generation != generation_ || stopping_) {
             co_return;
         }
+        if (deps_.may_publish && !deps_.may_publish()) {
+            // Group mode: this process was paused and its databases may
+            // belong to another instance now; publish nothing until the group
+            // says (revoked: the fleet stops this pipeline).
+            spdlog::warn("db {}: holding records until the group confirms this instance still owns the database",
+                         key_.database);
+            while (!deps_.may_publish()) {
+                asio::steady_timer t(strand_, std::chrono::milliseconds(50));
+                co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+                if (generation != generation_ || stopping_) {
+                    co_return;
+                }
+            }
+        }
         auto const ticket = row_ticket[i];
         bool const ends_group = i + 1 == rows.size() || row_ticket[i + 1] != ticket;
         if (row.position_only) {

@@ -102,6 +102,11 @@ public:
         publish_options options = {};
         // Hard-delete memory (--deletion-memory): null when off.
         checkpoint::store* memory = nullptr;
+        // Group mode: false while this instance may not act on its
+        // databases (it was paused and the group may have moved them); the
+        // pipeline then holds every record until it is true again or the
+        // pipeline is stopped. Empty: always true.
+        std::function<bool()> may_publish = {};
     };
 
     // `source` is shared by the pipelines of one CouchDB server (null: a private one).

@@ -13,6 +13,7 @@
 #include <set>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 namespace kafka {
 
@@ -26,6 +27,11 @@ struct group_member::impl {
     std::set<std::int32_t> owned;
     std::string member;
     std::atomic<std::uint64_t> rebalances{0};
+    // steady_clock nanoseconds until which the lease holds (see lease_valid).
+    std::atomic<std::int64_t> lease_until{0};
+    // Time spent in rebalance callbacks since the loop last looked (only
+    // touched by the member's thread): not a pause of the process.
+    std::chrono::steady_clock::duration in_callbacks{};
     metrics::counter& rebalance_count;
     metrics::histogram& rebalance_seconds;
     metrics::gauge& partitions_gauge;
@@ -95,7 +101,9 @@ struct group_member::impl {
         }
         rebalances.fetch_add(1);
         rebalance_count.inc();
-        rebalance_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+        auto const spent = std::chrono::steady_clock::now() - started;
+        in_callbacks += spent;
+        rebalance_seconds.observe(std::chrono::duration<double>(spent).count());
     }
 };
 
@@ -151,7 +159,31 @@ group_member::group_member(group_member_config config, group_events events, metr
         throw std::runtime_error("cannot join group " + c.group + ": " + rd_kafka_err2str(err));
     }
     impl_->loop = std::thread([self = impl_.get()] {
+        using clock = std::chrono::steady_clock;
+        auto const lease = self->config.session_timeout / 3;
+        auto const heartbeat = std::max(std::chrono::milliseconds(100), self->config.session_timeout / 5);
+        auto last = clock::now();
+        auto hold_until = clock::time_point{};
         while (!self->stop.load()) {
+            auto const now = clock::now();
+            auto const gap = now - last - std::exchange(self->in_callbacks, clock::duration{});
+            if (gap >= lease) {
+                // This thread did not run for a long while: the group may
+                // have moved the partitions meanwhile. No lease until the
+                // heartbeats had the time to find out.
+                self->lease_until.store(0);
+                hold_until = now + 2 * heartbeat;
+                spdlog::warn("group {}: this process did not run for {} ms; holding its databases for {} ms until "
+                             "the group confirms or moves them",
+                             self->config.group,
+                             std::chrono::duration_cast<std::chrono::milliseconds>(gap).count(),
+                             std::chrono::duration_cast<std::chrono::milliseconds>(2 * heartbeat).count());
+            } else if (now >= hold_until) {
+                self->lease_until.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                            (now + lease).time_since_epoch())
+                                            .count());
+            }
+            last = now;
             if (rd_kafka_message_t* m = rd_kafka_consumer_poll(self->rk, 100)) {
                 if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                     spdlog::warn("group {}: {}", self->config.group, rd_kafka_message_errstr(m));
@@ -168,6 +200,13 @@ group_member::~group_member() {
     impl_->stop.store(true);
     impl_->loop.join();
     rd_kafka_destroy(impl_->rk);
+}
+
+bool group_member::lease_valid() const noexcept {
+    auto const now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now().time_since_epoch())
+                         .count();
+    return now < impl_->lease_until.load(std::memory_order_relaxed);
 }
 
 std::string group_member::member_id() const {

@@ -48,6 +48,16 @@ public:
     group_member(group_member const&) = delete;
     group_member& operator=(group_member const&) = delete;
 
+    // Whether this member may act on its partitions now (thread-safe,
+    // cheap). A lease renewed by the member's thread while it runs without
+    // gaps: a process that was paused (SIGSTOP, a VM freeze, a long stall)
+    // past a third of the session timeout finds its lease expired when it
+    // resumes, and gets it back only after two heartbeat intervals went by
+    // without the group taking its partitions away (had it, `revoked` with
+    // lost=true has run by then). So a paused member does not act on
+    // partitions that may have moved while it did not run.
+    bool lease_valid() const noexcept;
+
     // Thread-safe snapshots.
     std::string member_id() const;
     std::vector<std::int32_t> partitions() const;
