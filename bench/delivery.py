@@ -42,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def log(msg):
-    print("delivery-bench: " + msg, file=sys.stderr, flush=True)
+    print(os.path.basename(sys.argv[0]) + ": " + msg, file=sys.stderr, flush=True)
 
 
 class Bench:
@@ -69,10 +69,10 @@ class Bench:
                 p.wait()
         return p.returncode
 
-    def source(self, name, changes, extra=()):
+    def source(self, name, changes, extra=(), databases=1):
         port_file = os.path.join(self.work, name + ".port")
-        p = self.spawn(name, [self.source_bin, "--databases", "1", "--changes", str(changes), "--port-file",
-                              port_file, "--seed", "42"] + list(extra))
+        p = self.spawn(name, [self.source_bin, "--databases", str(databases), "--changes", str(changes),
+                              "--port-file", port_file, "--seed", "42"] + list(extra))
         deadline = time.monotonic() + 60
         while not os.path.exists(port_file) or os.path.getsize(port_file) == 0:
             if p.poll() is not None or time.monotonic() > deadline:
@@ -81,12 +81,14 @@ class Bench:
         with open(port_file) as f:
             return p, "http://127.0.0.1:%d" % int(f.read())
 
-    def start_bridge(self, name, url, mode, prefix):
+    def start_bridge(self, name, url, mode, prefix, databases=("bench-0000",), extra=()):
         port = free_port()
-        cmd = [self.bridge, "--couch-url", url, "--kafka-brokers", self.args.brokers, "--db", "bench-0000",
+        cmd = [self.bridge, "--couch-url", url, "--kafka-brokers", self.args.brokers,
                "--checkpoint-dir", os.path.join(self.work, name + "-ckpt"), "--http-listen", "127.0.0.1:%d" % port,
                "--log-level", "warn", "--routing", "prefix:%s-" % prefix, "--default-topic", prefix + "-meta",
-               "--source-name", prefix]
+               "--source-name", prefix] + list(extra)
+        for db in databases:
+            cmd += ["--db", db]
         if mode in ("alo-kafka", "eos"):
             cmd += ["--checkpoint-store", "kafka", "--checkpoint-topic", prefix + "-checkpoints"]
         if mode == "eos":
@@ -186,6 +188,27 @@ class Bench:
                 p.wait()
 
 
+def own_broker(args):
+    """Starts a Kafka broker of our own unless --kafka-brokers was given;
+    returns its state dir (None when external) and sets args.brokers."""
+    if args.brokers:
+        return None
+    state = tempfile.mkdtemp(prefix="ckb-bench-broker-")
+    env = dict(os.environ)
+    env.pop("CKB_TEST_KAFKA_BROKERS", None)
+    subprocess.run(["bash", os.path.join(ROOT, "tests/servers/kafka-broker.sh"), "start", state], check=True,
+                   env=env, stdout=sys.stderr)
+    with open(os.path.join(state, "kafka.env")) as f:
+        args.brokers = f.read().split("=", 1)[1].strip()
+    return state
+
+
+def stop_broker(state):
+    if state:
+        subprocess.run(["bash", os.path.join(ROOT, "tests/servers/kafka-broker.sh"), "stop", state],
+                       stdout=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--changes", type=int, default=200_000)
@@ -195,15 +218,7 @@ def main():
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build", "release"))
     ap.add_argument("--kafka-brokers", dest="brokers", default="")
     args = ap.parse_args()
-    state = None
-    if not args.brokers:
-        state = tempfile.mkdtemp(prefix="ckb-delivery-broker-")
-        env = dict(os.environ)
-        env.pop("CKB_TEST_KAFKA_BROKERS", None)
-        subprocess.run(["bash", os.path.join(ROOT, "tests/servers/kafka-broker.sh"), "start", state], check=True,
-                       env=env, stdout=sys.stderr)
-        with open(os.path.join(state, "kafka.env")) as f:
-            args.brokers = f.read().split("=", 1)[1].strip()
+    state = own_broker(args)
     b = Bench(args)
     try:
         rows = []
@@ -215,9 +230,7 @@ def main():
         lat = b.latency()
     finally:
         b.cleanup()
-        if state:
-            subprocess.run(["bash", os.path.join(ROOT, "tests/servers/kafka-broker.sh"), "stop", state],
-                           stdout=sys.stderr)
+        stop_broker(state)
     if rows:
         throughput_table(rows, args.rounds)
     print("Exactly-once latency at 200 writes/s, read_committed consumer (`tail`), %d s after a %d s warm-up: %d "

@@ -1,5 +1,7 @@
 #include "kafka/group_member.hpp"
 
+#include "kafka/client.hpp"
+
 #include "metrics/registry.hpp"
 
 #include <librdkafka/rdkafka.h>
@@ -27,6 +29,8 @@ struct group_member::impl {
     std::set<std::int32_t> owned;
     std::string member;
     std::atomic<std::uint64_t> rebalances{0};
+    // An assignment (even an empty one) was received: see ~group_member.
+    std::atomic<bool> assigned_once{false};
     // steady_clock nanoseconds until which the lease holds (see lease_valid).
     std::atomic<std::int64_t> lease_until{0};
     // Time spent in rebalance callbacks since the loop last looked (only
@@ -61,6 +65,7 @@ struct group_member::impl {
         std::sort(list.begin(), list.end());
         bool const cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
         if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+            assigned_once.store(true);
             {
                 std::lock_guard lock(mutex);
                 owned.insert(list.begin(), list.end());
@@ -117,38 +122,16 @@ void rebalance_cb(rd_kafka_t*, rd_kafka_resp_err_t err, rd_kafka_topic_partition
 
 group_member::group_member(group_member_config config, group_events events, metrics::registry& registry)
     : impl_(std::make_unique<impl>(std::move(config), std::move(events), registry)) {
-    char errstr[512] = {};
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    auto set = [&](std::string const& name, std::string const& value) {
-        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            throw std::invalid_argument("kafka property '" + name + "': " + errstr);
-        }
-    };
     auto const& c = impl_->config;
-    set("bootstrap.servers", c.bootstrap_servers);
-    static char const* const producer_only[] = {"linger.ms", "compression.type", "enable.idempotence", "acks",
-                                                "partitioner", "transactional.id", "queue.buffering.max.ms",
-                                                "queue.buffering.max.messages", "queue.buffering.max.kbytes",
-                                                "batch.num.messages", "message.timeout.ms"};
-    for (auto const& [name, value] : c.properties) {
-        if (std::none_of(std::begin(producer_only), std::end(producer_only),
-                         [&](char const* p) { return name == p; })) {
-            set(name, value);
-        }
-    }
-    set("group.id", c.group);
-    set("partition.assignment.strategy", "cooperative-sticky");
-    set("session.timeout.ms", std::to_string(c.session_timeout.count()));
-    set("heartbeat.interval.ms", std::to_string(std::max<std::int64_t>(100, c.session_timeout.count() / 5)));
-    set("enable.auto.commit", "false");
-    rd_kafka_conf_set_opaque(conf, impl_.get());
-    rd_kafka_conf_set_rebalance_cb(conf, &rebalance_cb);
-    impl_->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (impl_->rk == nullptr) {
-        rd_kafka_conf_destroy(conf);
-        throw std::runtime_error(std::string("kafka group member configuration refused: ") + errstr);
-    }
+    // The operator's properties come last and win, as for the producer.
+    impl_->rk = detail::make_client(
+        RD_KAFKA_CONSUMER, c.bootstrap_servers,
+        {{"group.id", c.group},
+         {"partition.assignment.strategy", "cooperative-sticky"},
+         {"session.timeout.ms", std::to_string(c.session_timeout.count())},
+         {"heartbeat.interval.ms", std::to_string(std::max<std::int64_t>(100, c.session_timeout.count() / 5))},
+         {"enable.auto.commit", "false"}},
+        c.properties, impl_.get(), &rebalance_cb);
     rd_kafka_poll_set_consumer(impl_->rk);
     rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, c.topic.c_str(), RD_KAFKA_PARTITION_UA);
@@ -199,6 +182,16 @@ group_member::group_member(group_member_config config, group_events events, metr
 group_member::~group_member() {
     impl_->stop.store(true);
     impl_->loop.join();
+    if (!impl_->assigned_once.load()) {
+        // librdkafka before 2.3 asserts when a cooperative-sticky consumer
+        // that never received an assignment is destroyed (its assignor state
+        // is still null: librdkafka issue 4312, fixed in 2.3.0; Debian 12 has
+        // 2.0.2). The member left the group in consumer_close above; the
+        // handle is left to the process' exit rather than aborting it.
+        spdlog::debug("group {}: leaving the consumer handle to process exit (no assignment was ever received)",
+                      impl_->config.group);
+        return;
+    }
     rd_kafka_destroy(impl_->rk);
 }
 

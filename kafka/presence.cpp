@@ -1,5 +1,7 @@
 #include "kafka/presence.hpp"
 
+#include "kafka/client.hpp"
+
 #include <librdkafka/rdkafka.h>
 
 #include <spdlog/spdlog.h>
@@ -10,43 +12,6 @@
 
 namespace kafka {
 
-namespace {
-
-rd_kafka_t* make_client(rd_kafka_type_t type, std::string const& bootstrap,
-                        std::vector<std::pair<std::string, std::string>> const& properties, std::string const& group) {
-    char errstr[512] = {};
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    auto set = [&](std::string const& name, std::string const& value) {
-        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            throw std::invalid_argument("kafka property '" + name + "': " + errstr);
-        }
-    };
-    set("bootstrap.servers", bootstrap);
-    for (auto const& [name, value] : properties) {
-        // Producer-only properties would only draw warnings here.
-        if (name == "linger.ms" || name == "compression.type" || name == "enable.idempotence" || name == "acks" ||
-            name == "partitioner" || name == "transactional.id" || name == "queue.buffering.max.ms" ||
-            name == "queue.buffering.max.messages" || name == "queue.buffering.max.kbytes" ||
-            name == "batch.num.messages" || name == "message.timeout.ms") {
-            continue;
-        }
-        set(name, value);
-    }
-    if (!group.empty()) {
-        set("group.id", group);
-        set("enable.auto.commit", "false");
-        set("session.timeout.ms", "10000");
-    }
-    rd_kafka_t* rk = rd_kafka_new(type, conf, errstr, sizeof errstr);
-    if (rk == nullptr) {
-        rd_kafka_conf_destroy(conf);
-        throw std::runtime_error(std::string("kafka client configuration refused: ") + errstr);
-    }
-    return rk;
-}
-
-} // namespace
 
 struct presence::impl {
     rd_kafka_t* rk = nullptr;
@@ -55,7 +20,11 @@ struct presence::impl {
 };
 
 presence::presence(presence_config config) : impl_(std::make_unique<impl>()) {
-    impl_->rk = make_client(RD_KAFKA_CONSUMER, config.bootstrap_servers, config.properties, config.group);
+    impl_->rk = detail::make_client(RD_KAFKA_CONSUMER, config.bootstrap_servers,
+                                    {{"group.id", config.group},
+                                     {"enable.auto.commit", "false"},
+                                     {"session.timeout.ms", "10000"}},
+                                    config.properties);
     rd_kafka_poll_set_consumer(impl_->rk);
     rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, config.topic.c_str(), RD_KAFKA_PARTITION_UA);
@@ -96,7 +65,7 @@ presence::~presence() {
 bool group_has_members(std::string const& bootstrap_servers,
                        std::vector<std::pair<std::string, std::string>> const& properties, std::string const& group,
                        std::chrono::milliseconds timeout) {
-    rd_kafka_t* rk = make_client(RD_KAFKA_PRODUCER, bootstrap_servers, properties, {});
+    rd_kafka_t* rk = detail::make_client(RD_KAFKA_PRODUCER, bootstrap_servers, {}, properties);
     rd_kafka_group_list const* list = nullptr;
     auto err = rd_kafka_list_groups(rk, group.c_str(), &list, static_cast<int>(timeout.count()));
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {

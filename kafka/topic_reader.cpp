@@ -1,5 +1,7 @@
 #include "kafka/topic_reader.hpp"
 
+#include "kafka/client.hpp"
+
 #include <librdkafka/rdkafka.h>
 
 #include <spdlog/spdlog.h>
@@ -15,17 +17,6 @@ namespace kafka {
 
 namespace {
 
-// Properties that only a producer understands; a consumer would warn about
-// each of them at creation.
-bool producer_only(std::string_view name) {
-    static constexpr std::array<std::string_view, 16> names{
-        "acks", "request.required.acks", "enable.idempotence", "compression.type", "compression.codec",
-        "linger.ms", "queue.buffering.max.ms", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
-        "batch.num.messages", "batch.size", "partitioner", "transactional.id", "transaction.timeout.ms",
-        "message.timeout.ms", "retries"};
-    return std::find(names.begin(), names.end(), name) != names.end();
-}
-
 struct handle_deleter {
     void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
 };
@@ -40,32 +31,15 @@ struct message_deleter {
 };
 
 std::unique_ptr<rd_kafka_t, handle_deleter> make_consumer(topic_reader_config const& config) {
-    char errstr[512] = {};
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    auto set = [&](std::string const& name, std::string const& value) {
-        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            throw std::invalid_argument("kafka property '" + name + "': " + errstr);
-        }
-    };
-    set("bootstrap.servers", config.bootstrap_servers);
-    set("isolation.level", "read_committed");
-    set("enable.partition.eof", "true");
-    set("enable.auto.commit", "false");
-    set("auto.offset.reset", "earliest");
     // assign() needs no group; librdkafka still wants an id for its state.
-    set("group.id", "couch-kafka-bridge-reader");
-    for (auto const& [name, value] : config.properties) {
-        if (!producer_only(name)) {
-            set(name, value);
-        }
-    }
-    rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (rk == nullptr) {
-        rd_kafka_conf_destroy(conf);
-        throw std::runtime_error(std::string("kafka consumer configuration refused: ") + errstr);
-    }
-    return std::unique_ptr<rd_kafka_t, handle_deleter>(rk);
+    return std::unique_ptr<rd_kafka_t, handle_deleter>(detail::make_client(
+        RD_KAFKA_CONSUMER, config.bootstrap_servers,
+        {{"isolation.level", "read_committed"},
+         {"enable.partition.eof", "true"},
+         {"enable.auto.commit", "false"},
+         {"auto.offset.reset", "earliest"},
+         {"group.id", "couch-kafka-bridge-reader"}},
+        config.properties));
 }
 
 int remaining_ms(std::chrono::steady_clock::time_point deadline) {
