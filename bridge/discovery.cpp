@@ -270,6 +270,7 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
             if (!listed || (ok && from.where == couch::since::kind::now)) {
                 co_await reconcile();
             }
+            bool got_events = false;
             while (ok && !stopping) {
                 set_state("following");
                 auto batch = co_await feed.next();
@@ -279,12 +280,16 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
                 if (!batch.events.empty()) {
                     co_await handle(batch.events);
                     backoff = backoff_initial;
+                    got_events = true;
                 }
                 if (!batch.error.empty()) {
                     error("_db_updates: " + batch.error);
                     ok = false;
                 } else if (batch.ended) {
                     spdlog::info("discovery: the server ended the _db_updates feed; reopening it");
+                    if (!got_events) {
+                        co_await sleep(backoff_initial); // a server that ends every response at once is not hammered
+                    }
                     break;
                 }
             }

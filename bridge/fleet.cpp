@@ -238,7 +238,8 @@ asio::awaitable<void> fleet::reaper() {
                 e->last_checkpoint = e->p->status().checkpoint_seq;
                 e->p.reset();
                 e->stopping = false;
-                spdlog::info("db {}: pipeline stopped ({})", name, e->desired);
+                spdlog::info("db {}: pipeline stopped ({})", name,
+                             e->desired == "following" ? std::string("to restart it") : e->desired);
             } else if (!e->rewind_to) {
                 continue; // nothing pending (a retry of a failed rewind write comes here)
             }
