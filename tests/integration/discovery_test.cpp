@@ -13,8 +13,6 @@ using namespace integration;
 
 namespace {
 
-std::string const couch = test_support::couch_url();
-
 json::object databases_of(unsigned short port) {
     try {
         auto r = test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/databases");
@@ -64,7 +62,7 @@ bool wait_metric(unsigned short port, std::string const& line) {
 }
 
 void delete_db(std::string const& db) {
-    auto r = test_support::couch_request(couch, "DELETE", "/" + test_support::url_encode(db));
+    auto r = test_support::couch_request(test_support::couch_url(), "DELETE", "/" + test_support::url_encode(db));
     BOOST_REQUIRE_MESSAGE(r.status == 200, r.body);
 }
 
@@ -86,6 +84,7 @@ void require_all(std::string const& brokers, std::string const& db, std::set<std
 BOOST_AUTO_TEST_SUITE(discovery)
 
 BOOST_AUTO_TEST_CASE(created_deleted_and_recreated_databases_are_followed_with_no_lost_change) {
+    auto const couch = test_support::couch_url();
     auto const real = test_support::kafka_brokers();
     auto const prefix = test_support::unique_name("disc");
     auto const a = prefix + "-a", b = prefix + "-b", skip = prefix + "-skip";
@@ -149,6 +148,7 @@ BOOST_AUTO_TEST_CASE(created_deleted_and_recreated_databases_are_followed_with_n
 }
 
 BOOST_AUTO_TEST_CASE(a_database_deleted_while_the_bridge_was_down_is_recorded_and_comes_back_from_0) {
+    auto const couch = test_support::couch_url();
     auto const real = test_support::kafka_brokers();
     auto const prefix = test_support::unique_name("disc-down");
     auto const c = prefix + "-c";
