@@ -1,19 +1,17 @@
 #include "couch/http_session.hpp"
 
 #include "common/redact.hpp"
+#include "couch/detail/connection.hpp"
 #include "couch/url.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
-
-#include <openssl/x509v3.h>
 
 #include <array>
 #include <optional>
@@ -31,30 +29,7 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-// One HTTP(S) connection; TLS or plain decided at connect time.
-struct connection {
-    std::optional<beast::tcp_stream> plain;
-    std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
-
-    beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
-    bool open() { return (plain || tls) && tcp().socket().is_open(); }
-    // Closes the socket; an operation in flight completes with an error and
-    // the stream objects stay valid until reset().
-    void close() {
-        if (!plain && !tls) {
-            return;
-        }
-        error_code ignored;
-        tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
-        tcp().socket().close(ignored);
-    }
-    // Only when no operation is in flight on this connection.
-    void reset() {
-        close();
-        tls.reset();
-        plain.reset();
-    }
-};
+using detail::connection;
 
 bool stale(error_code ec) {
     return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
@@ -65,72 +40,22 @@ bool stale(error_code ec) {
 
 struct http_session::impl {
     impl(asio::any_io_executor e, client_config c, std::chrono::milliseconds t)
-        : ex(std::move(e)), cfg(std::move(c)), url(parse_url(cfg)), timeout(t) {
-        if (url.tls) {
-            ssl = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
-            ssl->set_default_verify_paths();
-            if (!cfg.ca_file.empty()) {
-                error_code ec;
-                ssl->load_verify_file(cfg.ca_file, ec);
-                if (ec) {
-                    throw std::invalid_argument("cannot load CA file '" + cfg.ca_file + "' for " + url.redacted +
-                                                ": " + ec.message());
-                }
-            }
-            ssl->set_verify_mode(cfg.tls_verify ? asio::ssl::verify_peer : asio::ssl::verify_none);
-        }
-    }
+        : ex(std::move(e)), cfg(std::move(c)), url(parse_url(cfg)), timeout(t), ssl(detail::make_tls_context(cfg, url)) {}
 
     std::string clean(std::string s) const { return common::redact_secret(std::move(s), url.password); }
 
-    // Connects `c` (closed first); returns an error sentence, empty on success.
+    // Connects `c` (reset first); returns an error sentence, empty on success.
     asio::awaitable<std::string> connect(connection& c) {
-        c.reset();
-        tcp::resolver resolver(ex);
-        auto [rec, endpoints] = co_await resolver.async_resolve(url.host, url.port, use_tuple);
-        if (rec) {
-            co_return "cannot resolve " + url.host + ": " + rec.message();
+        auto r = co_await detail::connect(c, ex, url, ssl.get(), cfg.tls_verify, timeout);
+        if (!r.ec) {
+            co_return std::string{};
         }
-        if (ssl) {
-            c.tls.emplace(ex, *ssl);
-        } else {
-            c.plain.emplace(ex);
+        c.close();
+        if (!r.tls_rejected.empty()) {
+            co_return "TLS certificate of " + url.redacted + " not accepted (" + r.tls_rejected +
+                "); give its CA in ca_file, or turn verification off with tls_verify=false";
         }
-        c.tcp().expires_after(timeout);
-        auto [cec, ep] = co_await c.tcp().async_connect(endpoints, use_tuple);
-        if (cec) {
-            c.close();
-            co_return "cannot connect to " + url.redacted + ": " + cec.message();
-        }
-        if (c.tls) {
-            auto* const h = c.tls->native_handle();
-            error_code not_ip;
-            asio::ip::make_address(url.host, not_ip);
-            // SNI carries DNS names only (RFC 6066 section 3).
-            if (not_ip && !SSL_set_tlsext_host_name(h, url.host.c_str())) {
-                c.close();
-                co_return "TLS: cannot set the server name " + url.host;
-            }
-            if (cfg.tls_verify) {
-                auto* const param = SSL_get0_param(h);
-                int const ok = not_ip ? X509_VERIFY_PARAM_set1_host(param, url.host.c_str(), url.host.size())
-                                      : X509_VERIFY_PARAM_set1_ip_asc(param, url.host.c_str());
-                if (ok != 1) {
-                    c.close();
-                    co_return "TLS: cannot set the name to verify " + url.host;
-                }
-            }
-            auto [hec] = co_await c.tls->async_handshake(asio::ssl::stream_base::client, use_tuple);
-            if (hec) {
-                std::string why = hec.message();
-                if (auto const v = SSL_get_verify_result(h); cfg.tls_verify && v != X509_V_OK) {
-                    why = std::string("certificate not accepted: ") + X509_verify_cert_error_string(v);
-                }
-                c.close();
-                co_return "TLS handshake with " + url.redacted + " failed: " + why;
-            }
-        }
-        co_return std::string{};
+        co_return "cannot connect to " + url.redacted + ": " + r.ec.message();
     }
 
     http::request<http::string_body> make_request(http::verb verb, std::string const& target, std::string body) const {
