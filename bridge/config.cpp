@@ -232,6 +232,33 @@ parse_result parse_command_line(int argc, char const* const* argv) {
                          ->default_str("1000")
                          ->group(group_ckpt);
     (void)interval;
+    opt("checkpoint-store", c.checkpoint_store,
+        "Where positions live: rocksdb (--checkpoint-dir) or kafka (the compacted --checkpoint-topic)")
+        ->check(CLI::IsMember({"rocksdb", "kafka"}))
+        ->group(group_ckpt);
+    opt("checkpoint-topic", c.checkpoint_topic,
+        "The compacted topic of --checkpoint-store kafka (created when missing: 1 partition, compacted)")
+        ->group(group_ckpt);
+    flag("checkpoint-migrate", c.checkpoint_migrate,
+         "With --checkpoint-store kafka: copy the positions of --checkpoint-dir into the topic first (databases "
+         "the topic knows already keep the topic's position)")
+        ->group(group_ckpt);
+    opt("delivery", c.delivery,
+        "at-least-once, or exactly-once: records and checkpoints in one Kafka transaction (needs "
+        "--checkpoint-store kafka and consumers with isolation.level=read_committed)")
+        ->check(CLI::IsMember({"at-least-once", "exactly-once"}))
+        ->group(group_ckpt);
+    opt("transactional-id", c.transactional_id,
+        "Exactly-once: the producer's transactional.id; a second bridge with the same id fences this one "
+        "(default: couch-kafka-bridge-<source name>)")
+        ->group(group_ckpt);
+    app.add_option_function<int>(
+           "--commit-interval", [&c](int ms) { c.commit_interval = std::chrono::milliseconds(ms); },
+           "Exactly-once: milliseconds between transaction commits (each commits records and checkpoints)")
+        ->envname(env_name("commit-interval"))
+        ->check(CLI::Range(10, 60000))
+        ->default_str("100")
+        ->group(group_ckpt);
     app.add_option_function<int>(
            "--shutdown-timeout", [&c](int ms) { c.shutdown_timeout = std::chrono::milliseconds(ms); },
            "Milliseconds to wait for in-flight acknowledgements at shutdown")
@@ -428,6 +455,12 @@ std::string describe(config const& c) {
         << "source-name = " << c.source_name << '\n'
         << "initial-since = " << c.initial_since << '\n'
         << "checkpoint-interval = " << c.checkpoint_interval.count() << '\n'
+        << "checkpoint-store = " << c.checkpoint_store << '\n'
+        << "checkpoint-topic = " << c.checkpoint_topic << '\n'
+        << "checkpoint-migrate = " << (c.checkpoint_migrate ? "true" : "false") << '\n'
+        << "delivery = " << c.delivery << '\n'
+        << "transactional-id = " << c.transactional_id << '\n'
+        << "commit-interval = " << c.commit_interval.count() << '\n'
         << "shutdown-timeout = " << c.shutdown_timeout.count() << '\n'
         << "max-in-flight = " << c.max_in_flight << '\n'
         << "max-in-flight-bytes = " << c.max_in_flight_bytes << '\n'

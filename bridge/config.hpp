@@ -67,6 +67,16 @@ struct config {
     std::string source_name; // defaults to the CouchDB URL without credentials
     std::string initial_since = "0"; // 0 | now
     std::chrono::milliseconds checkpoint_interval{1000};
+    // Where positions live: rocksdb (the checkpoint dir) or kafka (a
+    // compacted topic; RocksDB then only holds small local state such as
+    // the hard-delete memory, a cache).
+    std::string checkpoint_store = "rocksdb";
+    std::string checkpoint_topic = "couch-bridge-checkpoints";
+    bool checkpoint_migrate = false; // copy the RocksDB positions into the topic once
+    // at-least-once | exactly-once (transactions; needs checkpoint_store kafka)
+    std::string delivery = "at-least-once";
+    std::string transactional_id; // default: derived from the source name
+    std::chrono::milliseconds commit_interval{100};
     std::chrono::milliseconds shutdown_timeout{30000};
     // Per-database in-flight window: records and bytes produced but not yet
     // acknowledged by Kafka; reading pauses while either is reached.

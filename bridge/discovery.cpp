@@ -65,9 +65,9 @@ constexpr std::chrono::milliseconds backoff_max{30000};
 
 struct discovery::impl : std::enable_shared_from_this<impl> {
     impl(asio::any_io_executor ex, couch::client_config client, discovery_options o, discovery_hooks h,
-         checkpoint::store& s, metrics::registry& r)
+         checkpoint::store& s, checkpoint::positions& p, metrics::registry& r)
         : strand(asio::make_strand(ex)), opt(std::move(o)), matcher(opt.patterns, opt.exclude_patterns),
-          hooks(std::move(h)), store(s), session(strand, std::move(client), opt.request_timeout),
+          hooks(std::move(h)), store(s), positions(p), session(strand, std::move(client), opt.request_timeout),
           feed(session, opt.heartbeat), timer(strand), seq_meta("db_updates_seq:" + opt.source_name),
           listings(r.add_counter("couch_bridge_discovery_listings_total", "Complete _all_dbs listings by discovery")),
           errors(r.add_counter("couch_bridge_discovery_errors_total",
@@ -145,7 +145,7 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
         }
         if (!listed) {
             try {
-                for (auto const& [k, pos] : store.list()) {
+                for (auto const& [k, pos] : positions.list()) {
                     if (k.source == opt.source_name && matcher.matches(k.database) && !now.contains(k.database)) {
                         report_gone(k.database);
                     }
@@ -339,6 +339,7 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
     db_matcher matcher;
     discovery_hooks hooks;
     checkpoint::store& store;
+    checkpoint::positions& positions;
     couch::http_session session;
     couch::db_updates_feed feed;
     asio::steady_timer timer;
@@ -359,9 +360,10 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
 };
 
 discovery::discovery(asio::any_io_executor ex, couch::client_config client, discovery_options options,
-                     discovery_hooks hooks, checkpoint::store& store, metrics::registry& registry)
+                     discovery_hooks hooks, checkpoint::store& store, checkpoint::positions& positions,
+                     metrics::registry& registry)
     : impl_(std::make_shared<impl>(std::move(ex), std::move(client), std::move(options), std::move(hooks), store,
-                                   registry)) {}
+                                   positions, registry)) {}
 
 discovery::~discovery() { stop(); }
 

@@ -17,6 +17,7 @@
 
 namespace checkpoint {
 class store;
+class positions;
 }
 namespace metrics {
 class registry;
@@ -88,14 +89,17 @@ struct discovery_hooks {
 // "gone".
 //
 // Thread safety: start(), stop() and status() may be called from any thread.
-// Lifetime: the hooks, the store and the registry outlive it; stop() it and
+// Lifetime: the hooks, the stores and the registry outlive it; stop() it and
 // let the executor run until stopped() before destroying it.
 class discovery {
 public:
-    // Throws std::invalid_argument for a bad pattern, an unusable URL or
-    // an unreadable CA file.
+    // `store` keeps the _db_updates position (meta); `positions` are the
+    // checkpoints a startup listing reconciles (the same RocksDB store, or
+    // the Kafka topic store). Throws std::invalid_argument for a bad
+    // pattern, an unusable URL or an unreadable CA file.
     discovery(boost::asio::any_io_executor ex, couch::client_config client, discovery_options options,
-              discovery_hooks hooks, checkpoint::store& store, metrics::registry& registry);
+              discovery_hooks hooks, checkpoint::store& store, checkpoint::positions& positions,
+              metrics::registry& registry);
     ~discovery();
     discovery(discovery const&) = delete;
     discovery& operator=(discovery const&) = delete;

@@ -14,6 +14,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <functional>
 #include <regex>
 #include <unistd.h>
 
@@ -162,7 +163,7 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
 
 void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kind) {
     checkpoint::key key{deps_.source_name, e.db};
-    auto pos = deps_.store.get(key);
+    auto pos = deps_.positions.get(key);
     couch::feed_options fo = deps_.feed;
     fo.database = e.db;
     auto pipe = deps_.pipe;
@@ -254,7 +255,7 @@ asio::awaitable<void> fleet::reaper() {
                 auto ec = deps_.pipe.flusher.flush_now();
                 if (!ec) {
                     if (target == "0" || target == "now") {
-                        ec = deps_.store.erase(key);
+                        ec = deps_.positions.erase(key);
                         kind = target;
                     } else {
                         deps_.pipe.flusher.update(key, target);
@@ -350,7 +351,7 @@ fleet::outcome fleet::follow(std::string const& db, std::string const& since, st
                 checkpoint::key key{deps_.source_name, db};
                 boost::system::error_code ec;
                 if (target == "0" || target == "now") {
-                    ec = deps_.store.erase(key);
+                    ec = deps_.positions.erase(key);
                     kind = target;
                 } else {
                     deps_.pipe.flusher.update(key, target);
@@ -455,7 +456,7 @@ std::string fleet::describe_all() const {
             last_seq = s.last_seq_read;
         } else if (!e->last_checkpoint.empty()) {
             checkpoint_seq = e->last_checkpoint;
-        } else if (auto pos = deps_.store.get(checkpoint::key{deps_.source_name, name})) {
+        } else if (auto pos = deps_.positions.get(checkpoint::key{deps_.source_name, name})) {
             checkpoint_seq = pos->seq_json;
         }
         o["state"] = state;
@@ -508,6 +509,29 @@ std::size_t fleet::in_flight() const {
         }
     }
     return n;
+}
+
+void fleet::rewind_all_to_durable(std::function<void()> done) {
+    std::lock_guard lock(mutex_);
+    std::vector<pipeline*> running;
+    for (auto const& [name, e] : entries_) {
+        if (e->p) {
+            running.push_back(e->p.get());
+        }
+    }
+    if (running.empty()) {
+        done();
+        return;
+    }
+    auto left = std::make_shared<std::atomic<std::size_t>>(running.size());
+    auto shared_done = std::make_shared<std::function<void()>>(std::move(done));
+    for (auto* p : running) {
+        p->rewind_to_durable([left, shared_done] {
+            if (left->fetch_sub(1) == 1) {
+                (*shared_done)();
+            }
+        });
+    }
 }
 
 void fleet::stop_all() {

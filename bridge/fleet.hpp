@@ -15,6 +15,7 @@
 
 namespace checkpoint {
 class store;
+class positions;
 }
 
 namespace bridge {
@@ -53,7 +54,8 @@ public:
         window_limits window;
         couch::feed_options feed; // the template of every feed (database and since are set per database)
         pipeline::dependencies pipe;
-        checkpoint::store& store;
+        checkpoint::store& store;         // local state: the admin API's fleet record (meta "fleet")
+        checkpoint::positions& positions; // where positions live (the same RocksDB store, or the Kafka topic)
     };
 
     explicit fleet(dependencies deps);
@@ -92,6 +94,10 @@ public:
     std::vector<pipeline_status> statuses() const;
     // Records in flight over all pipelines (shutdown waits for 0).
     std::size_t in_flight() const;
+    // Exactly-once, after an aborted transaction: every running pipeline
+    // reads again from its durable checkpoint; `done` runs once all have
+    // taken the rewind (on one of their strands, or here when none runs).
+    void rewind_all_to_durable(std::function<void()> done);
     // Shutdown: stops every pipeline (reading), keeps them until destroyed.
     void stop_all();
 

@@ -171,7 +171,7 @@ void fleet::gone(std::string const& db) {
         auto it = entries_.find(db);
         if (it == entries_.end()) {
             // Not followed in this run: deleted while the bridge was down?
-            auto pos = deps_.store.get(checkpoint::key{deps_.source_name, db});
+            auto pos = deps_.positions.get(checkpoint::key{deps_.source_name, db});
             if (!pos) {
                 return;
             }
@@ -195,7 +195,7 @@ void fleet::gone(std::string const& db) {
         }
         std::string checkpoint_seq = e.p ? e.p->status().checkpoint_seq : e.last_checkpoint;
         if (checkpoint_seq.empty()) {
-            if (auto pos = deps_.store.get(checkpoint::key{deps_.source_name, db})) {
+            if (auto pos = deps_.positions.get(checkpoint::key{deps_.source_name, db})) {
                 checkpoint_seq = pos->seq_json;
             }
         }

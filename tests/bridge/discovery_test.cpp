@@ -56,7 +56,7 @@ struct harness {
                     calls.push_back("found " + db + (live ? " live" : " startup"));
                 },
                 [this](std::string const& db) { calls.push_back("gone " + db); }},
-            *store, registry);
+            *store, *store, registry);
         d->start();
     }
     // Runs until `done()` or 30 s; then stops discovery and the server.

@@ -93,7 +93,9 @@ BOOST_AUTO_TEST_CASE(db_updates_events_stop_record_and_restart_a_recreated_datab
     };
 
     kafka::embedded_cluster cluster{1};
-    kafka::producer producer(io.get_executor(), {cluster.bootstrap_servers(), {}}, registry);
+    kafka::producer_config pcfg;
+    pcfg.bootstrap_servers = cluster.bootstrap_servers();
+    kafka::producer producer(io.get_executor(), pcfg, registry);
     auto const routes = bridge::router::from_spec("commcare", {});
     checkpoint::flusher flusher(io.get_executor(), *store, 100ms, registry, "test");
     asio::co_spawn(io, flusher.run(), asio::detached);
@@ -105,7 +107,7 @@ BOOST_AUTO_TEST_CASE(db_updates_events_stop_record_and_restart_a_recreated_datab
     feed.backoff_initial = 50ms;
     feed.slow_retry = 200ms;
     bridge::fleet fleet({io.get_executor(), client, nullptr, "src", "0", {}, feed,
-                         {producer, routes, flusher, registry, {}, nullptr}, *store});
+                         {producer, routes, flusher, registry, {}, nullptr}, *store, *store});
     fleet.start({"fx_flag"});
     bridge::discovery_options o;
     o.patterns = {"fx_.*"};
@@ -115,7 +117,7 @@ BOOST_AUTO_TEST_CASE(db_updates_events_stop_record_and_restart_a_recreated_datab
     bridge::discovery finder(
         io.get_executor(), client, o,
         {[&](std::string const& db, bool live) { fleet.found(db, live); }, [&](std::string const& db) { fleet.gone(db); }},
-        *store, registry);
+        *store, *store, registry);
     finder.start();
 
     auto const deadline = std::chrono::steady_clock::now() + 30s;

@@ -24,7 +24,7 @@ BOOST_AUTO_TEST_CASE(keyed_records_land_where_the_java_partitioner_puts_them) {
     constexpr int partitions = 6;
     metrics::registry registry;
     asio::io_context ioc;
-    kafka::producer p(ioc.get_executor(), {brokers, {}}, registry);
+    kafka::producer p(ioc.get_executor(), {brokers, {}, {}}, registry);
 
     BOOST_REQUIRE(p.missing_topics({topic}, 30s) == std::vector<std::string>{topic});
     auto ec = p.create_topics({topic}, partitions, 1, 30s);
@@ -79,7 +79,7 @@ BOOST_AUTO_TEST_CASE(keyed_records_land_where_the_java_partitioner_puts_them) {
 BOOST_AUTO_TEST_CASE(missing_topics_reports_a_topic_that_does_not_exist) {
     metrics::registry registry;
     asio::io_context ioc;
-    kafka::producer p(ioc.get_executor(), {test_support::kafka_brokers(), {}}, registry);
+    kafka::producer p(ioc.get_executor(), {test_support::kafka_brokers(), {}, {}}, registry);
     auto absent = test_support::unique_name("ckb-kafka-absent");
     auto missing = p.missing_topics({absent}, 30s);
     BOOST_REQUIRE(missing.size() == 1u);

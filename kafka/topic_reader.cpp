@@ -1,0 +1,159 @@
+#include "kafka/topic_reader.hpp"
+
+#include <librdkafka/rdkafka.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string_view>
+
+namespace kafka {
+
+namespace {
+
+// Properties that only a producer understands; a consumer would warn about
+// each of them at creation.
+bool producer_only(std::string_view name) {
+    static constexpr std::array<std::string_view, 16> names{
+        "acks", "request.required.acks", "enable.idempotence", "compression.type", "compression.codec",
+        "linger.ms", "queue.buffering.max.ms", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+        "batch.num.messages", "batch.size", "partitioner", "transactional.id", "transaction.timeout.ms",
+        "message.timeout.ms", "retries"};
+    return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+struct handle_deleter {
+    void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+};
+struct list_deleter {
+    void operator()(rd_kafka_topic_partition_list_t* l) const { rd_kafka_topic_partition_list_destroy(l); }
+};
+struct metadata_deleter {
+    void operator()(rd_kafka_metadata_t const* md) const { rd_kafka_metadata_destroy(md); }
+};
+struct message_deleter {
+    void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
+};
+
+std::unique_ptr<rd_kafka_t, handle_deleter> make_consumer(topic_reader_config const& config) {
+    char errstr[512] = {};
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    auto set = [&](std::string const& name, std::string const& value) {
+        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            throw std::invalid_argument("kafka property '" + name + "': " + errstr);
+        }
+    };
+    set("bootstrap.servers", config.bootstrap_servers);
+    set("isolation.level", "read_committed");
+    set("enable.partition.eof", "true");
+    set("enable.auto.commit", "false");
+    set("auto.offset.reset", "earliest");
+    // assign() needs no group; librdkafka still wants an id for its state.
+    set("group.id", "couch-kafka-bridge-reader");
+    for (auto const& [name, value] : config.properties) {
+        if (!producer_only(name)) {
+            set(name, value);
+        }
+    }
+    rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (rk == nullptr) {
+        rd_kafka_conf_destroy(conf);
+        throw std::runtime_error(std::string("kafka consumer configuration refused: ") + errstr);
+    }
+    return std::unique_ptr<rd_kafka_t, handle_deleter>(rk);
+}
+
+int remaining_ms(std::chrono::steady_clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    return static_cast<int>(std::max<std::int64_t>(0, left.count()));
+}
+
+} // namespace
+
+void read_topic(topic_reader_config const& config, std::string const& topic,
+                std::function<void(stored_record&&)> const& each, std::chrono::milliseconds timeout) {
+    auto const deadline = std::chrono::steady_clock::now() + timeout;
+    auto rk = make_consumer(config);
+
+    // The partitions of the topic, from the metadata (which must show it).
+    int partitions = 0;
+    {
+        rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr);
+        rd_kafka_metadata_t const* raw = nullptr;
+        auto err = rd_kafka_metadata(rk.get(), 0, rkt, &raw, remaining_ms(deadline));
+        rd_kafka_topic_destroy(rkt);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            throw std::runtime_error("cannot read topic '" + topic + "': metadata request failed: " +
+                                     rd_kafka_err2str(err));
+        }
+        std::unique_ptr<rd_kafka_metadata_t const, metadata_deleter> md(raw);
+        if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            auto e = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+            throw std::runtime_error("cannot read topic '" + topic + "': " + rd_kafka_err2str(e));
+        }
+        partitions = md->topics[0].partition_cnt;
+    }
+
+    std::unique_ptr<rd_kafka_topic_partition_list_t, list_deleter> assignment(
+        rd_kafka_topic_partition_list_new(partitions));
+    for (int p = 0; p < partitions; ++p) {
+        rd_kafka_topic_partition_list_add(assignment.get(), topic.c_str(), p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    if (auto err = rd_kafka_assign(rk.get(), assignment.get()); err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        throw std::runtime_error("cannot read topic '" + topic + "': " + rd_kafka_err2str(err));
+    }
+
+    // The end: a partition is done at its EOF, which under read_committed is
+    // the last stable offset.
+    std::set<int> open;
+    for (int p = 0; p < partitions; ++p) {
+        open.insert(p);
+    }
+    while (!open.empty()) {
+        int const left = remaining_ms(deadline);
+        if (left == 0) {
+            rd_kafka_assign(rk.get(), nullptr);
+            throw std::runtime_error("cannot read topic '" + topic + "' to its end within " +
+                                     std::to_string(timeout.count()) + " ms (" + std::to_string(open.size()) +
+                                     " partition(s) unfinished): are the brokers reachable?");
+        }
+        std::unique_ptr<rd_kafka_message_t, message_deleter> m(rd_kafka_consumer_poll(rk.get(), std::min(left, 500)));
+        if (!m) {
+            continue;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            open.erase(m->partition);
+            continue;
+        }
+        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            // Transport errors are retried by librdkafka; anything about the
+            // topic itself is final.
+            if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+                m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+                rd_kafka_assign(rk.get(), nullptr);
+                throw std::runtime_error("cannot read topic '" + topic + "': " + rd_kafka_message_errstr(m.get()));
+            }
+            spdlog::debug("reading topic {}: {}", topic, rd_kafka_message_errstr(m.get()));
+            continue;
+        }
+        stored_record r;
+        r.partition = m->partition;
+        r.offset = m->offset;
+        if (m->key != nullptr) {
+            r.key.assign(static_cast<char const*>(m->key), m->key_len);
+        }
+        if (m->payload != nullptr) {
+            r.value.emplace(static_cast<char const*>(m->payload), m->len);
+        }
+        each(std::move(r));
+    }
+    rd_kafka_assign(rk.get(), nullptr);
+    rd_kafka_consumer_close(rk.get());
+}
+
+} // namespace kafka
