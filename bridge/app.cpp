@@ -5,6 +5,7 @@
 #include "bridge/exactly_once.hpp"
 #include "bridge/kafka_checkpoints.hpp"
 #include "bridge/fleet.hpp"
+#include "bridge/group.hpp"
 #include "bridge/pipeline.hpp"
 #include "bridge/routing.hpp"
 #include "checkpoint/flusher.hpp"
@@ -18,6 +19,7 @@
 #include "couch/source.hpp"
 #include "kafka/producer.hpp"
 #include "kafka/embedded_cluster.hpp"
+#include "kafka/presence.hpp"
 #include "kafka/version.hpp"
 #include "metrics/http_server.hpp"
 #include "metrics/process.hpp"
@@ -324,12 +326,21 @@ int run_bridge(config const& cfg) {
     std::unique_ptr<kafka::producer> producer;
     std::unique_ptr<checkpoint::store> store;
     std::unique_ptr<checkpoint::kafka_store> kafka_positions; // --checkpoint-store kafka
+    std::unique_ptr<kafka::presence> running_mark;            // ... and the group that says it is in use
     bool const exactly_once = cfg.delivery == "exactly-once";
     std::optional<router> routes;
     std::unique_ptr<metrics::http_server> http;
     std::function<std::string(std::chrono::milliseconds)> cluster_of; // the connected cluster's id ("" unknown)
     std::string cluster;                                                 // verified at startup, if it had to be
     try {
+        if (!cfg.group.empty() && cfg.checkpoint_store != "kafka") {
+            throw std::invalid_argument("--group needs --checkpoint-store kafka: a database's next owner reads its "
+                                        "checkpoint from the topic");
+        }
+        if (!cfg.group.empty() && exactly_once) {
+            throw std::invalid_argument("--group with --delivery exactly-once is not supported yet (it needs one "
+                                        "transactional producer per assignment partition); use at-least-once");
+        }
         if (exactly_once && cfg.checkpoint_store != "kafka") {
             throw std::invalid_argument("--delivery exactly-once needs --checkpoint-store kafka: the checkpoints are "
                                         "written in the same Kafka transaction as the records");
@@ -385,6 +396,25 @@ int run_bridge(config const& cfg) {
             // the cluster-id check of the RocksDB store has nothing to do.
             kafka_positions =
                 open_kafka_checkpoints(cfg, *producer, embedded.get(), pcfg.bootstrap_servers, *store);
+            auto& skipped = registry.add_counter("couch_bridge_checkpoint_records_skipped_total",
+                                                 "Records of the checkpoint topic that did not decode (foreign or "
+                                                 "corrupt), skipped at startup");
+            skipped.inc(static_cast<double>(kafka_positions->loaded().skipped));
+            if (!cfg.group.empty()) {
+                auto const topic = assignment_topic(cfg);
+                if (embedded) {
+                    embedded->create_topic(topic, cfg.assignment_partitions);
+                } else if (!producer->missing_topics({topic}, std::chrono::seconds(30)).empty()) {
+                    if (auto ec = producer->create_topics({topic}, cfg.assignment_partitions, cfg.topic_replication,
+                                                          std::chrono::seconds(30))) {
+                        throw std::runtime_error("cannot create the assignment topic " + topic + ": " + ec.message());
+                    }
+                }
+            }
+            if (!embedded) {
+                running_mark = std::make_unique<kafka::presence>(kafka::presence_config{
+                    pcfg.bootstrap_servers, pcfg.properties, checkpoint_owner_group(cfg), cfg.checkpoint_topic});
+            }
         }
 
         // Checkpoints are trusted only for the Kafka cluster that
@@ -539,11 +569,17 @@ int run_bridge(config const& cfg) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
     }
+    std::unique_ptr<group_ownership> group;
+    std::function<bool(std::string const&)> owns;
+    if (!cfg.group.empty()) {
+        group = std::make_unique<group_ownership>(source, cfg.assignment_partitions);
+        owns = [g = group.get()](std::string const& db) { return g->owns(db); };
+    }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
                                         window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
                                                                cfg.deletion_memory ? store.get() : nullptr},
-                                        *store, positions});
+                                        *store, positions, owns});
     running_fleet = &databases;
     register_admin_api(*http, databases, cfg.admin_token);
     // Discovery (--db-pattern) reports databases found and gone to the fleet.
@@ -586,7 +622,7 @@ int run_bridge(config const& cfg) {
         }
         return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
     });
-    http->handle("/status", [&databases, &flusher, &couch_source, &producer, &cfg, &finder] {
+    http->handle("/status", [&databases, &flusher, &couch_source, &producer, &cfg, &group, &finder] {
         boost::json::object root;
         root["version"] = common::version;
         root["source"] = source_json(*couch_source);
@@ -596,6 +632,16 @@ int run_bridge(config const& cfg) {
                          {"last_error", k.last_error.empty() ? boost::json::value(nullptr)
                                                              : boost::json::value(k.last_error)}};
         root["delivery"] = cfg.delivery;
+        if (group) {
+            boost::json::array parts;
+            for (auto p : group->partitions()) {
+                parts.emplace_back(p);
+            }
+            root["group"] = {{"name", cfg.group},
+                             {"member_id", group->member_id()},
+                             {"partitions", std::move(parts)},
+                             {"rebalances", group->rebalances()}};
+        }
         root["checkpoint_store"] = cfg.checkpoint_store;
         root["databases"] = status_json(databases.statuses());
         auto h = flusher.status();
@@ -616,6 +662,10 @@ int run_bridge(config const& cfg) {
                    flusher.run(), asio::detached);
     try {
         databases.start(cfg.databases);
+        if (group) {
+            group->start(cfg, embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers, databases,
+                         *kafka_positions, flusher, registry);
+        }
         if (finder) {
             finder->start();
         }
@@ -750,6 +800,9 @@ int run_bridge(config const& cfg) {
     for (auto& t : threads) {
         t.join();
     }
+    // Leaving the group revokes this member's partitions through the fleet:
+    // before the fleet goes.
+    group.reset();
     if (committer) {
         committer->join(); // the flusher's loop ended with flusher.stop()
     }

@@ -252,6 +252,25 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         "Exactly-once: the producer's transactional.id; a second bridge with the same id fences this one "
         "(default: couch-kafka-bridge-<source name>)")
         ->group(group_ckpt);
+    opt("group", c.group,
+        "Group mode: bridges started with the same NAME share the databases through the Kafka consumer group "
+        "NAME (needs --checkpoint-store kafka)")
+        ->group(group_ckpt);
+    opt("assignment-topic", c.assignment_topic,
+        "Group mode: the control topic whose partitions are the units of ownership (default "
+        "couch-bridge-assign.<group>; created when missing, holds no data)")
+        ->group(group_ckpt);
+    opt("assignment-partitions", c.assignment_partitions,
+        "Group mode: partitions of a new assignment topic (a database belongs to murmur2(source/database) mod P)")
+        ->check(CLI::Range(1, 10000))
+        ->group(group_ckpt);
+    app.add_option_function<int>(
+           "--group-session-timeout", [&c](int ms) { c.group_session_timeout = std::chrono::milliseconds(ms); },
+           "Group mode: ms without a heartbeat after which the group gives a member's databases to the others")
+        ->envname(env_name("group-session-timeout"))
+        ->check(CLI::Range(1000, 300000))
+        ->default_str("10000")
+        ->group(group_ckpt);
     app.add_option_function<int>(
            "--commit-interval", [&c](int ms) { c.commit_interval = std::chrono::milliseconds(ms); },
            "Exactly-once: milliseconds between transaction commits (each commits records and checkpoints)")
@@ -461,6 +480,10 @@ std::string describe(config const& c) {
         << "delivery = " << c.delivery << '\n'
         << "transactional-id = " << c.transactional_id << '\n'
         << "commit-interval = " << c.commit_interval.count() << '\n'
+        << "group = " << c.group << '\n'
+        << "assignment-topic = " << c.assignment_topic << '\n'
+        << "assignment-partitions = " << c.assignment_partitions << '\n'
+        << "group-session-timeout = " << c.group_session_timeout.count() << '\n'
         << "shutdown-timeout = " << c.shutdown_timeout.count() << '\n'
         << "max-in-flight = " << c.max_in_flight << '\n'
         << "max-in-flight-bytes = " << c.max_in_flight_bytes << '\n'

@@ -77,6 +77,12 @@ struct config {
     std::string delivery = "at-least-once";
     std::string transactional_id; // default: derived from the source name
     std::chrono::milliseconds commit_interval{100};
+    // Group mode: several bridges share the databases through a Kafka
+    // consumer group (empty: off).
+    std::string group;
+    std::string assignment_topic; // default couch-bridge-assign.<group>
+    int assignment_partitions = 64;
+    std::chrono::milliseconds group_session_timeout{10000};
     std::chrono::milliseconds shutdown_timeout{30000};
     // Per-database in-flight window: records and bytes produced but not yet
     // acknowledged by Kafka; reading pauses while either is reached.

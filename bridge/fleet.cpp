@@ -16,6 +16,7 @@
 
 #include <functional>
 #include <regex>
+#include <thread>
 #include <unistd.h>
 
 namespace asio = boost::asio;
@@ -162,6 +163,10 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
 }
 
 void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kind) {
+    if (deps_.owns && !deps_.owns(e.db)) {
+        spdlog::debug("db {}: owned by another member of the group; not started here", e.db);
+        return;
+    }
     checkpoint::key key{deps_.source_name, e.db};
     auto pos = deps_.positions.get(key);
     couch::feed_options fo = deps_.feed;
@@ -472,7 +477,7 @@ std::string fleet::describe_all() const {
             }
         }
         o["options"] = e->options;
-        o["owner"] = owner;
+        o["owner"] = !deps_.owns || deps_.owns(name) ? json::value(owner) : json::value("another group member");
         dbs[name] = std::move(o);
     }
     return json::serialize(json::object{{"owner", owner}, {"databases", std::move(dbs)}}) + "\n";
@@ -531,6 +536,49 @@ void fleet::rewind_all_to_durable(std::function<void()> done) {
                 (*shared_done)();
             }
         });
+    }
+}
+
+std::vector<std::string> fleet::reassess() {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> stopping;
+    if (stopping_) {
+        return stopping;
+    }
+    for (auto& [name, e] : entries_) {
+        bool const mine = !deps_.owns || deps_.owns(name);
+        if (e->p && !mine) {
+            spdlog::info("db {}: moved to another member of the group; stopping here", name);
+            stop_pipeline_locked(*e);
+            stopping.push_back(name);
+        } else if (!e->p && mine && e->desired == "following") {
+            spdlog::info("db {}: now owned by this member of the group", name);
+            start_pipeline_locked(*e, std::nullopt);
+        }
+    }
+    return stopping;
+}
+
+bool fleet::wait_stopped(std::vector<std::string> const& dbs, std::chrono::milliseconds timeout) const {
+    auto const deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        bool running = false;
+        {
+            std::lock_guard lock(mutex_);
+            for (auto const& db : dbs) {
+                auto it = entries_.find(db);
+                if (it != entries_.end() && it->second->p) {
+                    running = true;
+                }
+            }
+        }
+        if (!running) {
+            return true;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
 }
 

@@ -6,6 +6,8 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -56,6 +58,10 @@ public:
         pipeline::dependencies pipe;
         checkpoint::store& store;         // local state: the admin API's fleet record (meta "fleet")
         checkpoint::positions& positions; // where positions live (the same RocksDB store, or the Kafka topic)
+        // Group mode: whether this instance owns a database now (empty: it
+        // owns every database). A database it does not own is kept as
+        // desired but runs nowhere here.
+        std::function<bool(std::string const&)> owns = {};
     };
 
     explicit fleet(dependencies deps);
@@ -98,6 +104,14 @@ public:
     // reads again from its durable checkpoint; `done` runs once all have
     // taken the rewind (on one of their strands, or here when none runs).
     void rewind_all_to_durable(std::function<void()> done);
+    // Group mode, after the ownership changed: starts the databases this
+    // instance now owns (from their stored checkpoints) and stops the ones it
+    // no longer owns. Returns the databases being stopped.
+    std::vector<std::string> reassess();
+    // Waits (blocking, up to `timeout`) until no pipeline of `dbs` runs or
+    // has records in flight any more. Returns false on timeout.
+    bool wait_stopped(std::vector<std::string> const& dbs, std::chrono::milliseconds timeout) const;
+
     // Shutdown: stops every pipeline (reading), keeps them until destroyed.
     void stop_all();
 

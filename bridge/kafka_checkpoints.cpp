@@ -8,6 +8,7 @@
 #include "couch/seq.hpp"
 #include "couch/shard_seq.hpp"
 #include "kafka/embedded_cluster.hpp"
+#include "kafka/presence.hpp"
 #include "kafka/producer.hpp"
 #include "metrics/registry.hpp"
 
@@ -129,11 +130,30 @@ std::unique_ptr<checkpoint::kafka_store> open_kafka_checkpoints(config const& cf
     return remote;
 }
 
+std::string checkpoint_owner_group(config const& cfg) {
+    return "couch-kafka-bridge-running." + cfg.checkpoint_topic;
+}
+
 int run_kafka_checkpoints_command(config const& cfg, std::vector<std::string> const& args) {
     if (cfg.kafka_brokers == "embedded") {
         std::cerr << "checkpoints: --checkpoint-store kafka needs --kafka-brokers (the embedded cluster keeps "
                      "nothing between runs)\n";
         return 1;
+    }
+    bool const writes = !args.empty() && (args[0] == "set" || args[0] == "delete");
+    if (writes) {
+        auto const group = checkpoint_owner_group(cfg);
+        try {
+            if (kafka::group_has_members(cfg.kafka_brokers, kafka_client_properties(cfg), group, 30s)) {
+                std::cerr << "checkpoints: refusing to change the checkpoint topic " << cfg.checkpoint_topic
+                          << " while a bridge that uses it is running (consumer group " << group
+                          << " has members; a bridge killed with -9 stays a member for up to 10 s)\n";
+                return 1;
+            }
+        } catch (std::exception const& e) {
+            std::cerr << "checkpoints: cannot tell whether a bridge is running: " << e.what() << '\n';
+            return 1;
+        }
     }
     boost::asio::io_context ioc;
     auto work = boost::asio::make_work_guard(ioc);

@@ -40,8 +40,14 @@ std::unique_ptr<checkpoint::kafka_store> open_kafka_checkpoints(config const& cf
                                                                 std::string const& bootstrap_servers,
                                                                 checkpoint::store& local);
 
+// The consumer group whose members mark the bridges that use the checkpoint
+// topic (see kafka::presence): `checkpoints set|delete` refuse while it has
+// members.
+std::string checkpoint_owner_group(config const& cfg);
+
 // `checkpoints list|set|delete` on the Kafka store (--checkpoint-store
-// kafka): the same commands and exit codes as on RocksDB.
+// kafka): the same commands and exit codes as on RocksDB; set and delete
+// refuse (exit 1) while a bridge of that topic runs.
 int run_kafka_checkpoints_command(config const& cfg, std::vector<std::string> const& args);
 
 } // namespace bridge

@@ -73,40 +73,61 @@ std::unique_ptr<kafka_store> kafka_store::open(kafka::producer& producer, std::s
                                                std::vector<std::pair<std::string, std::string>> const& properties,
                                                kafka_store_options options) {
     std::unique_ptr<kafka_store> s(new kafka_store(producer, std::move(options)));
-    auto const& topic = s->options_.topic;
+    s->bootstrap_servers_ = bootstrap_servers;
+    s->properties_ = properties;
+    s->reload();
+    return s;
+}
+
+void kafka_store::reload() {
+    std::map<key, position> fresh;
+    auto report = read_all(fresh);
+    spdlog::info("checkpoint topic {}: {} position(s) from {} record(s) ({} tombstone(s), {} skipped)",
+                 options_.topic, fresh.size(), report.records, report.tombstones, report.skipped);
+    std::lock_guard lock(mutex_);
+    positions_ = std::move(fresh);
+    report_ = report;
+}
+
+load_report kafka_store::loaded() const {
+    std::lock_guard lock(mutex_);
+    return report_;
+}
+
+load_report kafka_store::read_all(std::map<key, position>& out) const {
+    load_report report;
+    auto const& topic = options_.topic;
     try {
         kafka::read_topic(
-            kafka::topic_reader_config{bootstrap_servers, properties}, topic,
+            kafka::topic_reader_config{bootstrap_servers_, properties_}, topic,
             [&](kafka::stored_record&& r) {
-                ++s->report_.records;
+                ++report.records;
                 auto k = decode_record_key(r.key);
                 if (!k) {
-                    ++s->report_.skipped;
+                    ++report.skipped;
                     spdlog::warn("checkpoint topic {}: skipping the record at offset {}: its key is not "
                                  "[\"source\",\"database\"] (a foreign or corrupt record)",
                                  topic, r.offset);
                     return;
                 }
                 if (!r.value) {
-                    ++s->report_.tombstones;
-                    s->positions_.erase(*k);
+                    ++report.tombstones;
+                    out.erase(*k);
                     return;
                 }
                 try {
-                    s->positions_[*k] = decode_record_value(*r.value);
+                    out[*k] = decode_record_value(*r.value);
                 } catch (std::invalid_argument const& e) {
-                    ++s->report_.skipped;
+                    ++report.skipped;
                     spdlog::warn("checkpoint topic {}: skipping the record of database {} at offset {}: {}", topic,
                                  k->database, r.offset, e.what());
                 }
             },
-            s->options_.timeout);
+            options_.timeout);
     } catch (std::exception const& e) {
         throw store_error(store_errc::io, std::string("checkpoint topic ") + topic + " cannot be read: " + e.what());
     }
-    spdlog::info("checkpoint topic {}: {} position(s) from {} record(s) ({} tombstone(s), {} skipped)", topic,
-                 s->positions_.size(), s->report_.records, s->report_.tombstones, s->report_.skipped);
-    return s;
+    return report;
 }
 
 std::optional<position> kafka_store::get(key const& k) const {

@@ -82,7 +82,12 @@ public:
     std::string where() const override { return "checkpoint topic " + options_.topic; }
     std::string last_error_detail() const override;
 
-    load_report const& loaded() const noexcept { return report_; }
+    // Reads the topic again to its end and replaces what get() and list()
+    // answer (group mode: positions another instance wrote). Throws like
+    // open(); the old positions stay on failure.
+    void reload();
+
+    load_report loaded() const;
     std::string const& topic() const noexcept { return options_.topic; }
 
     // The record that stores `p` for `k` (exactly-once: produced inside the
@@ -97,8 +102,13 @@ private:
     // Produces `records` and waits for every acknowledgement.
     boost::system::error_code produce_and_wait(std::vector<kafka::record> const& records);
 
+    // Reads the whole topic into `out` (see open()).
+    load_report read_all(std::map<key, position>& out) const;
+
     kafka::producer& producer_;
     kafka_store_options options_;
+    std::string bootstrap_servers_;
+    std::vector<std::pair<std::string, std::string>> properties_;
     load_report report_;
     mutable std::mutex mutex_;
     std::map<key, position> positions_;

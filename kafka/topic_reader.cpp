@@ -108,12 +108,35 @@ void read_topic(topic_reader_config const& config, std::string const& topic,
         throw std::runtime_error("cannot read topic '" + topic + "': " + rd_kafka_err2str(err));
     }
 
-    // The end: a partition is done at its EOF, which under read_committed is
-    // the last stable offset.
+    // The end: a partition is done when the position reaches the high
+    // watermark seen now (the position steps over transaction markers, which
+    // are never returned), or at an EOF (under read_committed the EOF comes at
+    // the last stable offset, below the watermark while a transaction is
+    // open). The watermark alone is needed too: while others keep writing,
+    // an EOF may never come.
     std::set<int> open;
+    std::vector<std::int64_t> target(static_cast<std::size_t>(partitions), 0);
     for (int p = 0; p < partitions; ++p) {
-        open.insert(p);
+        std::int64_t lo = 0, hi = 0;
+        auto err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), p, &lo, &hi, remaining_ms(deadline));
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            throw std::runtime_error("cannot read topic '" + topic + "': watermark query failed: " +
+                                     rd_kafka_err2str(err));
+        }
+        target[static_cast<std::size_t>(p)] = hi;
+        if (hi > lo) {
+            open.insert(p);
+        }
     }
+    auto reached = [&](int p) {
+        std::unique_ptr<rd_kafka_topic_partition_list_t, list_deleter> pos(rd_kafka_topic_partition_list_new(1));
+        rd_kafka_topic_partition_list_add(pos.get(), topic.c_str(), p);
+        if (rd_kafka_position(rk.get(), pos.get()) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            return false;
+        }
+        auto const off = pos->elems[0].offset;
+        return off >= 0 && off >= target[static_cast<std::size_t>(p)];
+    };
     while (!open.empty()) {
         int const left = remaining_ms(deadline);
         if (left == 0) {
@@ -122,7 +145,10 @@ void read_topic(topic_reader_config const& config, std::string const& topic,
                                      std::to_string(timeout.count()) + " ms (" + std::to_string(open.size()) +
                                      " partition(s) unfinished): are the brokers reachable?");
         }
-        std::unique_ptr<rd_kafka_message_t, message_deleter> m(rd_kafka_consumer_poll(rk.get(), std::min(left, 500)));
+        std::unique_ptr<rd_kafka_message_t, message_deleter> m(rd_kafka_consumer_poll(rk.get(), std::min(left, 100)));
+        for (auto it = open.begin(); it != open.end();) {
+            it = reached(*it) ? open.erase(it) : std::next(it);
+        }
         if (!m) {
             continue;
         }
@@ -140,6 +166,9 @@ void read_topic(topic_reader_config const& config, std::string const& topic,
             }
             spdlog::debug("reading topic {}: {}", topic, rd_kafka_message_errstr(m.get()));
             continue;
+        }
+        if (m->offset >= target[static_cast<std::size_t>(m->partition)]) {
+            continue; // written after the start: not part of this read
         }
         stored_record r;
         r.partition = m->partition;

@@ -82,6 +82,20 @@ BOOST_AUTO_TEST_CASE(restart_resumes_from_the_topic_and_the_command_reads_it) {
     auto port = test_support::free_port();
     auto bridge = start_bridge(c.options(), port);
     BOOST_REQUIRE_MESSAGE(wait_for_checkpoint(port, c.db, 5), read_log(c.dir + ".log"));
+    // While the bridge runs, changing its checkpoints is refused (once its
+    // mark in the consumer group is up: retried, with a harmless `set`).
+    bool refused = false;
+    std::string refusal;
+    for (int i = 0; i < 60 && !refused; ++i) {
+        auto [set_code, out] = c.checkpoints({"set", "--db", c.db, "--seq", "5"});
+        refused = set_code == 1 && out.find("refusing to change the checkpoint topic") != std::string::npos;
+        refusal = out;
+        if (!refused) {
+            std::this_thread::sleep_for(500ms);
+        }
+    }
+    BOOST_TEST_INFO("last answer: " << refusal);
+    BOOST_TEST(refused);
     BOOST_REQUIRE_EQUAL(stop(*bridge), 0);
 
     auto [code, listed] = c.checkpoints({"list"});
