@@ -1,6 +1,7 @@
 #include "bridge/app.hpp"
 
 #include "bridge/admin_api.hpp"
+#include "bridge/discovery.hpp"
 #include "bridge/exactly_once.hpp"
 #include "bridge/kafka_checkpoints.hpp"
 #include "bridge/fleet.hpp"
@@ -306,7 +307,7 @@ std::string checkpoint_source(config const& cfg) {
 }
 
 int run_bridge(config const& cfg) {
-    if (cfg.databases.empty()) {
+    if (cfg.databases.empty() && cfg.db_patterns.empty()) {
         spdlog::warn("no --db given: following only the databases the admin API added (PUT /databases/NAME); "
                      "give --db NAME (repeatable) or COUCH_BRIDGE_DB=a,b");
     }
@@ -584,6 +585,26 @@ int run_bridge(config const& cfg) {
                                         *store, positions, owns});
     running_fleet = &databases;
     register_admin_api(*http, databases, cfg.admin_token);
+    // Discovery (--db-pattern) reports databases found and gone to the fleet.
+    std::unique_ptr<discovery> finder;
+    if (!cfg.db_patterns.empty()) {
+        try {
+            discovery_options dopts;
+            dopts.patterns = cfg.db_patterns;
+            dopts.exclude_patterns = cfg.exclude_db_patterns;
+            dopts.interval = cfg.discovery_interval;
+            dopts.heartbeat = cfg.couch_heartbeat;
+            dopts.source_name = source;
+            finder = std::make_unique<discovery>(
+                ioc.get_executor(), client, dopts,
+                discovery_hooks{[&databases](std::string const& db, bool live) { databases.found(db, live); },
+                                [&databases](std::string const& db) { databases.gone(db); }},
+                *store, positions, registry);
+        } catch (std::exception const& e) {
+            spdlog::error("startup failed: {}", e.what());
+            return 2;
+        }
+    }
     http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });
     http->handle("/readyz", [&databases, &flusher, &producer] {
         std::string not_ready;
@@ -604,10 +625,11 @@ int run_bridge(config const& cfg) {
         }
         return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
     });
-    http->handle("/status", [&databases, &flusher, &couch_source, &producer, &cfg, &group] {
+    http->handle("/status", [&databases, &flusher, &couch_source, &producer, &cfg, &group, &finder] {
         boost::json::object root;
         root["version"] = common::version;
         root["source"] = source_json(*couch_source);
+        root["discovery"] = finder ? boost::json::value(finder->status()) : boost::json::value(nullptr);
         auto k = producer->health();
         root["kafka"] = {{"ready", k.ready},
                          {"last_error", k.last_error.empty() ? boost::json::value(nullptr)
@@ -646,6 +668,9 @@ int run_bridge(config const& cfg) {
         if (group) {
             group->start(cfg, embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers, databases,
                          *kafka_positions, flusher, registry);
+        }
+        if (finder) {
+            finder->start();
         }
     } catch (std::exception const& e) {
         spdlog::error("startup failed: {}", e.what());
@@ -719,12 +744,19 @@ int run_bridge(config const& cfg) {
         asio::co_spawn(
             ioc,
             [&, sig]() -> asio::awaitable<void> {
+                asio::steady_timer t(ioc);
+                if (finder) {
+                    finder->stop(); // first: it must not start pipelines any more
+                    for (int i = 0; i < 250 && !finder->stopped(); ++i) {
+                        t.expires_after(std::chrono::milliseconds(20));
+                        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+                    }
+                }
                 databases.stop_all();
                 std::size_t in_flight = databases.in_flight();
                 spdlog::info("signal {}: stopping; waiting up to {} ms for {} in-flight record(s)", sig,
                              cfg.shutdown_timeout.count(), in_flight);
                 auto deadline = std::chrono::steady_clock::now() + cfg.shutdown_timeout;
-                asio::steady_timer t(ioc);
                 for (;;) {
                     in_flight = databases.in_flight();
                     if (in_flight == 0 || std::chrono::steady_clock::now() >= deadline) {

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <regex>
 #include <sstream>
 
 namespace bridge {
@@ -58,6 +59,18 @@ CLI::Validator const listen_address{[](std::string& s) -> std::string {
                                     },
                                     "HOST:PORT"};
 
+// A valid ECMAScript regular expression (--db-pattern, --exclude-db-pattern).
+CLI::Validator const regex_pattern{[](std::string& s) -> std::string {
+                                       try {
+                                           std::regex re(s, std::regex::ECMAScript);
+                                       } catch (std::regex_error const& e) {
+                                           return "'" + s + "' is not a valid ECMAScript regular expression: " +
+                                                  e.what();
+                                       }
+                                       return {};
+                                   },
+                                   "REGEX"};
+
 } // namespace
 
 parse_result parse_command_line(int argc, char const* const* argv) {
@@ -108,6 +121,23 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->group(group_couch);
     opt("db", c.databases, "A database to follow (repeatable; the environment twin takes a comma-separated list)")
         ->delimiter(',')
+        ->group(group_couch);
+    // Discovery (bridge/discovery.hpp).
+    opt("db-pattern", c.db_patterns,
+        "Follow every database whose whole name matches this ECMAScript regex, as databases are created and "
+        "deleted (repeatable; names starting with _ never match)")
+        ->check(regex_pattern)
+        ->group(group_couch);
+    opt("exclude-db-pattern", c.exclude_db_patterns,
+        "Never follow a database matched by --db-pattern whose whole name matches this regex (repeatable)")
+        ->check(regex_pattern)
+        ->group(group_couch);
+    app.add_option_function<int>(
+           "--discovery-interval", [&c](int ms) { c.discovery_interval = std::chrono::milliseconds(ms); },
+           "Milliseconds between _all_dbs polls, where the server has no usable _db_updates")
+        ->envname(env_name("discovery-interval"))
+        ->check(CLI::Range(100, 86400000))
+        ->default_str("10000")
         ->group(group_couch);
 
     auto* group_kafka = "Kafka";
@@ -413,6 +443,9 @@ std::string describe(config const& c) {
         << "couch-max-connecting = " << c.couch_max_connecting << '\n'
         << "on-recreate = " << c.on_recreate << '\n'
         << "db = " << list(c.databases) << '\n'
+        << "db-pattern = " << list(c.db_patterns) << '\n'
+        << "exclude-db-pattern = " << list(c.exclude_db_patterns) << '\n'
+        << "discovery-interval = " << c.discovery_interval.count() << '\n'
         << "kafka-brokers = " << c.kafka_brokers << '\n'
         << "kafka-cluster-change = " << c.kafka_cluster_change << '\n'
         << "kafka-property = " << list(props) << '\n'

@@ -25,6 +25,11 @@ struct config {
     std::chrono::milliseconds couch_heartbeat{10000};
     int couch_max_connecting = 16;       // connection attempts in flight at once against the CouchDB server
     std::string on_recreate = "restart"; // restart | fail
+    // Discovery: the databases whose whole name matches a pattern (ECMAScript)
+    // and no exclude pattern are followed as they are created and deleted;
+    // without _db_updates the server is polled every discovery_interval.
+    std::vector<std::string> db_patterns, exclude_db_patterns;
+    std::chrono::milliseconds discovery_interval{10000};
 
     std::string kafka_brokers = "embedded";
     std::vector<std::string> kafka_properties; // k=v, passed through to librdkafka

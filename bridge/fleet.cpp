@@ -1,4 +1,5 @@
 #include "bridge/fleet.hpp"
+#include "bridge/fleet_entry.hpp"
 
 #include "checkpoint/store.hpp"
 
@@ -41,18 +42,6 @@ bool valid_since(std::string const& s) {
 
 } // namespace
 
-struct fleet::entry {
-    std::string db;
-    std::string desired = "following"; // following | paused | removed
-    bool from_api = false;             // persisted
-    bool from_flag = false;
-    std::unique_ptr<pipeline> p;
-    std::shared_ptr<std::atomic<bool>> done;
-    bool stopping = false;
-    std::optional<std::string> rewind_to; // applied durably before the next start
-    json::object options;                 // per-database settings (see follow())
-    std::string last_checkpoint;          // of the last pipeline, when it was reaped (may not be flushed yet)
-};
 
 namespace {
 
@@ -111,7 +100,8 @@ std::vector<std::string> strings_of(json::value const& v) {
 
 } // namespace
 
-fleet::fleet(dependencies deps) : deps_(std::move(deps)) {}
+fleet::fleet(dependencies deps)
+    : deps_(std::move(deps)), probe_(std::make_unique<probe>(deps_.pipe.registry)) {}
 
 fleet::~fleet() = default;
 
@@ -148,6 +138,7 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
             }
         }
     }
+    load_deleted_locked();
     for (auto const& db : flag_databases) {
         auto& e = entries_[db];
         if (!e) {
@@ -162,6 +153,8 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
     for (auto& [name, e] : entries_) {
         if (e->desired == "following" && !e->p) {
             start_pipeline_locked(*e, std::nullopt);
+        } else if (e->desired == "deleted") {
+            spdlog::info("db {}: deleted on the server (recorded), its checkpoint kept", name);
         } else {
             spdlog::info("db {}: {} through the admin API (kept across restarts)", name, e->desired);
         }
@@ -207,6 +200,7 @@ void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kin
                                      deps_.source);
     e.done = std::make_shared<std::atomic<bool>>(false);
     e.stopping = false;
+    probe_->followed.inc();
     auto* raw = e.p.get();
     asio::co_spawn(raw->strand(), raw->run(), [raw, done = e.done, db = e.db](std::exception_ptr ex) {
         if (ex) {
@@ -232,12 +226,15 @@ void fleet::stop_pipeline_locked(entry& e) {
 // starts the next one where a resume or a rewind asked for it.
 asio::awaitable<void> fleet::reaper() {
     asio::steady_timer t(deps_.pool);
-    while (!stopping_) {
+    for (unsigned round = 0; !stopping_; ++round) {
         t.expires_after(std::chrono::milliseconds(100));
         co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
         std::lock_guard lock(mutex_);
         if (stopping_) {
             break;
+        }
+        if (round % 10 == 0) {
+            refresh_gauges_locked();
         }
         for (auto& [name, e] : entries_) {
             if (e->p) {
@@ -247,7 +244,8 @@ asio::awaitable<void> fleet::reaper() {
                 e->last_checkpoint = e->p->status().checkpoint_seq;
                 e->p.reset();
                 e->stopping = false;
-                spdlog::info("db {}: pipeline stopped ({})", name, e->desired);
+                spdlog::info("db {}: pipeline stopped ({})", name,
+                             e->desired == "following" ? std::string("to restart it") : e->desired);
             } else if (!e->rewind_to) {
                 continue; // nothing pending (a retry of a failed rewind write comes here)
             }
@@ -300,6 +298,7 @@ void fleet::persist_locked() {
         throw std::runtime_error("the change is in effect but could not be recorded in the checkpoint store: " +
                                  ec.message());
     }
+    persist_deleted_locked();
 }
 
 fleet::outcome fleet::ok_locked(entry const& e, unsigned status) const {
@@ -398,7 +397,13 @@ fleet::outcome fleet::stop_following(std::string const& db, std::string const& d
     return ok_locked(e);
 }
 
-fleet::outcome fleet::remove(std::string const& db) { return stop_following(db, "removed", "no longer followed"); }
+fleet::outcome fleet::remove(std::string const& db) {
+    auto out = stop_following(db, "removed", "no longer followed");
+    if (out.status == 200) {
+        probe_->removed_api.inc();
+    }
+    return out;
+}
 
 fleet::outcome fleet::pause(std::string const& db) { return stop_following(db, "paused", "paused"); }
 
@@ -463,7 +468,14 @@ std::string fleet::describe_all() const {
         o["desired"] = e->desired;
         o["seq"] = last_seq.empty() ? json::value(nullptr) : json::value(last_seq);
         o["checkpoint"] = checkpoint_seq.empty() ? json::value(nullptr) : json::value(checkpoint_seq);
-        o["origin"] = e->from_flag ? "flag" : "api";
+        o["origin"] = e->from_flag ? "flag" : e->from_api ? "api" : e->from_discovery ? "discovery" : "api";
+        if (e->desired == "deleted") {
+            o["deleted_at"] = format_timestamp(std::chrono::system_clock::time_point(
+                std::chrono::milliseconds(e->deleted_unix_ms)));
+            if (checkpoint_seq.empty() && !e->deleted_checkpoint.empty()) {
+                o["checkpoint"] = e->deleted_checkpoint;
+            }
+        }
         o["options"] = e->options;
         o["owner"] = !deps_.owns || deps_.owns(name) ? json::value(owner) : json::value("another group member");
         dbs[name] = std::move(o);
@@ -481,10 +493,11 @@ std::vector<pipeline_status> fleet::statuses() const {
                 out.back().state = "stopping";
                 out.back().ready = true;
             }
-        } else if (e->desired == "paused") {
+        } else if (e->desired == "paused" || e->desired == "deleted") {
             pipeline_status s;
             s.database = name;
-            s.state = "paused";
+            s.state = e->desired;
+            s.checkpoint_seq = e->desired == "deleted" ? e->deleted_checkpoint : std::string();
             s.ready = true; // deliberately not running
             out.push_back(std::move(s));
         }

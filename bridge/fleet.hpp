@@ -38,6 +38,12 @@ namespace bridge {
 // the checkpoint store (meta "fleet") and applied again at the next start;
 // databases named by flags are followed on top of it unless paused.
 //
+// Discovery (bridge/discovery.hpp, --db-pattern) reports databases found and
+// gone; the fleet follows the ones found, stops the ones gone (state
+// `deleted`, kept with the time and the checkpoint in meta
+// "deleted_databases"), and follows a deleted one that comes back as a new
+// incarnation, from 0.
+//
 // Thread safety: every public member may be called from any thread.
 class fleet {
 public:
@@ -109,12 +115,32 @@ public:
     // Shutdown: stops every pipeline (reading), keeps them until destroyed.
     void stop_all();
 
+    // Discovery's reports; idempotent, never throw (trouble is logged).
+    // found: `db` exists on the server. A database new to the fleet is
+    // followed from its checkpoint, else from 0 when `live` (created while
+    // the bridge runs) or per --initial-since (found at startup). One
+    // recorded as deleted is a new incarnation: with --on-recreate restart
+    // its old checkpoint is dropped and it is followed from 0 (counted in
+    // couch_bridge_databases_recreated_total); with fail it stays `deleted`
+    // until a rewind through the admin API. Databases paused or removed
+    // through the API, and those named by --db, are left as they are.
+    void found(std::string const& db, bool live);
+    // gone: `db` no longer exists on the server. Unless --db names it, its
+    // pipeline stops and it becomes `deleted` (its checkpoint is kept). A
+    // database the fleet does not know but has a checkpoint of (deleted
+    // while the bridge was down) is recorded as deleted too.
+    void gone(std::string const& db);
+
     // True when `name` is a valid CouchDB database name (and not a system
     // database, which the API does not follow).
     static bool valid_database_name(std::string const& name);
 
 private:
     struct entry;
+    struct probe;
+    void load_deleted_locked();
+    void persist_deleted_locked();
+    void refresh_gauges_locked();
     boost::asio::awaitable<void> reaper();
     void start_pipeline_locked(entry& e, std::optional<std::string> since_override);
     void stop_pipeline_locked(entry& e);
@@ -127,6 +153,7 @@ private:
     std::map<std::string, std::unique_ptr<entry>> entries_;
     std::vector<std::string> flag_databases_;
     std::atomic<bool> stopping_{false};
+    std::unique_ptr<probe> probe_;
 };
 
 } // namespace bridge
