@@ -252,6 +252,16 @@ asio::awaitable<void> fleet::reaper() {
             if (e->desired != "following") {
                 continue;
             }
+            if (deps_.owns && !deps_.owns(name)) {
+                // Group mode: only the owner writes a rewind target (here it
+                // would race the owner's checkpoints, and applied later, when
+                // the database moves here, it would replay it again).
+                if (e->rewind_to) {
+                    spdlog::info("db {}: rewind to {} left to the instance that owns it", name, *e->rewind_to);
+                    e->rewind_to.reset();
+                }
+                continue;
+            }
             std::optional<std::string> kind;
             if (e->rewind_to) {
                 auto target = *std::exchange(e->rewind_to, std::nullopt);
@@ -313,6 +323,12 @@ fleet::outcome fleet::follow(std::string const& db, std::string const& since, st
     if (!valid_since(since)) {
         return {400, error_json("bad_request", "since must be 0, now, or a seq's JSON text (a CouchDB 2+ seq with "
                                                 "its quotes)")};
+    }
+    if (!since.empty() && deps_.owns && !deps_.owns(db)) {
+        // Group mode: a start position is the owner's to write.
+        return {409, error_json("not_owner", "database '" + db +
+                                                 "' runs in another member of the group: send the start position "
+                                                 "or rewind to that instance (its /status lists it)")};
     }
     std::optional<json::object> new_options;
     if (options.find_first_not_of(" \t\r\n") != std::string::npos) {

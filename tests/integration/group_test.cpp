@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <array>
 #include <csignal>
 #include <map>
@@ -155,6 +156,18 @@ BOOST_AUTO_TEST_CASE(three_instances_share_fail_over_and_lose_nothing) {
         running += status_of(i->port).at("databases").as_object().size();
     }
     BOOST_TEST(running == c.dbs.size());
+    // A start position is the owner's to write: another member refuses it.
+    for (auto* i : live) {
+        auto mine = status_of(i->port).at("databases").as_object();
+        auto other = std::find_if(c.dbs.begin(), c.dbs.end(), [&](auto const& db) { return !mine.contains(db); });
+        if (other != c.dbs.end()) {
+            auto r = test_support::couch_request("http://127.0.0.1:" + std::to_string(i->port), "POST",
+                                                 "/databases/" + *other + "/rewind?since=0");
+            BOOST_TEST(r.status == 409, "rewind of " << *other << " on a non-owner: " << r.status << " " << r.body);
+            BOOST_TEST(r.body.find("not_owner") != std::string::npos);
+            break;
+        }
+    }
     std::this_thread::sleep_for(3s);
 
     // kill -9: the others take over its databases.
