@@ -58,14 +58,21 @@ SIZES = {
                  paces=[("full speed", 0, 1, 200_000), ("10,000/s x 1", 10000, 1, 100_000),
                         ("6,000/s x 1", 6000, 1, 60_000),
                         ("500/s x 10", 500, 10, 5_000), ("200/s x 1", 200, 1, 4_000),
-                        ("10/s x 100", 10, 100, 100)]),
+                        ("10/s x 100", 10, 100, 100)],
+                 # (label, payload, document bytes, --max-in-flight-bytes, changes)
+                 memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 300),
+                         ("stub, 1 MiB docs, 64 MiB window", "stub", 1 << 20, 64 << 20, 300),
+                         ("stub+doc, 0.9 MiB docs, 8 MiB window", "stub+doc", 900_000, 8 << 20, 300),
+                         ("stub+doc, 0.9 MiB docs, 64 MiB window", "stub+doc", 900_000, 64 << 20, 300)]),
     "smoke": dict(source_dbs=2, source_changes=3_000, baseline_changes=300, idle_dbs=20, idle_changes=5,
                   idle_settle_s=1, idle_window_s=2, ckpt_dbs=[1, 5], ckpt_total=4_000,
                   ckpt_live_interval_ms=100, ckpt_live_window_s=2, micro_min_time=0.01,
                   paces=[("full speed", 0, 1, 5_000), ("10,000/s x 1", 10000, 1, 5_000),
                          ("6,000/s x 1", 6000, 1, 3_000),
                          ("500/s x 10", 500, 10, 250), ("200/s x 1", 200, 1, 200),
-                         ("10/s x 100", 10, 100, 5)]),
+                         ("10/s x 100", 10, 100, 5)],
+                  memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 20),
+                          ("stub+doc, 0.9 MiB docs, 8 MiB window", "stub+doc", 900_000, 8 << 20, 20)]),
 }
 
 GOALS = {
@@ -540,6 +547,32 @@ class Runner:
                     if l.strip() and not l.startswith("#")]
         return dict(symbols=keep(by_symbol)[:25], dsos=keep(by_dso)[:12], inclusive=keep(inclusive)[:30])
 
+    def scenario_memory(self):
+        """Peak RSS while catching up one database of large documents, per
+        payload mode and in-flight byte window (issue #16's memory bound)."""
+        rows = []
+        for label, payload, doc_bytes, window, n in self.size["memory"]:
+            log("memory %s: %d changes" % (label, n))
+            source, url = self.start_source("source-mem-%s-%d" % (payload.replace("+", ""), window), 1, n,
+                                            ["--pool", "8", "--doc-min-bytes", str(doc_bytes),
+                                             "--doc-max-bytes", str(doc_bytes), "--couchdb-like"])
+            variant = dict(name="", binary=self.args.bridge_binary,
+                           args=["--payload", payload, "--max-in-flight-bytes", str(window),
+                                 "--kafka-property", "message.max.bytes=1000000"])
+            bridge, port = self.start_bridge("bridge-mem-%s-%d" % (payload.replace("+", ""), window), url,
+                                             ["bench-0000"], variant)
+            base = memory_kib(bridge.pid)
+            first, last = self.wait_delivered(bridge, port, n)
+            mem = memory_kib(bridge.pid)
+            rc = self.stop(bridge)
+            self.stop(source)
+            rows.append(dict(label=label, payload=payload, doc_bytes=doc_bytes, window_mib=window / (1 << 20),
+                             changes=n, start_rss_mib=base.get("VmRSS", 0) / 1024,
+                             peak_rss_mib=mem.get("VmHWM", 0) / 1024,
+                             changes_per_s=n / (last["t"] - first["t"]) if last["t"] > first["t"] else None,
+                             exit_code=rc))
+        self.results["memory"] = rows
+
     def scenario_micro(self):
         log("microbenchmarks")
         out = subprocess.run([self.args.micro_binary, "--benchmark_format=json",
@@ -636,6 +669,16 @@ def pace_table(rows):
             fmt(p.get("latency_p50_ms"), 2), fmt(p.get("latency_p99_ms"), 2),
             fmt(p["source_cpu_us_per_change"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def memory_table(rows):
+    lines = ["| catch-up of one database | changes | RSS at start MiB | peak RSS MiB | peak − start MiB | changes/s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for m in rows:
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+            m["label"], fmt(m["changes"]), fmt(m["start_rss_mib"]), fmt(m["peak_rss_mib"]),
+            fmt(m["peak_rss_mib"] - m["start_rss_mib"]), fmt(m["changes_per_s"], 0)))
     return "\n".join(lines)
 
 
@@ -866,7 +909,7 @@ def main():
     try:
         for name, fn in [("micro", runner.scenario_micro), ("throughput", runner.scenario_source_and_bridge),
                          ("idle", runner.scenario_idle), ("checkpoints", runner.scenario_checkpoints),
-                         ("pace", runner.scenario_pace)]:
+                         ("pace", runner.scenario_pace), ("memory", runner.scenario_memory)]:
             if name not in wanted:
                 continue
             try:
@@ -893,6 +936,9 @@ def main():
     if "pace" in runner.results:
         print()
         print(pace_table(runner.results["pace"]))
+    if "memory" in runner.results:
+        print()
+        print(memory_table(runner.results["memory"]))
     for line in runner.results.get("perf_6000", {}).get("symbols", []):
         print(line)
     print()
