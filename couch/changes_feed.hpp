@@ -140,7 +140,8 @@ public:
 
     // The next batch of rows (>= 1 row, in feed order, each seq byte-exact;
     // see changes_parser for seq_interval rows with an empty seq, which are
-    // always followed in the same batch by a row with a seq). Transient
+    // followed in the same batch by a row with a seq, except after 4 MiB of
+    // them: a batch may then end on rows without a seq). Transient
     // trouble is handled inside with jittered exponential backoff; 401/403/404
     // are visible states retried slowly. Throws
     // boost::system::system_error(operation_aborted) after stop(). Rows of one
