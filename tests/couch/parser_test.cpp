@@ -176,8 +176,9 @@ BOOST_AUTO_TEST_CASE(null_seq_rows_past_the_held_byte_limit_are_handed_out_early
     for (int i = 0; i < n; ++i) {
         body += i == 0 ? "" : ",";
         auto const seq = i == n - 1 ? std::string(R"("6-g1AAAA")") : std::string("null");
-        body += R"({"seq":)" + seq + R"(,"id":"d)" + std::to_string(i) + R"(","changes":[{"rev":"1-a"}],"doc":{"_id":"d)" +
-                std::to_string(i) + R"(","_rev":"1-a","doc_type":"CommCareCase","pad":")" + big + R"("}})";
+        auto const id = "d" + std::to_string(i);
+        body += R"({"seq":)" + seq + R"(,"id":")" + id + R"(","changes":[{"rev":"1-a"}],"doc":{"_id":")" + id +
+                R"(","_rev":"1-a","doc_type":"CommCareCase","pad":")" + big + R"("}})";
     }
     body += R"(],"last_seq":"6-g1AAAA","pending":0})";
     couch::changes_parser p(couch::feed_kind::normal);
