@@ -98,9 +98,9 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->group(group_couch);
     app.add_option_function<int>(
            "--couch-read-coalesce-us", [&c](int us) { c.couch_read_coalesce = std::chrono::microseconds(us); },
-           "While a feed's rows arrive faster than this, read it at most once per this many microseconds, so "
-           "that a wake-up handles many rows (CPU per change at a CouchDB's pace); the most a row waits for it. "
-           "0: read every row at once")
+           "While a feed's rows arrive more than twice as often, wait about this many microseconds between its "
+           "reads, so that a wake-up handles many rows (CPU per change at a CouchDB's pace); a row waits at most "
+           "1.5 times this before it is read. 0: read every row at once")
         ->envname(env_name("couch-read-coalesce-us"))
         ->check(CLI::Range(0, 100000))
         ->default_str("2000")
