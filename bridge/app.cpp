@@ -1,10 +1,15 @@
 #include "bridge/app.hpp"
 
 #include "bridge/admin_api.hpp"
+#include "bridge/discovery.hpp"
+#include "bridge/exactly_once.hpp"
+#include "bridge/kafka_checkpoints.hpp"
 #include "bridge/fleet.hpp"
+#include "bridge/group.hpp"
 #include "bridge/pipeline.hpp"
 #include "bridge/routing.hpp"
 #include "checkpoint/flusher.hpp"
+#include "checkpoint/kafka_store.hpp"
 #include "checkpoint/store.hpp"
 #include "checkpoint/watermark.hpp"
 #include "checkpoint/version.hpp"
@@ -14,6 +19,7 @@
 #include "couch/source.hpp"
 #include "kafka/producer.hpp"
 #include "kafka/embedded_cluster.hpp"
+#include "kafka/presence.hpp"
 #include "kafka/version.hpp"
 #include "metrics/http_server.hpp"
 #include "metrics/process.hpp"
@@ -26,6 +32,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -300,7 +307,7 @@ std::string checkpoint_source(config const& cfg) {
 }
 
 int run_bridge(config const& cfg) {
-    if (cfg.databases.empty()) {
+    if (cfg.databases.empty() && cfg.db_patterns.empty()) {
         spdlog::warn("no --db given: following only the databases the admin API added (PUT /databases/NAME); "
                      "give --db NAME (repeatable) or COUCH_BRIDGE_DB=a,b");
     }
@@ -318,11 +325,26 @@ int run_bridge(config const& cfg) {
     std::unique_ptr<kafka::embedded_cluster> embedded;
     std::unique_ptr<kafka::producer> producer;
     std::unique_ptr<checkpoint::store> store;
+    std::unique_ptr<checkpoint::kafka_store> kafka_positions; // --checkpoint-store kafka
+    std::unique_ptr<kafka::presence> running_mark;            // ... and the group that says it is in use
+    bool const exactly_once = cfg.delivery == "exactly-once";
     std::optional<router> routes;
     std::unique_ptr<metrics::http_server> http;
     std::function<std::string(std::chrono::milliseconds)> cluster_of; // the connected cluster's id ("" unknown)
     std::string cluster;                                                 // verified at startup, if it had to be
     try {
+        if (!cfg.group.empty() && cfg.checkpoint_store != "kafka") {
+            throw std::invalid_argument("--group needs --checkpoint-store kafka: a database's next owner reads its "
+                                        "checkpoint from the topic");
+        }
+        if (!cfg.group.empty() && exactly_once) {
+            throw std::invalid_argument("--group with --delivery exactly-once is not supported yet (it needs one "
+                                        "transactional producer per assignment partition); use at-least-once");
+        }
+        if (exactly_once && cfg.checkpoint_store != "kafka") {
+            throw std::invalid_argument("--delivery exactly-once needs --checkpoint-store kafka: the checkpoints are "
+                                        "written in the same Kafka transaction as the records");
+        }
         routing_options ropts;
         ropts.default_topic = cfg.default_topic;
         ropts.route_design_docs = cfg.route_design_docs;
@@ -347,6 +369,9 @@ int run_bridge(config const& cfg) {
             pcfg.bootstrap_servers = cfg.kafka_brokers;
         }
         pcfg.properties = kafka_client_properties(cfg);
+        if (exactly_once) {
+            pcfg.transactional_id = transactional_id(cfg, checkpoint_source(cfg));
+        }
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
         if (cfg.create_topics) {
             auto topics = routes->known_topics();
@@ -366,6 +391,32 @@ int run_bridge(config const& cfg) {
 
         http = std::make_unique<metrics::http_server>(ioc.get_executor(), cfg.http_listen, registry);
 
+        if (cfg.checkpoint_store == "kafka") {
+            // The positions live in the cluster whose records they cover, so
+            // the cluster-id check of the RocksDB store has nothing to do.
+            kafka_positions =
+                open_kafka_checkpoints(cfg, *producer, embedded.get(), pcfg.bootstrap_servers, *store);
+            auto& skipped = registry.add_counter("couch_bridge_checkpoint_records_skipped_total",
+                                                 "Records of the checkpoint topic that did not decode (foreign or "
+                                                 "corrupt), skipped at startup");
+            skipped.inc(static_cast<double>(kafka_positions->loaded().skipped));
+            if (!cfg.group.empty()) {
+                auto const topic = assignment_topic(cfg);
+                if (embedded) {
+                    embedded->create_topic(topic, cfg.assignment_partitions);
+                } else if (!producer->missing_topics({topic}, std::chrono::seconds(30)).empty()) {
+                    if (auto ec = producer->create_topics({topic}, cfg.assignment_partitions, cfg.topic_replication,
+                                                          std::chrono::seconds(30))) {
+                        throw std::runtime_error("cannot create the assignment topic " + topic + ": " + ec.message());
+                    }
+                }
+            }
+            if (!embedded) {
+                running_mark = std::make_unique<kafka::presence>(kafka::presence_config{
+                    pcfg.bootstrap_servers, pcfg.properties, checkpoint_owner_group(cfg), cfg.checkpoint_topic});
+            }
+        }
+
         // Checkpoints are trusted only for the Kafka cluster that
         // acknowledged them. A store that holds positions waits here until
         // the brokers tell their cluster id, and is checked against it; an
@@ -379,7 +430,7 @@ int run_bridge(config const& cfg) {
             // new one whose records vanish at exit: make its id unique.
             return id.empty() || !is_embedded ? id : "embedded-" + id + embedded_suffix;
         };
-        if (!store->list().empty()) {
+        if (!kafka_positions && !store->list().empty()) {
             int startup_signal = 0;
             signals.async_wait([&](boost::system::error_code ec, int sig) {
                 if (!ec) {
@@ -430,8 +481,53 @@ int run_bridge(config const& cfg) {
         });
     }
 
-    cluster_bound_writer writer(*store, cluster_of, cluster);
-    checkpoint::flusher flusher(ioc.get_executor(), writer, cfg.checkpoint_interval, registry, common::version);
+    // The checkpoint writer: RocksDB (bound to the Kafka cluster), the Kafka
+    // topic, or the exactly-once transaction. The last two block on the
+    // network, so their flusher runs on a thread of its own.
+    cluster_bound_writer rocksdb_writer(*store, cluster_of, cluster);
+    fleet* running_fleet = nullptr; // set once the fleet exists (the transaction hooks need it)
+    checkpoint::flusher* flusher_ptr = nullptr;
+    std::unique_ptr<transaction_writer> txn_writer;
+    if (exactly_once) {
+        transaction_writer::hooks hooks;
+        hooks.in_flight = [&running_fleet] { return running_fleet != nullptr ? running_fleet->in_flight() : 0; };
+        hooks.rewind_all = [&running_fleet](std::function<void()> done) {
+            if (running_fleet != nullptr) {
+                running_fleet->rewind_all_to_durable(std::move(done));
+            } else {
+                done();
+            }
+        };
+        hooks.discard_dirty = [&flusher_ptr] {
+            if (flusher_ptr != nullptr) {
+                flusher_ptr->discard_dirty();
+            }
+        };
+        hooks.on_fatal = [tid = transactional_id(cfg, checkpoint_source(cfg))](std::string const& why) {
+            spdlog::critical("exactly-once: the Kafka producer failed for good ({}). If another bridge with "
+                             "transactional id '{}' started, it has taken over and this one was fenced. Exiting "
+                             "without writing anything else; records not committed are invisible to read_committed "
+                             "consumers and will be published by the bridge that resumes from the checkpoints",
+                             why, tid);
+            spdlog::default_logger()->flush();
+            ::_exit(3);
+        };
+        txn_writer = std::make_unique<transaction_writer>(*producer, *kafka_positions, std::move(hooks), registry,
+                                                          std::chrono::seconds(60));
+    }
+    checkpoint::position_writer& writer = txn_writer          ? static_cast<checkpoint::position_writer&>(*txn_writer)
+                                          : kafka_positions ? static_cast<checkpoint::position_writer&>(*kafka_positions)
+                                                            : rocksdb_writer;
+    checkpoint::positions& positions = kafka_positions ? static_cast<checkpoint::positions&>(*kafka_positions)
+                                                       : static_cast<checkpoint::positions&>(*store);
+    std::optional<asio::thread_pool> committer;
+    if (kafka_positions) {
+        committer.emplace(1);
+    }
+    checkpoint::flusher flusher(committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor()), writer,
+                                exactly_once ? cfg.commit_interval : cfg.checkpoint_interval, registry,
+                                common::version);
+    flusher_ptr = &flusher;
 
     couch::client_config client;
     client.url = cfg.couch_url;
@@ -474,12 +570,42 @@ int run_bridge(config const& cfg) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
     }
+    std::unique_ptr<group_ownership> group;
+    std::function<bool(std::string const&)> owns;
+    std::function<bool()> may_publish;
+    if (!cfg.group.empty()) {
+        group = std::make_unique<group_ownership>(source, cfg.assignment_partitions);
+        owns = [g = group.get()](std::string const& db) { return g->owns(db); };
+        may_publish = [g = group.get()] { return g->may_publish(); };
+    }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
                                         window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
-                                                               cfg.deletion_memory ? store.get() : nullptr},
-                                        *store});
+                                                               cfg.deletion_memory ? store.get() : nullptr,
+                                                               may_publish},
+                                        *store, positions, owns});
+    running_fleet = &databases;
     register_admin_api(*http, databases, cfg.admin_token);
+    // Discovery (--db-pattern) reports databases found and gone to the fleet.
+    std::unique_ptr<discovery> finder;
+    if (!cfg.db_patterns.empty()) {
+        try {
+            discovery_options dopts;
+            dopts.patterns = cfg.db_patterns;
+            dopts.exclude_patterns = cfg.exclude_db_patterns;
+            dopts.interval = cfg.discovery_interval;
+            dopts.heartbeat = cfg.couch_heartbeat;
+            dopts.source_name = source;
+            finder = std::make_unique<discovery>(
+                ioc.get_executor(), client, dopts,
+                discovery_hooks{[&databases](std::string const& db, bool live) { databases.found(db, live); },
+                                [&databases](std::string const& db) { databases.gone(db); }},
+                *store, positions, registry);
+        } catch (std::exception const& e) {
+            spdlog::error("startup failed: {}", e.what());
+            return 2;
+        }
+    }
     http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });
     http->handle("/readyz", [&databases, &flusher, &producer] {
         std::string not_ready;
@@ -500,14 +626,27 @@ int run_bridge(config const& cfg) {
         }
         return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
     });
-    http->handle("/status", [&databases, &flusher, &couch_source, &producer] {
+    http->handle("/status", [&databases, &flusher, &couch_source, &producer, &cfg, &group, &finder] {
         boost::json::object root;
         root["version"] = common::version;
         root["source"] = source_json(*couch_source);
+        root["discovery"] = finder ? boost::json::value(finder->status()) : boost::json::value(nullptr);
         auto k = producer->health();
         root["kafka"] = {{"ready", k.ready},
                          {"last_error", k.last_error.empty() ? boost::json::value(nullptr)
                                                              : boost::json::value(k.last_error)}};
+        root["delivery"] = cfg.delivery;
+        if (group) {
+            boost::json::array parts;
+            for (auto p : group->partitions()) {
+                parts.emplace_back(p);
+            }
+            root["group"] = {{"name", cfg.group},
+                             {"member_id", group->member_id()},
+                             {"partitions", std::move(parts)},
+                             {"rebalances", group->rebalances()}};
+        }
+        root["checkpoint_store"] = cfg.checkpoint_store;
         root["databases"] = status_json(databases.statuses());
         auto h = flusher.status();
         boost::json::object ck;
@@ -523,9 +662,17 @@ int run_bridge(config const& cfg) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
     }
-    asio::co_spawn(ioc, flusher.run(), asio::detached);
+    asio::co_spawn(committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor()),
+                   flusher.run(), asio::detached);
     try {
         databases.start(cfg.databases);
+        if (group) {
+            group->start(cfg, embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers, databases,
+                         *kafka_positions, flusher, registry);
+        }
+        if (finder) {
+            finder->start();
+        }
     } catch (std::exception const& e) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
@@ -598,12 +745,19 @@ int run_bridge(config const& cfg) {
         asio::co_spawn(
             ioc,
             [&, sig]() -> asio::awaitable<void> {
+                asio::steady_timer t(ioc);
+                if (finder) {
+                    finder->stop(); // first: it must not start pipelines any more
+                    for (int i = 0; i < 250 && !finder->stopped(); ++i) {
+                        t.expires_after(std::chrono::milliseconds(20));
+                        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+                    }
+                }
                 databases.stop_all();
                 std::size_t in_flight = databases.in_flight();
                 spdlog::info("signal {}: stopping; waiting up to {} ms for {} in-flight record(s)", sig,
                              cfg.shutdown_timeout.count(), in_flight);
                 auto deadline = std::chrono::steady_clock::now() + cfg.shutdown_timeout;
-                asio::steady_timer t(ioc);
                 for (;;) {
                     in_flight = databases.in_flight();
                     if (in_flight == 0 || std::chrono::steady_clock::now() >= deadline) {
@@ -650,6 +804,13 @@ int run_bridge(config const& cfg) {
     for (auto& t : threads) {
         t.join();
     }
+    // Leaving the group revokes this member's partitions through the fleet:
+    // before the fleet goes.
+    group.reset();
+    if (committer) {
+        committer->join(); // the flusher's loop ended with flusher.stop()
+    }
+    running_fleet = nullptr;
     // The producer goes first: anything it still holds completes into the
     // stopped io_context and is discarded there (never reported as delivered).
     producer.reset();

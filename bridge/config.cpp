@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <regex>
 #include <sstream>
 
 namespace bridge {
@@ -57,6 +58,18 @@ CLI::Validator const listen_address{[](std::string& s) -> std::string {
                                         return {};
                                     },
                                     "HOST:PORT"};
+
+// A valid ECMAScript regular expression (--db-pattern, --exclude-db-pattern).
+CLI::Validator const regex_pattern{[](std::string& s) -> std::string {
+                                       try {
+                                           std::regex re(s, std::regex::ECMAScript);
+                                       } catch (std::regex_error const& e) {
+                                           return "'" + s + "' is not a valid ECMAScript regular expression: " +
+                                                  e.what();
+                                       }
+                                       return {};
+                                   },
+                                   "REGEX"};
 
 } // namespace
 
@@ -117,6 +130,23 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->group(group_couch);
     opt("db", c.databases, "A database to follow (repeatable; the environment twin takes a comma-separated list)")
         ->delimiter(',')
+        ->group(group_couch);
+    // Discovery (bridge/discovery.hpp).
+    opt("db-pattern", c.db_patterns,
+        "Follow every database whose whole name matches this ECMAScript regex, as databases are created and "
+        "deleted (repeatable; names starting with _ never match)")
+        ->check(regex_pattern)
+        ->group(group_couch);
+    opt("exclude-db-pattern", c.exclude_db_patterns,
+        "Never follow a database matched by --db-pattern whose whole name matches this regex (repeatable)")
+        ->check(regex_pattern)
+        ->group(group_couch);
+    app.add_option_function<int>(
+           "--discovery-interval", [&c](int ms) { c.discovery_interval = std::chrono::milliseconds(ms); },
+           "Milliseconds between _all_dbs polls, where the server has no usable _db_updates")
+        ->envname(env_name("discovery-interval"))
+        ->check(CLI::Range(100, 86400000))
+        ->default_str("10000")
         ->group(group_couch);
 
     auto* group_kafka = "Kafka";
@@ -211,6 +241,52 @@ parse_result parse_command_line(int argc, char const* const* argv) {
                          ->default_str("1000")
                          ->group(group_ckpt);
     (void)interval;
+    opt("checkpoint-store", c.checkpoint_store,
+        "Where positions live: rocksdb (--checkpoint-dir) or kafka (the compacted --checkpoint-topic)")
+        ->check(CLI::IsMember({"rocksdb", "kafka"}))
+        ->group(group_ckpt);
+    opt("checkpoint-topic", c.checkpoint_topic,
+        "The compacted topic of --checkpoint-store kafka (created when missing: 1 partition, compacted)")
+        ->group(group_ckpt);
+    flag("checkpoint-migrate", c.checkpoint_migrate,
+         "With --checkpoint-store kafka: copy the positions of --checkpoint-dir into the topic first (databases "
+         "the topic knows already keep the topic's position)")
+        ->group(group_ckpt);
+    opt("delivery", c.delivery,
+        "at-least-once, or exactly-once: records and checkpoints in one Kafka transaction (needs "
+        "--checkpoint-store kafka and consumers with isolation.level=read_committed)")
+        ->check(CLI::IsMember({"at-least-once", "exactly-once"}))
+        ->group(group_ckpt);
+    opt("transactional-id", c.transactional_id,
+        "Exactly-once: the producer's transactional.id; a second bridge with the same id fences this one "
+        "(default: couch-kafka-bridge-<source name>)")
+        ->group(group_ckpt);
+    opt("group", c.group,
+        "Group mode: bridges started with the same NAME share the databases through the Kafka consumer group "
+        "NAME (needs --checkpoint-store kafka)")
+        ->group(group_ckpt);
+    opt("assignment-topic", c.assignment_topic,
+        "Group mode: the control topic whose partitions are the units of ownership (default "
+        "couch-bridge-assign.<group>; created when missing, holds no data)")
+        ->group(group_ckpt);
+    opt("assignment-partitions", c.assignment_partitions,
+        "Group mode: partitions of a new assignment topic (a database belongs to murmur2(source/database) mod P)")
+        ->check(CLI::Range(1, 10000))
+        ->group(group_ckpt);
+    app.add_option_function<int>(
+           "--group-session-timeout", [&c](int ms) { c.group_session_timeout = std::chrono::milliseconds(ms); },
+           "Group mode: ms without a heartbeat after which the group gives a member's databases to the others")
+        ->envname(env_name("group-session-timeout"))
+        ->check(CLI::Range(1000, 300000))
+        ->default_str("10000")
+        ->group(group_ckpt);
+    app.add_option_function<int>(
+           "--commit-interval", [&c](int ms) { c.commit_interval = std::chrono::milliseconds(ms); },
+           "Exactly-once: milliseconds between transaction commits (each commits records and checkpoints)")
+        ->envname(env_name("commit-interval"))
+        ->check(CLI::Range(10, 60000))
+        ->default_str("100")
+        ->group(group_ckpt);
     app.add_option_function<int>(
            "--shutdown-timeout", [&c](int ms) { c.shutdown_timeout = std::chrono::milliseconds(ms); },
            "Milliseconds to wait for in-flight acknowledgements at shutdown")
@@ -377,6 +453,9 @@ std::string describe(config const& c) {
         << "couch-max-connecting = " << c.couch_max_connecting << '\n'
         << "on-recreate = " << c.on_recreate << '\n'
         << "db = " << list(c.databases) << '\n'
+        << "db-pattern = " << list(c.db_patterns) << '\n'
+        << "exclude-db-pattern = " << list(c.exclude_db_patterns) << '\n'
+        << "discovery-interval = " << c.discovery_interval.count() << '\n'
         << "kafka-brokers = " << c.kafka_brokers << '\n'
         << "kafka-cluster-change = " << c.kafka_cluster_change << '\n'
         << "kafka-property = " << list(props) << '\n'
@@ -405,6 +484,16 @@ std::string describe(config const& c) {
         << "source-name = " << c.source_name << '\n'
         << "initial-since = " << c.initial_since << '\n'
         << "checkpoint-interval = " << c.checkpoint_interval.count() << '\n'
+        << "checkpoint-store = " << c.checkpoint_store << '\n'
+        << "checkpoint-topic = " << c.checkpoint_topic << '\n'
+        << "checkpoint-migrate = " << (c.checkpoint_migrate ? "true" : "false") << '\n'
+        << "delivery = " << c.delivery << '\n'
+        << "transactional-id = " << c.transactional_id << '\n'
+        << "commit-interval = " << c.commit_interval.count() << '\n'
+        << "group = " << c.group << '\n'
+        << "assignment-topic = " << c.assignment_topic << '\n'
+        << "assignment-partitions = " << c.assignment_partitions << '\n'
+        << "group-session-timeout = " << c.group_session_timeout.count() << '\n'
         << "shutdown-timeout = " << c.shutdown_timeout.count() << '\n'
         << "max-in-flight = " << c.max_in_flight << '\n'
         << "max-in-flight-bytes = " << c.max_in_flight_bytes << '\n'

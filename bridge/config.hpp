@@ -27,6 +27,11 @@ struct config {
     std::chrono::microseconds couch_read_coalesce{2000};
     int couch_max_connecting = 16;       // connection attempts in flight at once against the CouchDB server
     std::string on_recreate = "restart"; // restart | fail
+    // Discovery: the databases whose whole name matches a pattern (ECMAScript)
+    // and no exclude pattern are followed as they are created and deleted;
+    // without _db_updates the server is polled every discovery_interval.
+    std::vector<std::string> db_patterns, exclude_db_patterns;
+    std::chrono::milliseconds discovery_interval{10000};
 
     std::string kafka_brokers = "embedded";
     std::vector<std::string> kafka_properties; // k=v, passed through to librdkafka
@@ -64,6 +69,22 @@ struct config {
     std::string source_name; // defaults to the CouchDB URL without credentials
     std::string initial_since = "0"; // 0 | now
     std::chrono::milliseconds checkpoint_interval{1000};
+    // Where positions live: rocksdb (the checkpoint dir) or kafka (a
+    // compacted topic; RocksDB then only holds small local state such as
+    // the hard-delete memory, a cache).
+    std::string checkpoint_store = "rocksdb";
+    std::string checkpoint_topic = "couch-bridge-checkpoints";
+    bool checkpoint_migrate = false; // copy the RocksDB positions into the topic once
+    // at-least-once | exactly-once (transactions; needs checkpoint_store kafka)
+    std::string delivery = "at-least-once";
+    std::string transactional_id; // default: derived from the source name
+    std::chrono::milliseconds commit_interval{100};
+    // Group mode: several bridges share the databases through a Kafka
+    // consumer group (empty: off).
+    std::string group;
+    std::string assignment_topic; // default couch-bridge-assign.<group>
+    int assignment_partitions = 64;
+    std::chrono::milliseconds group_session_timeout{10000};
     std::chrono::milliseconds shutdown_timeout{30000};
     // Per-database in-flight window: records and bytes produced but not yet
     // acknowledged by Kafka; reading pauses while either is reached.

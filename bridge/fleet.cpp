@@ -1,4 +1,5 @@
 #include "bridge/fleet.hpp"
+#include "bridge/fleet_entry.hpp"
 
 #include "checkpoint/store.hpp"
 
@@ -13,7 +14,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <functional>
 #include <regex>
+#include <thread>
 #include <unistd.h>
 
 namespace asio = boost::asio;
@@ -39,18 +42,6 @@ bool valid_since(std::string const& s) {
 
 } // namespace
 
-struct fleet::entry {
-    std::string db;
-    std::string desired = "following"; // following | paused | removed
-    bool from_api = false;             // persisted
-    bool from_flag = false;
-    std::unique_ptr<pipeline> p;
-    std::shared_ptr<std::atomic<bool>> done;
-    bool stopping = false;
-    std::optional<std::string> rewind_to; // applied durably before the next start
-    json::object options;                 // per-database settings (see follow())
-    std::string last_checkpoint;          // of the last pipeline, when it was reaped (may not be flushed yet)
-};
 
 namespace {
 
@@ -109,7 +100,8 @@ std::vector<std::string> strings_of(json::value const& v) {
 
 } // namespace
 
-fleet::fleet(dependencies deps) : deps_(std::move(deps)) {}
+fleet::fleet(dependencies deps)
+    : deps_(std::move(deps)), probe_(std::make_unique<probe>(deps_.pipe.registry)) {}
 
 fleet::~fleet() = default;
 
@@ -146,6 +138,7 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
             }
         }
     }
+    load_deleted_locked();
     for (auto const& db : flag_databases) {
         auto& e = entries_[db];
         if (!e) {
@@ -160,6 +153,8 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
     for (auto& [name, e] : entries_) {
         if (e->desired == "following" && !e->p) {
             start_pipeline_locked(*e, std::nullopt);
+        } else if (e->desired == "deleted") {
+            spdlog::info("db {}: deleted on the server (recorded), its checkpoint kept", name);
         } else {
             spdlog::info("db {}: {} through the admin API (kept across restarts)", name, e->desired);
         }
@@ -168,8 +163,12 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
 }
 
 void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kind) {
+    if (deps_.owns && !deps_.owns(e.db)) {
+        spdlog::debug("db {}: owned by another member of the group; not started here", e.db);
+        return;
+    }
     checkpoint::key key{deps_.source_name, e.db};
-    auto pos = deps_.store.get(key);
+    auto pos = deps_.positions.get(key);
     couch::feed_options fo = deps_.feed;
     fo.database = e.db;
     auto pipe = deps_.pipe;
@@ -201,6 +200,7 @@ void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kin
                                      deps_.source);
     e.done = std::make_shared<std::atomic<bool>>(false);
     e.stopping = false;
+    probe_->followed.inc();
     auto* raw = e.p.get();
     asio::co_spawn(raw->strand(), raw->run(), [raw, done = e.done, db = e.db](std::exception_ptr ex) {
         if (ex) {
@@ -226,12 +226,15 @@ void fleet::stop_pipeline_locked(entry& e) {
 // starts the next one where a resume or a rewind asked for it.
 asio::awaitable<void> fleet::reaper() {
     asio::steady_timer t(deps_.pool);
-    while (!stopping_) {
+    for (unsigned round = 0; !stopping_; ++round) {
         t.expires_after(std::chrono::milliseconds(100));
         co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
         std::lock_guard lock(mutex_);
         if (stopping_) {
             break;
+        }
+        if (round % 10 == 0) {
+            refresh_gauges_locked();
         }
         for (auto& [name, e] : entries_) {
             if (e->p) {
@@ -241,7 +244,8 @@ asio::awaitable<void> fleet::reaper() {
                 e->last_checkpoint = e->p->status().checkpoint_seq;
                 e->p.reset();
                 e->stopping = false;
-                spdlog::info("db {}: pipeline stopped ({})", name, e->desired);
+                spdlog::info("db {}: pipeline stopped ({})", name,
+                             e->desired == "following" ? std::string("to restart it") : e->desired);
             } else if (!e->rewind_to) {
                 continue; // nothing pending (a retry of a failed rewind write comes here)
             }
@@ -256,7 +260,7 @@ asio::awaitable<void> fleet::reaper() {
                 auto ec = deps_.pipe.flusher.flush_now();
                 if (!ec) {
                     if (target == "0" || target == "now") {
-                        ec = deps_.store.erase(key);
+                        ec = deps_.positions.erase(key);
                         kind = target;
                     } else {
                         deps_.pipe.flusher.update(key, target);
@@ -294,6 +298,7 @@ void fleet::persist_locked() {
         throw std::runtime_error("the change is in effect but could not be recorded in the checkpoint store: " +
                                  ec.message());
     }
+    persist_deleted_locked();
 }
 
 fleet::outcome fleet::ok_locked(entry const& e, unsigned status) const {
@@ -351,7 +356,7 @@ fleet::outcome fleet::follow(std::string const& db, std::string const& since, st
                 checkpoint::key key{deps_.source_name, db};
                 boost::system::error_code ec;
                 if (target == "0" || target == "now") {
-                    ec = deps_.store.erase(key);
+                    ec = deps_.positions.erase(key);
                     kind = target;
                 } else {
                     deps_.pipe.flusher.update(key, target);
@@ -392,7 +397,13 @@ fleet::outcome fleet::stop_following(std::string const& db, std::string const& d
     return ok_locked(e);
 }
 
-fleet::outcome fleet::remove(std::string const& db) { return stop_following(db, "removed", "no longer followed"); }
+fleet::outcome fleet::remove(std::string const& db) {
+    auto out = stop_following(db, "removed", "no longer followed");
+    if (out.status == 200) {
+        probe_->removed_api.inc();
+    }
+    return out;
+}
 
 fleet::outcome fleet::pause(std::string const& db) { return stop_following(db, "paused", "paused"); }
 
@@ -450,16 +461,23 @@ std::string fleet::describe_all() const {
             last_seq = s.last_seq_read;
         } else if (!e->last_checkpoint.empty()) {
             checkpoint_seq = e->last_checkpoint;
-        } else if (auto pos = deps_.store.get(checkpoint::key{deps_.source_name, name})) {
+        } else if (auto pos = deps_.positions.get(checkpoint::key{deps_.source_name, name})) {
             checkpoint_seq = pos->seq_json;
         }
         o["state"] = state;
         o["desired"] = e->desired;
         o["seq"] = last_seq.empty() ? json::value(nullptr) : json::value(last_seq);
         o["checkpoint"] = checkpoint_seq.empty() ? json::value(nullptr) : json::value(checkpoint_seq);
-        o["origin"] = e->from_flag ? "flag" : "api";
+        o["origin"] = e->from_flag ? "flag" : e->from_api ? "api" : e->from_discovery ? "discovery" : "api";
+        if (e->desired == "deleted") {
+            o["deleted_at"] = format_timestamp(std::chrono::system_clock::time_point(
+                std::chrono::milliseconds(e->deleted_unix_ms)));
+            if (checkpoint_seq.empty() && !e->deleted_checkpoint.empty()) {
+                o["checkpoint"] = e->deleted_checkpoint;
+            }
+        }
         o["options"] = e->options;
-        o["owner"] = owner;
+        o["owner"] = !deps_.owns || deps_.owns(name) ? json::value(owner) : json::value("another group member");
         dbs[name] = std::move(o);
     }
     return json::serialize(json::object{{"owner", owner}, {"databases", std::move(dbs)}}) + "\n";
@@ -475,10 +493,11 @@ std::vector<pipeline_status> fleet::statuses() const {
                 out.back().state = "stopping";
                 out.back().ready = true;
             }
-        } else if (e->desired == "paused") {
+        } else if (e->desired == "paused" || e->desired == "deleted") {
             pipeline_status s;
             s.database = name;
-            s.state = "paused";
+            s.state = e->desired;
+            s.checkpoint_seq = e->desired == "deleted" ? e->deleted_checkpoint : std::string();
             s.ready = true; // deliberately not running
             out.push_back(std::move(s));
         }
@@ -495,6 +514,72 @@ std::size_t fleet::in_flight() const {
         }
     }
     return n;
+}
+
+void fleet::rewind_all_to_durable(std::function<void()> done) {
+    std::lock_guard lock(mutex_);
+    std::vector<pipeline*> running;
+    for (auto const& [name, e] : entries_) {
+        if (e->p) {
+            running.push_back(e->p.get());
+        }
+    }
+    if (running.empty()) {
+        done();
+        return;
+    }
+    auto left = std::make_shared<std::atomic<std::size_t>>(running.size());
+    auto shared_done = std::make_shared<std::function<void()>>(std::move(done));
+    for (auto* p : running) {
+        p->rewind_to_durable([left, shared_done] {
+            if (left->fetch_sub(1) == 1) {
+                (*shared_done)();
+            }
+        });
+    }
+}
+
+std::vector<std::string> fleet::reassess() {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> stopping;
+    if (stopping_) {
+        return stopping;
+    }
+    for (auto& [name, e] : entries_) {
+        bool const mine = !deps_.owns || deps_.owns(name);
+        if (e->p && !mine) {
+            spdlog::info("db {}: moved to another member of the group; stopping here", name);
+            stop_pipeline_locked(*e);
+            stopping.push_back(name);
+        } else if (!e->p && mine && e->desired == "following") {
+            spdlog::info("db {}: now owned by this member of the group", name);
+            start_pipeline_locked(*e, std::nullopt);
+        }
+    }
+    return stopping;
+}
+
+bool fleet::wait_stopped(std::vector<std::string> const& dbs, std::chrono::milliseconds timeout) const {
+    auto const deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        bool running = false;
+        {
+            std::lock_guard lock(mutex_);
+            for (auto const& db : dbs) {
+                auto it = entries_.find(db);
+                if (it != entries_.end() && it->second->p) {
+                    running = true;
+                }
+            }
+        }
+        if (!running) {
+            return true;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
 }
 
 void fleet::stop_all() {

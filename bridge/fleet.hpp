@@ -6,6 +6,8 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,6 +17,7 @@
 
 namespace checkpoint {
 class store;
+class positions;
 }
 
 namespace bridge {
@@ -35,6 +38,12 @@ namespace bridge {
 // the checkpoint store (meta "fleet") and applied again at the next start;
 // databases named by flags are followed on top of it unless paused.
 //
+// Discovery (bridge/discovery.hpp, --db-pattern) reports databases found and
+// gone; the fleet follows the ones found, stops the ones gone (state
+// `deleted`, kept with the time and the checkpoint in meta
+// "deleted_databases"), and follows a deleted one that comes back as a new
+// incarnation, from 0.
+//
 // Thread safety: every public member may be called from any thread.
 class fleet {
 public:
@@ -47,7 +56,12 @@ public:
         window_limits window;
         couch::feed_options feed; // the template of every feed (database and since are set per database)
         pipeline::dependencies pipe;
-        checkpoint::store& store;
+        checkpoint::store& store;         // local state: the admin API's fleet record (meta "fleet")
+        checkpoint::positions& positions; // where positions live (the same RocksDB store, or the Kafka topic)
+        // Group mode: whether this instance owns a database now (empty: it
+        // owns every database). A database it does not own is kept as
+        // desired but runs nowhere here.
+        std::function<bool(std::string const&)> owns = {};
     };
 
     explicit fleet(dependencies deps);
@@ -86,8 +100,36 @@ public:
     std::vector<pipeline_status> statuses() const;
     // Records in flight over all pipelines (shutdown waits for 0).
     std::size_t in_flight() const;
+    // Exactly-once, after an aborted transaction: every running pipeline
+    // reads again from its durable checkpoint; `done` runs once all have
+    // taken the rewind (on one of their strands, or here when none runs).
+    void rewind_all_to_durable(std::function<void()> done);
+    // Group mode, after the ownership changed: starts the databases this
+    // instance now owns (from their stored checkpoints) and stops the ones it
+    // no longer owns. Returns the databases being stopped.
+    std::vector<std::string> reassess();
+    // Waits (blocking, up to `timeout`) until no pipeline of `dbs` runs or
+    // has records in flight any more. Returns false on timeout.
+    bool wait_stopped(std::vector<std::string> const& dbs, std::chrono::milliseconds timeout) const;
+
     // Shutdown: stops every pipeline (reading), keeps them until destroyed.
     void stop_all();
+
+    // Discovery's reports; idempotent, never throw (trouble is logged).
+    // found: `db` exists on the server. A database new to the fleet is
+    // followed from its checkpoint, else from 0 when `live` (created while
+    // the bridge runs) or per --initial-since (found at startup). One
+    // recorded as deleted is a new incarnation: with --on-recreate restart
+    // its old checkpoint is dropped and it is followed from 0 (counted in
+    // couch_bridge_databases_recreated_total); with fail it stays `deleted`
+    // until a rewind through the admin API. Databases paused or removed
+    // through the API, and those named by --db, are left as they are.
+    void found(std::string const& db, bool live);
+    // gone: `db` no longer exists on the server. Unless --db names it, its
+    // pipeline stops and it becomes `deleted` (its checkpoint is kept). A
+    // database the fleet does not know but has a checkpoint of (deleted
+    // while the bridge was down) is recorded as deleted too.
+    void gone(std::string const& db);
 
     // True when `name` is a valid CouchDB database name (and not a system
     // database, which the API does not follow).
@@ -95,6 +137,10 @@ public:
 
 private:
     struct entry;
+    struct probe;
+    void load_deleted_locked();
+    void persist_deleted_locked();
+    void refresh_gauges_locked();
     boost::asio::awaitable<void> reaper();
     void start_pipeline_locked(entry& e, std::optional<std::string> since_override);
     void stop_pipeline_locked(entry& e);
@@ -107,6 +153,7 @@ private:
     std::map<std::string, std::unique_ptr<entry>> entries_;
     std::vector<std::string> flag_databases_;
     std::atomic<bool> stopping_{false};
+    std::unique_ptr<probe> probe_;
 };
 
 } // namespace bridge

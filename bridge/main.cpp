@@ -1,4 +1,5 @@
 #include "bridge/app.hpp"
+#include "bridge/kafka_checkpoints.hpp"
 #include "bridge/config.hpp"
 #include "bridge/tail.hpp"
 #include "checkpoint/command.hpp"
@@ -27,6 +28,9 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (parsed.what == bridge::command::checkpoints) {
+        if (cfg.checkpoint_store == "kafka") {
+            return bridge::run_kafka_checkpoints_command(cfg, parsed.checkpoint_args);
+        }
         return checkpoint::run_checkpoints_command(cfg.checkpoint_dir, parsed.checkpoint_args, std::cout, std::cerr);
     }
     if (parsed.what == bridge::command::tail) {

@@ -267,10 +267,25 @@ asio::awaitable<void> pipeline::run() {
 }
 
 asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint64_t generation) {
-    auto const now = std::chrono::system_clock::now();
     // The rows were parsed from the socket just before (feed_.next() hands
-    // them out as soon as a read completes them): the start of their latency.
+    // them out as soon as a read completes them): the start of their
+    // latency, which includes any wait for the exactly-once gate below.
     auto const read_at = std::chrono::steady_clock::now();
+    // Exactly-once: a batch lands in one transaction with the checkpoint
+    // that covers it, so the commit waits for the batches under way and new
+    // batches wait while it commits (without transactions the gate is
+    // always open).
+    while (!deps_.producer.enter_batch()) {
+        co_await deps_.producer.wait_for_gate();
+        if (generation != generation_ || stopping_) {
+            co_return;
+        }
+    }
+    struct batch_lease {
+        kafka::producer& p;
+        ~batch_lease() { p.leave_batch(); }
+    } lease{deps_.producer};
+    auto const now = std::chrono::system_clock::now();
 
     // Tickets, in feed order. A row without a seq (CouchDB's seq_interval
     // leaves most rows' seq null) belongs to the ticket of the next row that
@@ -299,6 +314,20 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
         auto& row = rows[i];
         if (generation != generation_ || stopping_) {
             co_return;
+        }
+        if (deps_.may_publish && !deps_.may_publish()) {
+            // Group mode: this process was paused and its databases may
+            // belong to another instance now; publish nothing until the group
+            // says (revoked: the fleet stops this pipeline).
+            spdlog::warn("db {}: holding records until the group confirms this instance still owns the database",
+                         key_.database);
+            while (!deps_.may_publish()) {
+                asio::steady_timer t(strand_, std::chrono::milliseconds(50));
+                co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+                if (generation != generation_ || stopping_) {
+                    co_return;
+                }
+            }
         }
         auto const ticket = row_ticket[i];
         bool const ends_group = i + 1 == rows.size() || row_ticket[i + 1] != ticket;
@@ -400,6 +429,16 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
                     // librdkafka's queue is full: wait for delivery reports, never spin.
                     write_memory(); // acknowledgements may move the checkpoint while we wait
                     co_await deps_.producer.wait_for_space();
+                    if (stopping_ || generation != generation_) {
+                        co_return;
+                    }
+                    continue;
+                }
+                if (deps_.producer.transactional() && kafka::is_transaction_busy(ec)) {
+                    // A commit outside the periodic one (flush_now) is under
+                    // way: the same record goes into the next transaction.
+                    write_memory();
+                    co_await deps_.producer.wait_for_gate();
                     if (stopping_ || generation != generation_) {
                         co_return;
                     }
@@ -577,6 +616,27 @@ void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t g
     in_flight_atomic_.store(in_flight_records_, std::memory_order_release);
 }
 
+void pipeline::rewind_to_durable(std::function<void()> done) {
+    pending_posts_.fetch_add(1);
+    asio::post(strand_, [this, done = std::move(done)] {
+        // The transaction that held this pipeline's latest records was
+        // aborted: everything after the last committed checkpoint is read
+        // and sent again; acknowledgements still arriving for the aborted
+        // records belong to the old generation and are ignored.
+        committed_ = deps_.flusher.durable_seq(key_);
+        if (!committed_ && start_seq_) {
+            committed_ = start_seq_;
+        }
+        ++generation_;
+        rewind_pending_ = true;
+        failure_ = "transaction aborted: reading again from the last committed checkpoint";
+        failure_time_ = std::chrono::system_clock::now();
+        window_timer_.cancel();
+        done();
+        pending_posts_.fetch_sub(1);
+    });
+}
+
 void pipeline::fail_generation(std::string const& why) {
     ++failures_;
     ++generation_;
@@ -608,7 +668,7 @@ asio::awaitable<void> pipeline::status_ticker() {
 }
 
 bool pipeline::quiescent() const {
-    return ticker_done_.load() && in_flight_atomic_.load() == 0;
+    return ticker_done_.load() && in_flight_atomic_.load() == 0 && pending_posts_.load() == 0;
 }
 
 void pipeline::refresh_status() {

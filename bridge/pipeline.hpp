@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <atomic>
 #include <mutex>
@@ -101,6 +102,11 @@ public:
         publish_options options = {};
         // Hard-delete memory (--deletion-memory): null when off.
         checkpoint::store* memory = nullptr;
+        // Group mode: false while this instance may not act on its
+        // databases (it was paused and the group may have moved them); the
+        // pipeline then holds every record until it is true again or the
+        // pipeline is stopped. Empty: always true.
+        std::function<bool()> may_publish = {};
     };
 
     // `source` is shared by the pipelines of one CouchDB server (null: a private one).
@@ -120,6 +126,11 @@ public:
 
     boost::asio::strand<boost::asio::any_io_executor> const& strand() const noexcept { return strand_; }
     std::string const& database() const noexcept { return key_.database; }
+
+    // Exactly-once, after an aborted transaction (thread-safe): on the
+    // strand, drops what was read and reads again from the durable
+    // checkpoint; then calls `done` there.
+    void rewind_to_durable(std::function<void()> done);
 
     // Thread-safe snapshot.
     pipeline_status status() const;
@@ -195,6 +206,7 @@ private:
     pipeline_status status_;
     std::atomic<std::size_t> in_flight_atomic_{0};
     std::atomic<bool> stop_requested_{false};
+    std::atomic<std::size_t> pending_posts_{0}; // rewind_to_durable handlers not yet run
 };
 
 } // namespace bridge

@@ -103,7 +103,7 @@ std::optional<std::string> resolve_source(options const& o, std::vector<std::pai
     return std::nullopt;
 }
 
-int do_list(store const& s, options const& o, std::ostream& out, clock_fn const& now) {
+int do_list(positions const& s, options const& o, std::ostream& out, clock_fn const& now) {
     auto all = s.list();
     auto const now_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(now().time_since_epoch()).count();
@@ -119,13 +119,18 @@ int do_list(store const& s, options const& o, std::ostream& out, clock_fn const&
             << format_time(p.written_unix_ms) << '\t' << k.source << '\t' << p.bridge_version << '\n';
     }
     out << shown << " checkpoint(s)\n";
-    // Positions are only valid for the Kafka cluster that acknowledged them.
-    auto const cluster = s.get_meta("kafka_cluster_id");
-    out << "kafka cluster: " << (cluster ? *cluster : std::string("(not recorded)")) << '\n';
+    // Positions are only valid for the Kafka cluster that acknowledged them
+    // (a topic store lives in that cluster: nothing to show).
+    if (auto const* local = dynamic_cast<store const*>(&s)) {
+        auto const cluster = local->get_meta("kafka_cluster_id");
+        out << "kafka cluster: " << (cluster ? *cluster : std::string("(not recorded)")) << '\n';
+    } else {
+        out << "store: " << s.where() << '\n';
+    }
     return exit_ok;
 }
 
-int do_set(store& s, options const& o, std::ostream& out, std::ostream& err, clock_fn const& now) {
+int do_set(positions& s, options const& o, std::ostream& out, std::ostream& err, clock_fn const& now) {
     if (!o.db || o.db->empty() || !o.seq) {
         err << "checkpoints set: --db NAME and --seq JSON are required\n" << usage_text;
         return exit_usage;
@@ -152,7 +157,7 @@ int do_set(store& s, options const& o, std::ostream& out, std::ostream& err, clo
     return exit_ok;
 }
 
-int do_delete(store& s, options const& o, std::ostream& out, std::ostream& err) {
+int do_delete(positions& s, options const& o, std::ostream& out, std::ostream& err) {
     if (!o.db || o.db->empty() || o.seq) {
         err << "checkpoints delete: --db NAME is required (and --seq is not accepted)\n" << usage_text;
         return exit_usage;
@@ -196,12 +201,10 @@ std::string format_age(std::chrono::milliseconds age) {
     return buf;
 }
 
-int run_checkpoints_command(std::string const& dir, std::vector<std::string> const& args, std::ostream& out,
-                            std::ostream& err, clock_fn now) {
-    if (!now) {
-        now = [] { return std::chrono::system_clock::now(); };
-    }
-    options o;
+namespace {
+
+// The checks that come before any store is opened; exit code, or -1 to go on.
+int check_args(std::vector<std::string> const& args, options& o, std::ostream& out, std::ostream& err) {
     if (auto problem = parse(args, o); !problem.empty()) {
         err << "checkpoints: " << problem << '\n' << usage_text;
         return exit_usage;
@@ -218,6 +221,48 @@ int run_checkpoints_command(std::string const& dir, std::vector<std::string> con
         err << "checkpoints list: only --source is accepted\n" << usage_text;
         return exit_usage;
     }
+    return -1;
+}
+
+int dispatch(positions& s, options const& o, std::ostream& out, std::ostream& err, clock_fn const& now) {
+    if (o.verb == "list") {
+        return do_list(s, o, out, now);
+    }
+    if (o.verb == "set") {
+        return do_set(s, o, out, err, now);
+    }
+    return do_delete(s, o, out, err);
+}
+
+} // namespace
+
+int run_checkpoints_command(std::function<std::unique_ptr<positions>()> const& open,
+                            std::vector<std::string> const& args, std::ostream& out, std::ostream& err, clock_fn now) {
+    if (!now) {
+        now = [] { return std::chrono::system_clock::now(); };
+    }
+    options o;
+    if (int code = check_args(args, o, out, err); code >= 0) {
+        return code;
+    }
+    try {
+        auto s = open();
+        return dispatch(*s, o, out, err, now);
+    } catch (std::exception const& e) {
+        err << "checkpoints: " << e.what() << '\n';
+        return exit_failure;
+    }
+}
+
+int run_checkpoints_command(std::string const& dir, std::vector<std::string> const& args, std::ostream& out,
+                            std::ostream& err, clock_fn now) {
+    if (!now) {
+        now = [] { return std::chrono::system_clock::now(); };
+    }
+    options o;
+    if (int code = check_args(args, o, out, err); code >= 0) {
+        return code;
+    }
     // An admin typo must not create an empty store somewhere (open() would).
     std::error_code fs_ec;
     if (!std::filesystem::is_directory(dir, fs_ec)) {
@@ -226,13 +271,7 @@ int run_checkpoints_command(std::string const& dir, std::vector<std::string> con
     }
     try {
         auto s = store::open(dir);
-        if (o.verb == "list") {
-            return do_list(*s, o, out, now);
-        }
-        if (o.verb == "set") {
-            return do_set(*s, o, out, err, now);
-        }
-        return do_delete(*s, o, out, err);
+        return dispatch(*s, o, out, err, now);
     } catch (store_error const& e) {
         if (e.kind() == store_errc::locked) {
             err << "checkpoints: refusing to touch the store while a bridge is running: " << e.what() << '\n';

@@ -2,6 +2,8 @@
 
 #include "checkpoint/flusher.hpp"
 
+#include <functional>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -23,6 +25,11 @@ namespace checkpoint {
 // user or store errors. `now` is the wall clock (ages, written time).
 int run_checkpoints_command(std::string const& dir, std::vector<std::string> const& args, std::ostream& out,
                             std::ostream& err, clock_fn now);
+
+// The same commands on any store (the Kafka topic store): `open` opens it
+// and may throw (the message is printed, exit 1).
+int run_checkpoints_command(std::function<std::unique_ptr<positions>()> const& open,
+                            std::vector<std::string> const& args, std::ostream& out, std::ostream& err, clock_fn now);
 
 // Same, with the system clock.
 int run_checkpoints_command(std::string const& dir, std::vector<std::string> const& args, std::ostream& out,

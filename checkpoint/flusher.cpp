@@ -61,7 +61,7 @@ asio::awaitable<void> flusher::loop() {
         (void)ec; // operation_aborted only comes from stop(), handled above
         // Errors are recorded, logged and counted inside; the loop just tries
         // again next interval.
-        (void)flush_once();
+        (void)flush_once(true);
     }
 }
 
@@ -70,10 +70,15 @@ void flusher::stop() {
     asio::post(strand_, [timer = timer_] { timer->cancel(); });
 }
 
-boost::system::error_code flusher::flush_now() { return flush_once(); }
+boost::system::error_code flusher::flush_now() { return flush_once(false); }
 
-boost::system::error_code flusher::flush_once() {
+boost::system::error_code flusher::flush_once(bool thorough) {
     std::lock_guard flush_lock(flush_mutex_);
+    writer_.prepare(thorough);
+    struct finish_guard {
+        position_writer& w;
+        ~finish_guard() { w.finish(); }
+    } finish{writer_};
     std::map<key, std::string> batch;
     {
         std::lock_guard lock(mutex_);
@@ -81,7 +86,7 @@ boost::system::error_code flusher::flush_once() {
         dirty_entries_.set(0);
     }
     auto const written = now_();
-    if (batch.empty()) {
+    if (batch.empty() && !writer_.write_when_clean()) {
         std::lock_guard lock(mutex_);
         refresh_ages_locked(written);
         return {};
@@ -101,8 +106,10 @@ boost::system::error_code flusher::flush_once() {
         // Keep the positions dirty unless a newer update arrived meanwhile
         // (try_emplace keeps the newer one): the durable checkpoint stays
         // where it was, and the next tick retries with the latest seq.
-        for (auto& [k, seq] : batch) {
-            dirty_.try_emplace(k, std::move(seq));
+        if (writer_.keep_dirty_on_failure()) {
+            for (auto& [k, seq] : batch) {
+                dirty_.try_emplace(k, std::move(seq));
+            }
         }
         dirty_entries_.set(static_cast<double>(dirty_.size()));
         write_errors_total_.inc();
@@ -173,6 +180,12 @@ std::optional<std::string> flusher::durable_seq(key const& k) const {
 std::size_t flusher::dirty_count() const {
     std::lock_guard lock(mutex_);
     return dirty_.size();
+}
+
+void flusher::discard_dirty() {
+    std::lock_guard lock(mutex_);
+    dirty_.clear();
+    dirty_entries_.set(0);
 }
 
 flusher::health flusher::status() const {

@@ -83,6 +83,10 @@ public:
     // Entries waiting for the next write.
     std::size_t dirty_count() const;
 
+    // Forgets every dirty entry (exactly-once, after an abort: they belonged
+    // to records that were aborted). Thread-safe.
+    void discard_dirty();
+
     struct health {
         std::string last_error; // empty if no write ever failed
         std::chrono::system_clock::time_point last_error_time;
@@ -100,7 +104,7 @@ private:
     };
 
     boost::asio::awaitable<void> loop();
-    boost::system::error_code flush_once();
+    boost::system::error_code flush_once(bool thorough);
     void refresh_ages_locked(std::chrono::system_clock::time_point now);
     durable_entry& durable_entry_locked(key const& k);
 

@@ -99,13 +99,46 @@ public:
     // Operator-readable detail of the most recent failed write (for example
     // RocksDB's status text), empty when there is none.
     virtual std::string last_error_detail() const { return {}; }
+
+    // Hooks for a writer that commits more than positions (exactly-once:
+    // records and positions in one Kafka transaction). The flusher calls
+    // them under its flush lock, around each flush; the defaults suit a
+    // plain store.
+    // Before the dirty positions are taken. `thorough`: the periodic flush,
+    // which may wait (on the flusher's own thread) for records in flight;
+    // false for flush_now(), which may run on any thread and must not wait
+    // for the event loop.
+    virtual void prepare(bool /*thorough*/) {}
+    // After the write, whatever its outcome.
+    virtual void finish() {}
+    // False: a failed write drops its positions instead of retrying them
+    // (they belonged to records that were aborted with them).
+    virtual bool keep_dirty_on_failure() const { return true; }
+    // True: write() is called at every flush, even with no position dirty.
+    virtual bool write_when_clean() const { return false; }
+};
+
+// Where positions live: the RocksDB store (default) or the Kafka topic
+// store (--checkpoint-store kafka). What startup, the fleet and the
+// `checkpoints` command use. Implementations are thread-safe.
+class positions : public position_writer {
+public:
+    // The stored position of `k`, nullopt if none. Throws store_error on a
+    // read failure or a value that does not decode.
+    virtual std::optional<position> get(key const& k) const = 0;
+    // Every stored position, ordered by (source, database). Throws like get().
+    virtual std::vector<std::pair<key, position>> list() const = 0;
+    // Removes the position of `k` durably; removing a missing key succeeds.
+    virtual boost::system::error_code erase(key const& k) = 0;
+    // Names the store for messages: "checkpoint dir X", "checkpoint topic T".
+    virtual std::string where() const = 0;
 };
 
 // The RocksDB store of per-database positions. A tiny store: a few hundred
 // bytes per followed database, written once per flush interval.
 //
 // Thread safety: all member functions are thread-safe (RocksDB is).
-class store final : public position_writer {
+class store final : public positions {
 public:
     // Opens (creating if missing) the store at `dir`. Throws store_error with
     // an operator-friendly message:
@@ -126,10 +159,10 @@ public:
     // The stored position of `k`, nullopt if none. Throws store_error on a
     // read failure (io) or a value that does not decode (corrupt, naming the
     // source and database).
-    std::optional<position> get(key const& k) const;
+    std::optional<position> get(key const& k) const override;
 
     // Every stored position, ordered by (source, database). Throws like get().
-    std::vector<std::pair<key, position>> list() const;
+    std::vector<std::pair<key, position>> list() const override;
 
     // Writes all entries in ONE WriteBatch with WriteOptions.sync = true:
     // atomic and durable when it returns success. An entry whose seq_json is
@@ -141,7 +174,9 @@ public:
     boost::system::error_code write(std::vector<std::pair<key, position>> const& entries) override;
 
     // Removes the position of `k` (durably); removing a missing key succeeds.
-    boost::system::error_code erase(key const& k);
+    boost::system::error_code erase(key const& k) override;
+
+    std::string where() const override { return "checkpoint dir " + dir_; }
 
     // Small named facts about the whole store, beside the positions (key
     // "m" + name), e.g. "kafka_cluster_id": the Kafka cluster that

@@ -2,6 +2,7 @@
 
 #include "common/redact.hpp"
 #include "couch/changes_parser.hpp"
+#include "couch/detail/connection.hpp"
 #include "couch/shard_seq.hpp"
 #include "couch/url.hpp"
 #include "metrics/registry.hpp"
@@ -21,7 +22,6 @@
 #include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
 
-#include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -132,21 +132,7 @@ struct probe {
     std::map<std::string, metrics::counter*, std::less<>> reconnects;
 };
 
-// One HTTP(S) connection; TLS or plain decided at connect time.
-struct connection {
-    std::optional<beast::tcp_stream> plain;
-    std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
-
-    beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
-    void close() {
-        if (!plain && !tls) {
-            return; // stop() or rewind() while the name is still being resolved
-        }
-        error_code ignored;
-        tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
-        tcp().socket().close(ignored);
-    }
-};
+using detail::connection;
 
 struct small_response {
     error_code ec;
@@ -211,21 +197,7 @@ struct changes_feed::impl {
             opt_.batch_limit = 1;
         }
         parser_.keep_doc_text(opt_.keep_doc_text);
-        if (url_.tls) {
-            ssl_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
-            ssl_->set_default_verify_paths();
-            if (!cfg_.ca_file.empty()) {
-                // A bad file is a startup failure; say which file (Asio's
-                // own message names only the call).
-                error_code ec;
-                ssl_->load_verify_file(cfg_.ca_file, ec);
-                if (ec) {
-                    throw std::invalid_argument("cannot load CA file '" + cfg_.ca_file + "' for " + url_.redacted +
-                                                ": " + ec.message());
-                }
-            }
-            ssl_->set_verify_mode(cfg_.tls_verify ? asio::ssl::verify_peer : asio::ssl::verify_none);
-        }
+        ssl_ = detail::make_tls_context(cfg_, url_);
         set_state(feed_state::connecting);
     }
 
@@ -348,52 +320,9 @@ struct changes_feed::impl {
     // --- I/O -------------------------------------------------------------
 
     asio::awaitable<error_code> connect(connection& c) {
-        error_code ec;
-        tls_rejected_.clear();
-        tcp::resolver resolver(ex_);
-        auto const results =
-            co_await resolver.async_resolve(url_.host, url_.port, asio::redirect_error(asio::use_awaitable, ec));
-        if (ec) {
-            co_return ec;
-        }
-        if (ssl_) {
-            c.tls.emplace(ex_, *ssl_);
-        } else {
-            c.plain.emplace(ex_);
-        }
-        c.tcp().expires_after(opt_.request_timeout);
-        co_await c.tcp().async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
-        if (ec) {
-            co_return ec;
-        }
-        if (c.tls) {
-            auto* const ssl = c.tls->native_handle();
-            error_code not_ip;
-            asio::ip::make_address(url_.host, not_ip);
-            // SNI carries DNS names only (RFC 6066 section 3), never an IP literal.
-            if (not_ip && !SSL_set_tlsext_host_name(ssl, url_.host.c_str())) {
-                co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
-            }
-            if (cfg_.tls_verify) {
-                // OpenSSL's own name check instead of a verify callback: a
-                // wrong name is then reported as such (SSL_get_verify_result
-                // says "hostname mismatch"), not as a bare "verify failed".
-                auto* const param = SSL_get0_param(ssl);
-                int const ok = not_ip ? X509_VERIFY_PARAM_set1_host(param, url_.host.c_str(), url_.host.size())
-                                      : X509_VERIFY_PARAM_set1_ip_asc(param, url_.host.c_str());
-                if (ok != 1) {
-                    co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
-                }
-            }
-            co_await c.tls->async_handshake(asio::ssl::stream_base::client,
-                                            asio::redirect_error(asio::use_awaitable, ec));
-            if (ec && cfg_.tls_verify) {
-                if (auto const v = SSL_get_verify_result(ssl); v != X509_V_OK) {
-                    tls_rejected_ = X509_verify_cert_error_string(v); // see transport_error()
-                }
-            }
-        }
-        co_return ec;
+        auto r = co_await detail::connect(c, ex_, url_, ssl_.get(), cfg_.tls_verify, opt_.request_timeout);
+        tls_rejected_ = std::move(r.tls_rejected); // see transport_error()
+        co_return r.ec;
     }
 
     template <class Msg>

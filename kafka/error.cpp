@@ -60,4 +60,8 @@ bool is_permanent_record_error(boost::system::error_code const& ec) noexcept {
     }
 }
 
+bool is_transaction_busy(boost::system::error_code const& ec) noexcept {
+    return ec.category() == error_category() && ec.value() == RD_KAFKA_RESP_ERR__STATE;
+}
+
 } // namespace kafka

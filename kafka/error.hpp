@@ -37,4 +37,9 @@ bool is_permanent_record_error(boost::system::error_code const& ec) noexcept;
 // True for the size errors among them (the record is too large).
 bool is_record_too_large(boost::system::error_code const& ec) noexcept;
 
+// True when a transactional producer refused a produce because a commit or
+// an abort is under way (librdkafka's _STATE): wait for the batch gate
+// (producer::wait_for_gate) and produce the same record again.
+bool is_transaction_busy(boost::system::error_code const& ec) noexcept;
+
 } // namespace kafka

@@ -1,4 +1,5 @@
 #include "kafka/producer.hpp"
+#include "kafka/producer_impl.hpp"
 
 #include "kafka/error.hpp"
 #include "metrics/registry.hpp"
@@ -40,16 +41,8 @@ void rd_kafka_mem_free_id(char* p) { rd_kafka_mem_free(nullptr, p); }
 
 namespace {
 
-using clock = std::chrono::steady_clock;
-
-// What one message carries through librdkafka as its opaque: owned by
-// librdkafka from a successful produce until its delivery report, where the
-// delivery callback takes it back.
-struct ticket {
-    boost::asio::any_io_executor ex;
-    completion done;
-    clock::time_point enqueued;
-};
+using detail::clock;
+using detail::ticket;
 
 // How long retiring a librdkafka instance may take to hand back the purged
 // messages' reports. Purged messages come back at once; this only bounds a
@@ -67,79 +60,6 @@ int to_timeout_ms(std::chrono::milliseconds t) {
 }
 
 } // namespace
-
-struct producer::impl : std::enable_shared_from_this<impl> {
-    impl(boost::asio::any_io_executor ex, producer_config config, metrics::registry& registry);
-    ~impl();
-
-    rd_kafka_t* create_handle();
-    void start();
-    void arm();
-    void drain_pipe();
-    void kick();
-    // Serves the current instance's report queue without blocking.
-    void serve();
-    void after_serving();
-    void rebuild();
-    void retire(rd_kafka_t* old);
-    void shutdown();
-    void wake_waiters();
-
-    void on_delivery(rd_kafka_message_t const* msg);
-    void on_error(rd_kafka_t* rk, int err, char const* reason);
-    void on_stats(char const* json, std::size_t len);
-    void set_ready(bool ready);
-    metrics::counter& produced_counter(std::string const& topic);
-    metrics::counter& error_counter(std::string const& reason);
-
-    boost::asio::any_io_executor ioc_ex_;
-    producer_config config_;
-
-    // Probe.
-    metrics::registry& registry_;
-    metrics::counter& queue_full_;
-    metrics::gauge& in_flight_gauge_;
-    metrics::counter& rebuilds_;
-    metrics::histogram& latency_;
-    metrics::gauge& ready_gauge_;
-    std::mutex probe_mutex_;
-    std::map<std::string, metrics::counter*, std::less<>> produced_by_topic_;
-    std::map<std::string, metrics::counter*, std::less<>> errors_by_reason_;
-
-    // librdkafka writes one byte into the pipe when its report queue becomes
-    // non-empty; the read end is watched by the event loop.
-    int pipe_write_ = -1;
-    boost::asio::posix::stream_descriptor watcher_;
-    std::array<char, 64> wake_buf_{};
-
-    // Held shared while the instance is used (produce, poll, admin), exclusive
-    // only to swap it: a rebuild never destroys an instance under a caller.
-    std::shared_mutex rk_mutex_;
-    rd_kafka_t* rk_ = nullptr;
-    // The same pointer, readable from librdkafka callbacks (which run while
-    // rk_mutex_ is held shared, so they must not lock it again).
-    std::atomic<rd_kafka_t*> current_{nullptr};
-    std::mutex rebuild_mutex_;
-    std::atomic<bool> fatal_{false};
-    std::atomic<bool> stopping_{false};
-
-    std::atomic<std::size_t> in_flight_{0};
-    std::atomic<std::uint64_t> served_{0};
-    std::atomic<std::uint64_t> rebuild_count_{0};
-
-    std::mutex waiters_mutex_;
-    struct waiter {
-        boost::asio::any_io_executor ex;
-        boost::asio::any_completion_handler<void()> handler;
-    };
-    std::vector<waiter> waiters_;
-
-    // Connection health (see producer::health()).
-    std::atomic<bool> ready_{true};
-    mutable std::mutex health_mutex_;
-    std::string last_connection_error_;
-    std::map<std::string, metrics::counter*, std::less<>> connection_errors_;
-};
 
 namespace {
 
@@ -219,6 +139,9 @@ rd_kafka_t* producer::impl::create_handle() {
     }
     for (auto const& [name, value] : config_.properties) {
         set(name, value);
+    }
+    if (!config_.transactional_id.empty()) {
+        set("transactional.id", config_.transactional_id);
     }
     rd_kafka_conf_set_opaque(conf, this);
     rd_kafka_conf_set_dr_msg_cb(conf, &delivery_cb);
@@ -423,9 +346,20 @@ void producer::impl::on_error(rd_kafka_t* rk, int err, char const* reason) {
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char fatal_reason[512] = {};
         auto orig = rd_kafka_fatal_error(rk, fatal_reason, sizeof fatal_reason);
+        error_counter("fatal").inc();
+        if (!config_.transactional_id.empty()) {
+            // A transactional producer is never rebuilt: after a fence a new
+            // instance would write beside the instance that took over.
+            spdlog::error("kafka producer {}: fatal error {}: {}", rd_kafka_name(rk), rd_kafka_err2name(orig),
+                          fatal_reason);
+            std::lock_guard lock(txn_mutex_);
+            if (txn_fatal_.empty()) {
+                txn_fatal_ = std::string(rd_kafka_err2name(orig)) + ": " + fatal_reason;
+            }
+            return;
+        }
         spdlog::error("kafka producer {}: fatal error {}: {}; rebuilding the producer", rd_kafka_name(rk),
                       rd_kafka_err2name(orig), fatal_reason);
-        error_counter("fatal").inc();
         if (rk == current_.load()) {
             fatal_ = true;
         }
@@ -607,16 +541,18 @@ boost::system::error_code producer::try_produce(record const& r, boost::asio::an
     impl_->in_flight_.fetch_add(1, std::memory_order_relaxed);
     impl_->in_flight_gauge_.inc();
     void const* key = r.key.empty() ? nullptr : r.key.data();
+    void* value = r.tombstone ? nullptr : const_cast<char*>(r.value.data());
+    std::size_t const value_len = r.tombstone ? 0 : r.value.size();
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (hdrs != nullptr) {
         err = rd_kafka_producev(impl_->rk_, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                 RD_KAFKA_V_KEY(key, r.key.size()),
-                                RD_KAFKA_V_VALUE(const_cast<char*>(r.value.data()), r.value.size()),
+                                RD_KAFKA_V_VALUE(value, value_len),
                                 RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(t.get()), RD_KAFKA_V_END);
     } else {
         err = rd_kafka_producev(impl_->rk_, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                 RD_KAFKA_V_KEY(key, r.key.size()),
-                                RD_KAFKA_V_VALUE(const_cast<char*>(r.value.data()), r.value.size()),
+                                RD_KAFKA_V_VALUE(value, value_len),
                                 RD_KAFKA_V_OPAQUE(t.get()), RD_KAFKA_V_END);
     }
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -677,6 +613,16 @@ boost::asio::awaitable<void> producer::wait_for_space() {
 
 std::size_t producer::in_flight() const { return impl_->in_flight_.load(); }
 
+void producer::serve_reports(std::chrono::milliseconds timeout) {
+    {
+        std::shared_lock lock(impl_->rk_mutex_);
+        if (impl_->rk_ != nullptr) {
+            rd_kafka_poll(impl_->rk_, to_timeout_ms(timeout));
+        }
+    }
+    impl_->after_serving();
+}
+
 std::uint64_t producer::rebuilds() const { return impl_->rebuild_count_.load(); }
 
 std::string producer::cluster_id(std::chrono::milliseconds timeout) {
@@ -716,7 +662,8 @@ std::size_t producer::flush(std::chrono::milliseconds timeout) {
 }
 
 boost::system::error_code producer::create_topics(std::vector<std::string> const& topics, int partitions,
-                                                  int replication, std::chrono::milliseconds timeout) {
+                                                  int replication, std::chrono::milliseconds timeout,
+                                                  std::vector<std::pair<std::string, std::string>> const& topic_config) {
     if (topics.empty()) {
         return {};
     }
@@ -731,6 +678,9 @@ boost::system::error_code producer::create_topics(std::vector<std::string> const
             return make_error_code(RD_KAFKA_RESP_ERR__INVALID_ARG);
         }
         new_topics.push_back(nt);
+        for (auto const& [name_, value] : topic_config) {
+            rd_kafka_NewTopic_set_config(nt, name_.c_str(), value.c_str());
+        }
     }
     std::shared_lock lock(impl_->rk_mutex_);
     if (impl_->rk_ == nullptr) {

@@ -31,6 +31,9 @@ struct record {
     std::string key;
     std::string value;
     std::vector<header> headers;
+    // Sends a null value (a tombstone: a compacted topic forgets the key);
+    // `value` is ignored then.
+    bool tombstone = false;
 };
 
 // The outcome of one produce, as the broker (or librdkafka) reported it.
@@ -51,6 +54,25 @@ struct producer_config {
     // librdkafka properties applied after the defaults (so they override
     // them), in order. Any librdkafka producer property is accepted.
     std::vector<std::pair<std::string, std::string>> properties;
+    // Non-empty: a transactional producer (exactly-once) with this
+    // transactional.id. Its records reach read_committed consumers only once
+    // commit_transaction() succeeds. A fatal error then never rebuilds the
+    // instance (a fenced producer must not write again): fatal_error() says
+    // why and every later call fails.
+    std::string transactional_id;
+};
+
+// The outcome of a transaction call, by what the caller must do next.
+struct txn_status {
+    enum class kind {
+        ok,
+        retriable, // call the same function again (e.g. a commit that timed out)
+        abortable, // abort_transaction(), rewind to the last commit, begin again
+        fatal,     // fenced or broken for good: stop, never write again
+    };
+    kind what = kind::ok;
+    std::string message; // librdkafka's words; empty when ok
+    bool ok() const noexcept { return what == kind::ok; }
 };
 
 // The process' one Kafka producer (librdkafka underneath).
@@ -110,6 +132,12 @@ public:
     // Destroying the producer abandons waiting coroutines (never resumed).
     boost::asio::awaitable<void> wait_for_space();
 
+    // Serves the delivery reports that are ready now on the calling thread
+    // (their completions are posted as usual), waiting up to `timeout` for
+    // one. For a thread that waits for its own records while the event loop
+    // may not run (startup, a blocked loop thread). Thread-safe.
+    void serve_reports(std::chrono::milliseconds timeout);
+
     // Messages accepted by try_produce whose completion has not been posted yet.
     std::size_t in_flight() const;
 
@@ -124,8 +152,10 @@ public:
     // broker's default. Returns the first other error (kafka category), or
     // timed out (_TIMED_OUT). librdkafka's mock cluster does not implement
     // CreateTopics: use embedded_cluster::create_topic() there.
+    // `topic_config` is applied to each new topic (e.g. cleanup.policy=compact).
     boost::system::error_code create_topics(std::vector<std::string> const& topics, int partitions, int replication,
-                                            std::chrono::milliseconds timeout);
+                                            std::chrono::milliseconds timeout,
+                                            std::vector<std::pair<std::string, std::string>> const& topic_config = {});
 
     // The subset of `topics` that does not exist on the cluster, asked with a
     // metadata request for all topics (which never auto-creates one). Throws
@@ -137,6 +167,40 @@ public:
     // known by then (brokers unreachable) or the cluster reports none.
     // Blocks the calling thread: call it at startup, not on an io thread.
     std::string cluster_id(std::chrono::milliseconds timeout);
+
+    // --- Exactly-once (transactional_id set). These block the calling
+    // thread: call them from one thread that no delivery report needs (not
+    // an io_context thread of the pipelines). ---
+
+    // Registers the transactional id with the cluster, which fences any
+    // earlier producer with the same id and aborts its open transaction.
+    txn_status init_transactions(std::chrono::milliseconds timeout);
+    txn_status begin_transaction();
+    // Flushes every outstanding record, then commits them atomically.
+    txn_status commit_transaction(std::chrono::milliseconds timeout);
+    txn_status abort_transaction(std::chrono::milliseconds timeout);
+    bool transactional() const noexcept;
+
+    // The batch gate of a transactional producer: a batch (records that must
+    // land in the same transaction as the checkpoint that covers them) is
+    // produced between enter_batch() and leave_batch(). While the gate is
+    // closed enter_batch() returns false: co_await wait_for_gate(), which
+    // completes when the gate opens again, then call it again. Without
+    // transactions the gate is always open.
+    bool enter_batch();
+    void leave_batch();
+    // Completes (on the awaiting coroutine's executor) once the gate is open;
+    // spurious wake-ups are possible.
+    boost::asio::awaitable<void> wait_for_gate();
+    // Closes the gate (batches already entered go on) / opens it and wakes
+    // the waiters. batches_open(): entered and not yet left.
+    void close_gate();
+    void open_gate();
+    std::size_t batches_open() const;
+
+    // A fatal error of a transactional producer (fenced by another instance
+    // with the same transactional id, ...): librdkafka's words, empty if none.
+    std::string fatal_error() const;
 
     // Number of times the librdkafka instance was rebuilt after a fatal error.
     std::uint64_t rebuilds() const;

@@ -98,6 +98,30 @@ BOOST_AUTO_TEST_CASE(invalid_value_error_names_the_flag) {
     BOOST_TEST(captured.str().find("--log-format") != std::string::npos, captured.str());
 }
 
+BOOST_AUTO_TEST_CASE(discovery_patterns_repeat_and_a_bad_regex_is_a_clear_error) {
+    auto r = parse({"--db-pattern", "tenant-[0-9]+", "--db-pattern", "hq_.*", "--exclude-db-pattern", "hq_test.*",
+                    "--discovery-interval", "1000", "--db", "extra"});
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST((r.cfg.db_patterns == std::vector<std::string>{"tenant-[0-9]+", "hq_.*"}));
+    BOOST_TEST((r.cfg.exclude_db_patterns == std::vector<std::string>{"hq_test.*"}));
+    BOOST_TEST(r.cfg.discovery_interval.count() == 1000);
+    BOOST_TEST((r.cfg.databases == std::vector<std::string>{"extra"}));
+    BOOST_TEST(parse({}).cfg.discovery_interval.count() == 10000);
+    BOOST_TEST(bridge::describe(r.cfg).find("db-pattern = tenant-[0-9]+,hq_.*") != std::string::npos);
+
+    std::ostringstream captured;
+    auto* old = std::cerr.rdbuf(captured.rdbuf());
+    auto bad = parse({"--db-pattern", "tenant-(["});
+    auto bad_exclude = parse({"--db-pattern", "a.*", "--exclude-db-pattern", "*x"});
+    std::cerr.rdbuf(old);
+    BOOST_TEST(bad.exit_code != 0);
+    BOOST_TEST(bad_exclude.exit_code != 0);
+    BOOST_TEST(captured.str().find("--db-pattern") != std::string::npos, captured.str());
+    BOOST_TEST(captured.str().find("'tenant-([' is not a valid ECMAScript regular expression") != std::string::npos,
+               captured.str());
+    BOOST_TEST(captured.str().find("--exclude-db-pattern") != std::string::npos, captured.str());
+}
+
 BOOST_AUTO_TEST_CASE(describe_masks_secrets) {
     auto r = parse({"--couch-url", "http://admin:s3cret@db:5984", "--couch-password", "hunter2",
                     "--kafka-property", "sasl.password=topsecret"});

@@ -6,6 +6,8 @@
 // The TLS CA and server certificates are made at test time with OpenSSL's C
 // API, so nothing outside libssl is needed.
 #include "couch/changes_feed.hpp"
+#include "couch/databases.hpp"
+#include "couch/http_session.hpp"
 #include "metrics/registry.hpp"
 #include "tests/support/test_env.hpp"
 
@@ -898,6 +900,42 @@ BOOST_AUTO_TEST_CASE(rewind_while_the_db_check_is_in_flight) {
     BOOST_REQUIRE_GE(server.requests.size(), 2u);
     BOOST_TEST(server.requests[0].target == "/db");
     BOOST_TEST(contains(server.requests[1].target, "since=0"), server.requests[1].target);
+}
+
+// The server-wide requests of discovery set TLS up the same way (couch/detail/connection).
+BOOST_AUTO_TEST_CASE(discovery_requests_over_https_verify_the_server) {
+    auto const m = make_tls_material("DNS:localhost,IP:127.0.0.1");
+    auto const ca_file = write_temp("ca.pem", m.ca_pem);
+    auto ctx = server_context(m);
+    for (bool const trusted : {true, false}) {
+        BOOST_TEST_CONTEXT("trusted " << trusted) {
+            asio::io_context io;
+            test_server server(
+                io, [](seen_request const&) { return script{w(status_response(200, R"(["a","b"])")), close_now()}; },
+                ctx.get());
+            couch::client_config cfg;
+            cfg.url = server.url("localhost");
+            cfg.ca_file = trusted ? ca_file : std::string();
+            couch::http_session session(io.get_executor(), cfg, 10s);
+            couch::all_dbs_listing got;
+            asio::co_spawn(io, couch::list_all_dbs(session), [&](std::exception_ptr, couch::all_dbs_listing r) {
+                got = std::move(r);
+                server.stop();
+            });
+            io.run_for(20s);
+            if (trusted) {
+                BOOST_TEST(got.error.empty(), got.error);
+                BOOST_TEST((got.names == std::vector<std::string>{"a", "b"}));
+                BOOST_REQUIRE(!server.requests.empty());
+                BOOST_TEST(server.requests[0].authorization == "Basic dTpzM2NyZXQ=");
+            } else {
+                BOOST_TEST(contains(got.error, "TLS certificate of https://localhost:"), got.error);
+                BOOST_TEST(contains(got.error, "not accepted"), got.error);
+                BOOST_TEST(!contains(got.error, "s3cret"));
+                BOOST_TEST(server.requests.empty()); // no request, so no credentials, ever sent
+            }
+        }
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,9 @@ public:
     // and not yet answered are counted (max_unanswered).
     std::chrono::milliseconds answer_delay{0};
     int unanswered = 0, max_unanswered = 0;
+    // When set and it returns a script, that script answers the request
+    // (any target; checked before the rules above).
+    std::function<std::optional<script>(std::string const& method, std::string const& target)> route;
 
 private:
     fs_asio::awaitable<void> accept_loop() {
@@ -109,7 +113,10 @@ private:
             auto const a = req.find("Authorization: ");
             auth_headers.push_back(a == std::string::npos ? "" : req.substr(a, req.find("\r\n", a) - a));
             script s;
-            if (target.find("/_changes") == std::string::npos) {
+            std::optional<script> routed = route ? route(methods.back(), target) : std::nullopt;
+            if (routed) {
+                s = std::move(*routed);
+            } else if (target.find("/_changes") == std::string::npos) {
                 int const n = db_requests++;
                 s = {w(db_answer ? db_answer(n) : status_response(200, db_info)), hold()};
             } else if (!scripts_.empty()) {
@@ -118,7 +125,7 @@ private:
             } else {
                 s = {hold()};
             }
-            if (target.find("/_changes") != std::string::npos && answer_delay.count() > 0) {
+            if (!routed && target.find("/_changes") != std::string::npos && answer_delay.count() > 0) {
                 max_unanswered = std::max(max_unanswered, ++unanswered);
                 fs_asio::steady_timer t(sock.get_executor(), answer_delay);
                 co_await t.async_wait(fs_asio::redirect_error(fs_asio::use_awaitable, ec));

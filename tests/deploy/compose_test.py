@@ -248,6 +248,24 @@ class ComposeTest(unittest.TestCase):
                 self.assertEqual(set(svc), {"image"}, "the override swaps images and nothing else")
                 self.assertNotEqual(svc["image"], self.services[name].get("image"))
 
+    def test_group_override_uses_known_flags_and_the_kafka_store(self):
+        override = load_yaml("deploy/compose.group.yml")
+        bridge = override["services"]["bridge"]
+        self.assertGreater(bridge["deploy"]["replicas"], 1)
+        env = as_env_dict(bridge.get("environment"))
+        for name in env:
+            self.assertIn(name, self.help_envs, f"the group override sets {name}, unknown to --help")
+        self.assertEqual(env.get("COUCH_BRIDGE_CHECKPOINT_STORE"), "kafka", "group mode needs the Kafka store")
+        self.assertTrue(env.get("COUCH_BRIDGE_GROUP"))
+        for arg in as_list(bridge.get("command")):
+            if arg.startswith("--"):
+                self.assertIn(arg.partition("=")[0], self.help_flags)
+        # Replicas must not share the RocksDB directory (its lock): the
+        # override keeps it inside each container.
+        ckpt = [a for a in as_list(bridge.get("command")) if a.startswith("--checkpoint-dir=")]
+        self.assertEqual(len(ckpt), 1)
+        self.assertFalse(ckpt[0].split("=", 1)[1].startswith("/var/lib/couch-kafka-bridge"))
+
     def test_grafana_dashboard_and_provisioning_parse(self):
         dash = json.loads(read("deploy/grafana/dashboards/couch-kafka-bridge.json"))
         ds = load_yaml("deploy/grafana/provisioning/datasources/prometheus.yml")

@@ -4,7 +4,7 @@
 
 #include "tests/support/couch_http.hpp"
 #include "tests/support/kafka_consume.hpp"
-#include "tests/support/murmur2.hpp"
+#include "kafka/murmur2.hpp"
 #include "tests/support/test_env.hpp"
 
 #include <boost/json.hpp>
@@ -77,7 +77,7 @@ json::object check_change_meta(consumed_record const& r, std::string const& db) 
     BOOST_TEST(!r.header("seq").empty());
     // Java/kafka-python-compatible partitioning, computed independently.
     int const partitions = test_support::partition_count(test_support::kafka_brokers(), r.topic);
-    BOOST_TEST(r.partition == test_support::java_partition_for_key(r.key, partitions));
+    BOOST_TEST(r.partition == kafka::java_partition_for_key(r.key, partitions));
     return o;
 }
 

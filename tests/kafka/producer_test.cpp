@@ -39,7 +39,7 @@ struct fixture {
     std::string topic = test_support::unique_name("ckb-kafka-unit");
 
     kafka::producer_config config(std::vector<std::pair<std::string, std::string>> props = {}) {
-        return {cluster.bootstrap_servers(), std::move(props)};
+        return {cluster.bootstrap_servers(), std::move(props), {}};
     }
 };
 

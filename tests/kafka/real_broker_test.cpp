@@ -1,7 +1,7 @@
 #include "kafka/producer.hpp"
 #include "metrics/registry.hpp"
 #include "kafka_test_util.hpp"
-#include "tests/support/murmur2.hpp"
+#include "kafka/murmur2.hpp"
 #include "tests/support/test_env.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -24,7 +24,7 @@ BOOST_AUTO_TEST_CASE(keyed_records_land_where_the_java_partitioner_puts_them) {
     constexpr int partitions = 6;
     metrics::registry registry;
     asio::io_context ioc;
-    kafka::producer p(ioc.get_executor(), {brokers, {}}, registry);
+    kafka::producer p(ioc.get_executor(), {brokers, {}, {}}, registry);
 
     BOOST_REQUIRE(p.missing_topics({topic}, 30s) == std::vector<std::string>{topic});
     auto ec = p.create_topics({topic}, partitions, 1, 30s);
@@ -58,7 +58,7 @@ BOOST_AUTO_TEST_CASE(keyed_records_land_where_the_java_partitioner_puts_them) {
     std::set<int> partitions_used;
     for (auto const& c : got) {
         BOOST_TEST_CONTEXT("key " << c.key) {
-            BOOST_TEST(c.partition == test_support::java_partition_for_key(c.key, partitions));
+            BOOST_TEST(c.partition == kafka::java_partition_for_key(c.key, partitions));
             BOOST_TEST(c.value.rfind("value-", 0) == 0u);
             auto i = std::stoi(c.value.substr(6));
             BOOST_TEST(!reports[static_cast<std::size_t>(i)].ec);
@@ -79,7 +79,7 @@ BOOST_AUTO_TEST_CASE(keyed_records_land_where_the_java_partitioner_puts_them) {
 BOOST_AUTO_TEST_CASE(missing_topics_reports_a_topic_that_does_not_exist) {
     metrics::registry registry;
     asio::io_context ioc;
-    kafka::producer p(ioc.get_executor(), {test_support::kafka_brokers(), {}}, registry);
+    kafka::producer p(ioc.get_executor(), {test_support::kafka_brokers(), {}, {}}, registry);
     auto absent = test_support::unique_name("ckb-kafka-absent");
     auto missing = p.missing_topics({absent}, 30s);
     BOOST_REQUIRE(missing.size() == 1u);

@@ -4,14 +4,15 @@
 #include <cstdint>
 #include <string_view>
 
-namespace test_support {
+namespace kafka {
 
 // MurmurHash2 exactly as Apache Kafka's Java client computes it
 // (org.apache.kafka.common.utils.Utils.murmur2): seed 0x9747b28c, 4-byte
 // little-endian blocks, the tail mixed in from its highest byte down. Written
-// here from the algorithm on purpose, independent of librdkafka, so that tests
-// can check where librdkafka's "murmur2_random" partitioner puts a key.
-// Returns the hash as Java's signed int would hold it.
+// here from the algorithm on purpose, independent of librdkafka: group mode
+// places databases with it, and tests check where librdkafka's
+// "murmur2_random" partitioner puts a key. Returns the hash as Java's signed
+// int would hold it.
 inline std::int32_t java_murmur2(std::string_view data) {
     std::uint32_t const m = 0x5bd1e995u;
     int const r = 24;
@@ -57,4 +58,4 @@ inline std::int32_t java_partition_for_key(std::string_view key, std::int32_t pa
     return static_cast<std::int32_t>(positive % static_cast<std::uint32_t>(partitions));
 }
 
-} // namespace test_support
+} // namespace kafka

@@ -1,0 +1,113 @@
+#include "bridge/group.hpp"
+
+#include "bridge/fleet.hpp"
+#include "checkpoint/flusher.hpp"
+#include "checkpoint/kafka_store.hpp"
+#include "kafka/group_member.hpp"
+#include "kafka/murmur2.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+namespace bridge {
+
+std::int32_t database_partition(std::string_view source, std::string_view database, std::int32_t partitions) {
+    std::string k;
+    k.reserve(source.size() + 1 + database.size());
+    k.append(source).append("/").append(database);
+    return kafka::java_partition_for_key(k, partitions);
+}
+
+std::string assignment_topic(config const& cfg) {
+    return cfg.assignment_topic.empty() ? "couch-bridge-assign." + cfg.group : cfg.assignment_topic;
+}
+
+group_ownership::group_ownership(std::string source, std::int32_t partitions)
+    : source_(std::move(source)), partitions_(partitions) {}
+
+group_ownership::~group_ownership() {
+    member_ready_.store(nullptr);
+    member_.reset(); // leaves the group: what is owned is revoked first
+}
+
+bool group_ownership::owns(std::string const& database) const {
+    auto const p = database_partition(source_, database, partitions_);
+    std::lock_guard lock(mutex_);
+    return owned_.contains(p);
+}
+
+void group_ownership::start(config const& cfg, std::string const& bootstrap_servers, fleet& databases,
+                            checkpoint::kafka_store& store, checkpoint::flusher& flusher,
+                            metrics::registry& registry) {
+    kafka::group_events events;
+    events.assigned = [this, &databases, &store](std::vector<std::int32_t> const& parts) {
+        // The positions the last owner wrote: read before starting anything.
+        for (int attempt = 1;; ++attempt) {
+            try {
+                store.reload();
+                break;
+            } catch (std::exception const& e) {
+                if (attempt >= 5) {
+                    spdlog::error("group: cannot read the checkpoint topic again ({}); starting from the positions "
+                                  "known, which may repeat records",
+                                  e.what());
+                    break;
+                }
+                std::this_thread::sleep_for(std::chrono::seconds(1));
+            }
+        }
+        {
+            std::lock_guard lock(mutex_);
+            owned_.insert(parts.begin(), parts.end());
+        }
+        databases.reassess();
+    };
+    events.revoked = [this, &databases, &flusher](std::vector<std::int32_t> const& parts, bool lost) {
+        {
+            std::lock_guard lock(mutex_);
+            for (auto p : parts) {
+                owned_.erase(p);
+            }
+        }
+        auto stopping = databases.reassess();
+        if (!databases.wait_stopped(stopping, std::chrono::seconds(30))) {
+            spdlog::warn("group: {} database(s) still had records in flight after 30 s; releasing them anyway "
+                         "(the next owner may publish those records again)",
+                         stopping.size());
+        }
+        if (!lost) {
+            // The next owner starts where these checkpoints say.
+            if (auto ec = flusher.flush_now()) {
+                spdlog::warn("group: checkpoints of the released databases not written ({}); the next owner may "
+                             "publish some records again",
+                             ec.message());
+            }
+        }
+    };
+    kafka::group_member_config gc;
+    gc.bootstrap_servers = bootstrap_servers;
+    gc.properties = kafka_client_properties(cfg);
+    gc.group = cfg.group;
+    gc.topic = assignment_topic(cfg);
+    gc.session_timeout = cfg.group_session_timeout;
+    member_ = std::make_unique<kafka::group_member>(std::move(gc), std::move(events), registry);
+    member_ready_.store(member_.get(), std::memory_order_release);
+    spdlog::info("group {}: joining through {} ({} partitions)", cfg.group, assignment_topic(cfg), partitions_);
+}
+
+bool group_ownership::may_publish() const noexcept {
+    auto const* m = member_ready_.load(std::memory_order_acquire);
+    return m != nullptr && m->lease_valid();
+}
+
+std::string group_ownership::member_id() const { return member_ ? member_->member_id() : std::string(); }
+
+std::vector<std::int32_t> group_ownership::partitions() const {
+    std::lock_guard lock(mutex_);
+    return {owned_.begin(), owned_.end()};
+}
+
+std::uint64_t group_ownership::rebalances() const { return member_ ? member_->rebalances() : 0; }
+
+} // namespace bridge

@@ -1,0 +1,78 @@
+#pragma once
+
+#include "bridge/config.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+
+namespace checkpoint {
+class flusher;
+class kafka_store;
+} // namespace checkpoint
+namespace kafka {
+class group_member;
+}
+namespace metrics {
+class registry;
+}
+
+namespace bridge {
+
+class fleet;
+
+// The assignment partition of a database: Kafka's own placement of the key
+// "<source>/<database>" (Java murmur2, positive, modulo `partitions`), so
+// any tool can tell where a database belongs.
+std::int32_t database_partition(std::string_view source, std::string_view database, std::int32_t partitions);
+
+// Group mode (--group): this instance's share of the databases.
+//
+// Every instance joins the consumer group and subscribes to the assignment
+// topic; the partitions it is assigned are the databases it runs. On assign
+// it reads the checkpoint topic again (the last owner wrote there) and starts
+// them; on revoke it stops them, waits (bounded) for their records in flight
+// and writes their checkpoints before the partitions go to another member.
+//
+// Lifetime: start() once the fleet exists; destroy the ownership (which
+// leaves the group) before the fleet, the store and the flusher.
+class group_ownership {
+public:
+    group_ownership(std::string source, std::int32_t partitions);
+    ~group_ownership();
+    group_ownership(group_ownership const&) = delete;
+    group_ownership& operator=(group_ownership const&) = delete;
+
+    // Thread-safe: does this instance own `database` now?
+    bool owns(std::string const& database) const;
+    // Thread-safe, cheap: may the pipelines publish now (the member's lease,
+    // see kafka::group_member::lease_valid)? False before start().
+    bool may_publish() const noexcept;
+
+    // Joins the group. Throws std::runtime_error when it cannot.
+    void start(config const& cfg, std::string const& bootstrap_servers, fleet& databases,
+               checkpoint::kafka_store& store, checkpoint::flusher& flusher, metrics::registry& registry);
+
+    // For /status: member id, the partitions, rebalances.
+    std::string member_id() const;
+    std::vector<std::int32_t> partitions() const;
+    std::uint64_t rebalances() const;
+
+private:
+    std::string source_;
+    std::int32_t partitions_;
+    mutable std::mutex mutex_;
+    std::set<std::int32_t> owned_;
+    std::unique_ptr<kafka::group_member> member_;
+    std::atomic<kafka::group_member const*> member_ready_{nullptr}; // member_, once started
+};
+
+// The assignment topic of a configuration: --assignment-topic, else
+// "couch-bridge-assign.<group>".
+std::string assignment_topic(config const& cfg);
+
+} // namespace bridge

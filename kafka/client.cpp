@@ -1,0 +1,59 @@
+#include "kafka/client.hpp"
+
+#include <algorithm>
+#include <array>
+#include <stdexcept>
+#include <string_view>
+
+namespace kafka::detail {
+
+namespace {
+
+bool producer_only(std::string_view name) {
+    static constexpr std::array<std::string_view, 16> names{
+        "acks", "request.required.acks", "enable.idempotence", "compression.type", "compression.codec",
+        "linger.ms", "queue.buffering.max.ms", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+        "batch.num.messages", "batch.size", "partitioner", "transactional.id", "transaction.timeout.ms",
+        "message.timeout.ms", "retries"};
+    return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+} // namespace
+
+rd_kafka_t* make_client(rd_kafka_type_t type, std::string const& bootstrap_servers,
+                        std::vector<std::pair<std::string, std::string>> const& settings,
+                        std::vector<std::pair<std::string, std::string>> const& properties, void* opaque,
+                        void (*rebalance_cb)(rd_kafka_t*, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t*,
+                                             void*)) {
+    char errstr[512] = {};
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    auto set = [&](std::string const& name, std::string const& value) {
+        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            throw std::invalid_argument("kafka property '" + name + "': " + errstr);
+        }
+    };
+    set("bootstrap.servers", bootstrap_servers);
+    for (auto const& [name, value] : settings) {
+        set(name, value);
+    }
+    for (auto const& [name, value] : properties) {
+        if (type == RD_KAFKA_PRODUCER || !producer_only(name)) {
+            set(name, value);
+        }
+    }
+    if (opaque != nullptr) {
+        rd_kafka_conf_set_opaque(conf, opaque);
+    }
+    if (rebalance_cb != nullptr) {
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    }
+    rd_kafka_t* rk = rd_kafka_new(type, conf, errstr, sizeof errstr);
+    if (rk == nullptr) {
+        rd_kafka_conf_destroy(conf);
+        throw std::runtime_error(std::string("kafka client configuration refused: ") + errstr);
+    }
+    return rk;
+}
+
+} // namespace kafka::detail

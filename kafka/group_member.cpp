@@ -1,0 +1,217 @@
+#include "kafka/group_member.hpp"
+
+#include "kafka/client.hpp"
+
+#include "metrics/registry.hpp"
+
+#include <librdkafka/rdkafka.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+namespace kafka {
+
+struct group_member::impl {
+    group_member_config config;
+    group_events events;
+    rd_kafka_t* rk = nullptr;
+    std::atomic<bool> stop{false};
+    std::thread loop;
+    mutable std::mutex mutex;
+    std::set<std::int32_t> owned;
+    std::string member;
+    std::atomic<std::uint64_t> rebalances{0};
+    // An assignment (even an empty one) was received: see ~group_member.
+    std::atomic<bool> assigned_once{false};
+    // steady_clock nanoseconds until which the lease holds (see lease_valid).
+    std::atomic<std::int64_t> lease_until{0};
+    // Time spent in rebalance callbacks since the loop last looked (only
+    // touched by the member's thread): not a pause of the process.
+    std::chrono::steady_clock::duration in_callbacks{};
+    metrics::counter& rebalance_count;
+    metrics::histogram& rebalance_seconds;
+    metrics::gauge& partitions_gauge;
+
+    impl(group_member_config c, group_events e, metrics::registry& r)
+        : config(std::move(c)),
+          events(std::move(e)),
+          rebalance_count(r.add_counter("couch_bridge_group_rebalances_total",
+                                        "Rebalances of the bridge group this instance took part in")),
+          rebalance_seconds(r.add_histogram("couch_bridge_group_rebalance_seconds",
+                                            "Time this instance spent handling one rebalance (starting or "
+                                            "releasing databases)",
+                                            metrics::exponential_buckets(0.001, 2.0, 16))),
+          partitions_gauge(r.add_gauge("couch_bridge_group_partitions", "Assignment partitions this instance owns")) {}
+
+    void on_rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts) {
+        auto const started = std::chrono::steady_clock::now();
+        if (char* id = rd_kafka_memberid(rk)) {
+            std::lock_guard lock(mutex);
+            member = id;
+            rd_kafka_mem_free(rk, id);
+        }
+        std::vector<std::int32_t> list;
+        for (int i = 0; i < parts->cnt; ++i) {
+            list.push_back(parts->elems[i].partition);
+        }
+        std::sort(list.begin(), list.end());
+        bool const cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+            assigned_once.store(true);
+            {
+                std::lock_guard lock(mutex);
+                owned.insert(list.begin(), list.end());
+                partitions_gauge.set(static_cast<double>(owned.size()));
+            }
+            if (!list.empty()) {
+                spdlog::info("group {}: assigned {} partition(s) of {}", config.group, list.size(), config.topic);
+                events.assigned(list);
+            }
+            if (cooperative) {
+                if (auto* e = rd_kafka_incremental_assign(rk, parts)) {
+                    spdlog::error("group {}: incremental assign failed: {}", config.group, rd_kafka_error_string(e));
+                    rd_kafka_error_destroy(e);
+                }
+            } else {
+                rd_kafka_assign(rk, parts);
+            }
+        } else {
+            bool const lost = rd_kafka_assignment_lost(rk) != 0;
+            if (!list.empty()) {
+                spdlog::info("group {}: {} {} partition(s)", config.group, lost ? "lost" : "revoked", list.size());
+                events.revoked(list, lost);
+            }
+            {
+                std::lock_guard lock(mutex);
+                for (auto p : list) {
+                    owned.erase(p);
+                }
+                partitions_gauge.set(static_cast<double>(owned.size()));
+            }
+            if (cooperative) {
+                if (auto* e = rd_kafka_incremental_unassign(rk, parts)) {
+                    rd_kafka_error_destroy(e);
+                }
+            } else {
+                rd_kafka_assign(rk, nullptr);
+            }
+        }
+        rebalances.fetch_add(1);
+        rebalance_count.inc();
+        auto const spent = std::chrono::steady_clock::now() - started;
+        in_callbacks += spent;
+        rebalance_seconds.observe(std::chrono::duration<double>(spent).count());
+    }
+};
+
+namespace {
+
+void rebalance_cb(rd_kafka_t*, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts, void* opaque) {
+    static_cast<group_member::impl*>(opaque)->on_rebalance(err, parts);
+}
+
+} // namespace
+
+group_member::group_member(group_member_config config, group_events events, metrics::registry& registry)
+    : impl_(std::make_unique<impl>(std::move(config), std::move(events), registry)) {
+    auto const& c = impl_->config;
+    // The operator's properties come last and win, as for the producer.
+    impl_->rk = detail::make_client(
+        RD_KAFKA_CONSUMER, c.bootstrap_servers,
+        {{"group.id", c.group},
+         {"partition.assignment.strategy", "cooperative-sticky"},
+         {"session.timeout.ms", std::to_string(c.session_timeout.count())},
+         {"heartbeat.interval.ms", std::to_string(std::max<std::int64_t>(100, c.session_timeout.count() / 5))},
+         {"enable.auto.commit", "false"}},
+        c.properties, impl_.get(), &rebalance_cb);
+    rd_kafka_poll_set_consumer(impl_->rk);
+    rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, c.topic.c_str(), RD_KAFKA_PARTITION_UA);
+    auto err = rd_kafka_subscribe(impl_->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_destroy(impl_->rk);
+        throw std::runtime_error("cannot join group " + c.group + ": " + rd_kafka_err2str(err));
+    }
+    impl_->loop = std::thread([self = impl_.get()] {
+        using clock = std::chrono::steady_clock;
+        auto const lease = self->config.session_timeout / 3;
+        auto const heartbeat = std::max(std::chrono::milliseconds(100), self->config.session_timeout / 5);
+        auto last = clock::now();
+        auto hold_until = clock::time_point{};
+        while (!self->stop.load()) {
+            auto const now = clock::now();
+            auto const gap = now - last - std::exchange(self->in_callbacks, clock::duration{});
+            if (gap >= lease) {
+                // This thread did not run for a long while: the group may
+                // have moved the partitions meanwhile. No lease until the
+                // heartbeats had the time to find out.
+                self->lease_until.store(0);
+                hold_until = now + 2 * heartbeat;
+                spdlog::warn("group {}: this process did not run for {} ms; holding its databases for {} ms until "
+                             "the group confirms or moves them",
+                             self->config.group,
+                             std::chrono::duration_cast<std::chrono::milliseconds>(gap).count(),
+                             std::chrono::duration_cast<std::chrono::milliseconds>(2 * heartbeat).count());
+            } else if (now >= hold_until) {
+                self->lease_until.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                            (now + lease).time_since_epoch())
+                                            .count());
+            }
+            last = now;
+            if (rd_kafka_message_t* m = rd_kafka_consumer_poll(self->rk, 100)) {
+                if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                    spdlog::warn("group {}: {}", self->config.group, rd_kafka_message_errstr(m));
+                }
+                rd_kafka_message_destroy(m);
+            }
+        }
+        // Leaving revokes what is owned (through the callback) first.
+        rd_kafka_consumer_close(self->rk);
+    });
+}
+
+group_member::~group_member() {
+    impl_->stop.store(true);
+    impl_->loop.join();
+    if (!impl_->assigned_once.load()) {
+        // librdkafka before 2.3 asserts when a cooperative-sticky consumer
+        // that never received an assignment is destroyed (its assignor state
+        // is still null: librdkafka issue 4312, fixed in 2.3.0; Debian 12 has
+        // 2.0.2). The member left the group in consumer_close above; the
+        // handle is left to the process' exit rather than aborting it.
+        spdlog::debug("group {}: leaving the consumer handle to process exit (no assignment was ever received)",
+                      impl_->config.group);
+        return;
+    }
+    rd_kafka_destroy(impl_->rk);
+}
+
+bool group_member::lease_valid() const noexcept {
+    auto const now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now().time_since_epoch())
+                         .count();
+    return now < impl_->lease_until.load(std::memory_order_relaxed);
+}
+
+std::string group_member::member_id() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->member;
+}
+
+std::vector<std::int32_t> group_member::partitions() const {
+    std::lock_guard lock(impl_->mutex);
+    return {impl_->owned.begin(), impl_->owned.end()};
+}
+
+std::uint64_t group_member::rebalances() const { return impl_->rebalances.load(); }
+
+} // namespace kafka

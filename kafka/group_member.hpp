@@ -1,0 +1,72 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace metrics {
+class registry;
+}
+
+namespace kafka {
+
+struct group_member_config {
+    std::string bootstrap_servers;
+    std::vector<std::pair<std::string, std::string>> properties; // client properties (security, ...)
+    std::string group;  // the consumer group (group.id)
+    std::string topic;  // the control topic whose partitions are handed out; it holds no data
+    std::chrono::milliseconds session_timeout{10000};
+};
+
+// What a member is told when the group moves partitions. Both run on the
+// member's own thread, inside the rebalance: the group waits for them, so a
+// revoked partition is released only once `revoked` returned (bounded by the
+// rebalance timeout). `lost` is true when the partitions were taken away
+// without a revoke (the session expired): someone else may own them already.
+struct group_events {
+    std::function<void(std::vector<std::int32_t> const&)> assigned;
+    std::function<void(std::vector<std::int32_t> const& partitions, bool lost)> revoked;
+};
+
+// Membership of a Kafka consumer group, used for its protocol only
+// (membership, failure detection, assignment), the way Kafka Connect uses it:
+// the partitions of `topic` are units of ownership, never read. The
+// cooperative-sticky assignor moves only the partitions that must move.
+//
+// A thread of its own polls the consumer (heartbeats and rebalances).
+// Construction subscribes and returns at once; destruction leaves the group
+// (the current partitions are revoked through `revoked` first).
+class group_member {
+public:
+    // Throws std::runtime_error (bad configuration, subscribe refused).
+    group_member(group_member_config config, group_events events, metrics::registry& registry);
+    ~group_member();
+    group_member(group_member const&) = delete;
+    group_member& operator=(group_member const&) = delete;
+
+    // Whether this member may act on its partitions now (thread-safe,
+    // cheap). A lease renewed by the member's thread while it runs without
+    // gaps: a process that was paused (SIGSTOP, a VM freeze, a long stall)
+    // past a third of the session timeout finds its lease expired when it
+    // resumes, and gets it back only after two heartbeat intervals went by
+    // without the group taking its partitions away (had it, `revoked` with
+    // lost=true has run by then). So a paused member does not act on
+    // partitions that may have moved while it did not run.
+    bool lease_valid() const noexcept;
+
+    // Thread-safe snapshots.
+    std::string member_id() const;
+    std::vector<std::int32_t> partitions() const;
+    std::uint64_t rebalances() const;
+
+    struct impl;
+
+private:
+    std::unique_ptr<impl> impl_;
+};
+
+} // namespace kafka
