@@ -48,6 +48,7 @@ PUBLISHED = "couch_bridge_records_published_total"
 SKIPPED = "couch_bridge_records_skipped_total"
 PRODUCED = "couch_bridge_kafka_produced_total"
 CKPT_WRITES = "couch_bridge_checkpoint_writes_total"
+ROW_ACK = "couch_bridge_row_ack_latency_seconds"
 
 SIZES = {
     "full": dict(source_dbs=4, source_changes=250_000, baseline_changes=5_000, idle_dbs=1000, idle_changes=5,
@@ -56,13 +57,22 @@ SIZES = {
                  # (label, row rate per database or 0 for unpaced, databases, changes per database)
                  paces=[("full speed", 0, 1, 200_000), ("10,000/s x 1", 10000, 1, 100_000),
                         ("6,000/s x 1", 6000, 1, 60_000),
-                        ("500/s x 10", 500, 10, 5_000), ("10/s x 100", 10, 100, 100)]),
+                        ("500/s x 10", 500, 10, 5_000), ("200/s x 1", 200, 1, 4_000),
+                        ("10/s x 100", 10, 100, 100)],
+                 # (label, payload, document bytes, --max-in-flight-bytes, changes)
+                 memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 300),
+                         ("stub, 1 MiB docs, 64 MiB window", "stub", 1 << 20, 64 << 20, 300),
+                         ("stub+doc, 0.9 MiB docs, 8 MiB window", "stub+doc", 900_000, 8 << 20, 300),
+                         ("stub+doc, 0.9 MiB docs, 64 MiB window", "stub+doc", 900_000, 64 << 20, 300)]),
     "smoke": dict(source_dbs=2, source_changes=3_000, baseline_changes=300, idle_dbs=20, idle_changes=5,
                   idle_settle_s=1, idle_window_s=2, ckpt_dbs=[1, 5], ckpt_total=4_000,
                   ckpt_live_interval_ms=100, ckpt_live_window_s=2, micro_min_time=0.01,
                   paces=[("full speed", 0, 1, 5_000), ("10,000/s x 1", 10000, 1, 5_000),
                          ("6,000/s x 1", 6000, 1, 3_000),
-                         ("500/s x 10", 500, 10, 250), ("10/s x 100", 10, 100, 5)]),
+                         ("500/s x 10", 500, 10, 250), ("200/s x 1", 200, 1, 200),
+                         ("10/s x 100", 10, 100, 5)],
+                  memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 20),
+                          ("stub+doc, 0.9 MiB docs, 8 MiB window", "stub+doc", 900_000, 8 << 20, 20)]),
 }
 
 GOALS = {
@@ -142,6 +152,40 @@ def scrape(port):
     return sums
 
 
+def scrape_histogram(port, name):
+    """The cumulative bucket counts of histogram `name` (summed over its
+    other labels), as a sorted list of (upper bound, count)."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        text = r.read().decode()
+    buckets = {}
+    pattern = re.compile(r'^%s_bucket\{(?:.*,)?le="([^"]+)"(?:,.*)?\}\s+(\S+)' % re.escape(name))
+    for line in text.splitlines():
+        m = pattern.match(line)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            buckets[le] = buckets.get(le, 0.0) + float(m.group(2))
+    return sorted(buckets.items())
+
+
+def histogram_quantile(q, before, after):
+    """The q-quantile of the observations made between two scrapes of one
+    histogram, interpolated linearly inside its bucket (as Prometheus'
+    histogram_quantile does); None when nothing was observed."""
+    old = dict(before)
+    delta = [(le, c - old.get(le, 0.0)) for le, c in after]
+    if not delta or delta[-1][1] <= 0:
+        return None
+    rank = q * delta[-1][1]
+    lower, below = 0.0, 0.0
+    for le, c in delta:
+        if c >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * ((rank - below) / (c - below) if c > below else 1.0)
+        lower, below = le, c
+    return lower
+
+
 def delivered(m):
     """Rows the bridge is done with: acknowledged by Kafka, or skipped by rule."""
     return m.get(PUBLISHED, m.get(PRODUCED, 0.0)) + m.get(SKIPPED, 0.0)
@@ -177,17 +221,18 @@ class Runner:
             port = int(f.read())
         return proc, "http://127.0.0.1:%d" % port
 
-    def start_bridge(self, name, couch_url, databases):
+    def start_bridge(self, name, couch_url, databases, variant=None):
         http_port = free_port()
         ckpt = os.path.join(self.work, name + "-checkpoints")
         logf = open(os.path.join(self.work, name + ".log"), "w")
-        cmd = [self.args.bridge_binary, "--couch-url", couch_url, "--kafka-brokers", self.args.brokers,
+        binary, extra = (variant["binary"], variant["args"]) if variant else (self.args.bridge_binary, [])
+        cmd = [binary, "--couch-url", couch_url, "--kafka-brokers", self.args.brokers,
                "--checkpoint-dir", ckpt, "--initial-since", "0", "--http-listen", "127.0.0.1:%d" % http_port,
                "--log-level", "warn"]
         for db in databases:
             cmd += ["--db", db]
         # Extra bridge flags for A/B runs (e.g. CKB_BENCH_BRIDGE_ARGS="--io-threads 1").
-        cmd += os.environ.get("CKB_BENCH_BRIDGE_ARGS", "").split()
+        cmd += os.environ.get("CKB_BENCH_BRIDGE_ARGS", "").split() + extra
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         deadline = time.monotonic() + 120
@@ -368,53 +413,100 @@ class Runner:
         with urllib.request.urlopen(url + "/_bench/stats", timeout=10) as r:
             return json.load(r)["rows_served"]
 
+    def variants(self):
+        """The bridges to compare (--variant NAME=BINARY [ARGS]); without
+        any, the one bridge binary under the name ""."""
+        out = []
+        for v in self.args.variant:
+            name, _, rest = v.partition("=")
+            words = rest.split()
+            if not name or not words:
+                raise ValueError("--variant wants NAME=BINARY [ARGS], not %r" % v)
+            out.append(dict(name=name, binary=words[0], args=words[1:]))
+        return out or [dict(name="", binary=self.args.bridge_binary, args=[])]
+
     def scenario_pace(self):
         rows = []
-        for label, rate, dbs, n in self.size["paces"]:
+        variants = self.variants()
+        for index, (label, rate, dbs, n) in enumerate(self.size["paces"]):
             total = dbs * n
             log("pace %s: %d databases x %d changes, CouchDB framing" % (label, dbs, n))
             source, url = self.start_source("source-pace-%d-%d" % (rate, dbs), dbs, n,
                                             ["--couchdb-like", "--row-rate", str(rate)])
             names = ["bench-%04d" % i for i in range(dbs)]
             read_s, read_cpu = self.plain_read(url, names)
-            served0 = self.rows_served(url)
-            bridge, port = self.start_bridge("bridge-pace-%d-%d" % (rate, dbs), url, names)
-            perf = None
-            if self.args.perf and rate == 6000:
-                perf = self.start_perf(bridge.pid, "perf-pace-%d" % rate)
-            src_cpu0 = cpu_seconds(source.pid)
-            # The window starts when the source has served the bridge a row,
-            # not at the bridge's first rows-read count: at 10/s x 100 that
-            # counter first moved near the end of the feeds (a window of
-            # 0.2 s for 10 s of work in the first run).
-            deadline = time.monotonic() + 120
-            while self.rows_served(url) <= served0:
-                if bridge.poll() is not None or time.monotonic() > deadline:
-                    raise Scenario_failed("the bridge read nothing from the paced source")
-                time.sleep(0.02)
-            start = dict(t=time.monotonic(), cpu=cpu_seconds(bridge.pid), m=scrape(port))
-            switches0 = context_switches(bridge.pid)
-            _, last = self.wait_delivered(bridge, port, total)
-            switches = context_switches(bridge.pid) - switches0
-            first = start
-            src_cpu = cpu_seconds(source.pid) - src_cpu0
-            if perf:
-                self.results["perf_6000"] = self.finish_perf(perf)
-            changes = delivered(last["m"]) - delivered(first["m"])
-            secs = last["t"] - first["t"]
-            rc = self.stop(bridge)
-            self.stop(source)
             read_rate = total / read_s if read_s > 0 else None
-            bridge_rate = changes / secs if secs > 0 else None
-            rows.append(dict(
-                pace=label, rate=rate, databases=dbs, changes=total,
-                read_changes_per_s=read_rate, read_cpu_us_per_change=read_cpu * 1e6 / total,
-                bridge_changes_per_s=bridge_rate,
-                bridge_cpu_us_per_change=(last["cpu"] - first["cpu"]) * 1e6 / changes if changes else None,
-                ratio=bridge_rate / read_rate if bridge_rate and read_rate else None,
-                switches_per_change=switches / changes if changes else None,
-                source_cpu_us_per_change=src_cpu * 1e6 / total, exit_code=rc))
+            # Variants take turns on the same source (each reads every feed
+            # from 0), in alternating order from one pace to the next, so
+            # that a drift of the machine's speed does not favour one.
+            order = variants if index % 2 == 0 else list(reversed(variants))
+            for variant in order:
+                tag = "-" + variant["name"] if variant["name"] else ""
+                row = self.pace_bridge(rate, dbs, total, source, url, names, variant, tag)
+                row.update(pace=label, rate=rate, databases=dbs, changes=total, variant=variant["name"],
+                           read_changes_per_s=read_rate, read_cpu_us_per_change=read_cpu * 1e6 / total)
+                row["ratio"] = row["bridge_changes_per_s"] / read_rate \
+                    if row["bridge_changes_per_s"] and read_rate else None
+                rows.append(row)
+            self.stop(source)
+        # Keep the table grouped by pace, in the variants' given order.
+        names_order = [v["name"] for v in variants]
+        rows.sort(key=lambda r: ([p[0] for p in self.size["paces"]].index(r["pace"]),
+                                 names_order.index(r["variant"])))
         self.results["pace"] = rows
+
+    def pace_bridge(self, rate, dbs, total, source, url, names, variant, tag):
+        """One bridge catching up on the paced source from 0: its figures."""
+        served0 = self.rows_served(url)
+        source_pid = source.pid
+        bridge, port = self.start_bridge("bridge-pace-%d-%d%s" % (rate, dbs, tag), url, names, variant)
+        perf = None
+        if self.args.perf and rate == 6000:
+            perf = self.start_perf(bridge.pid, "perf-pace-%d%s" % (rate, tag))
+        src_cpu0 = cpu_seconds(source_pid)
+        # The window starts when the source has served the bridge a row,
+        # not at the bridge's first rows-read count: at 10/s x 100 that
+        # counter first moved near the end of the feeds (a window of
+        # 0.2 s for 10 s of work in the first run).
+        deadline = time.monotonic() + 120
+        while self.rows_served(url) <= served0:
+            if bridge.poll() is not None or time.monotonic() > deadline:
+                raise Scenario_failed("the bridge read nothing from the paced source")
+            time.sleep(0.02)
+        start = dict(t=time.monotonic(), cpu=cpu_seconds(bridge.pid), m=scrape(port))
+        switches0 = context_switches(bridge.pid)
+        # Latency is taken over the rows after the first tenth: the first
+        # records of a fresh producer wait for its broker connection, its
+        # producer id and the topics' metadata (up to a second), which says
+        # nothing about the steady state.
+        lat0 = []
+        while True:
+            if bridge.poll() is not None:
+                raise Scenario_failed("the bridge exited with %s during the run" % bridge.returncode)
+            if delivered(scrape(port)) >= total / 10:
+                lat0 = scrape_histogram(port, ROW_ACK)
+                break
+            time.sleep(0.02)
+        _, last = self.wait_delivered(bridge, port, total)
+        switches = context_switches(bridge.pid) - switches0
+        lat1 = scrape_histogram(port, ROW_ACK)
+        first = start
+        src_cpu = cpu_seconds(source_pid) - src_cpu0
+        if perf:
+            self.results["perf_6000"] = self.finish_perf(perf)
+            self.results["perf_6000"]["variant"] = variant["name"]
+        changes = delivered(last["m"]) - delivered(first["m"])
+        secs = last["t"] - first["t"]
+        rc = self.stop(bridge)
+        bridge_rate = changes / secs if secs > 0 else None
+        p50, p99 = histogram_quantile(0.5, lat0, lat1), histogram_quantile(0.99, lat0, lat1)
+        return dict(
+            bridge_changes_per_s=bridge_rate,
+            bridge_cpu_us_per_change=(last["cpu"] - first["cpu"]) * 1e6 / changes if changes else None,
+            switches_per_change=switches / changes if changes else None,
+            latency_p50_ms=p50 * 1e3 if p50 is not None else None,
+            latency_p99_ms=p99 * 1e3 if p99 is not None else None,
+            source_cpu_us_per_change=src_cpu * 1e6 / changes if changes else None, exit_code=rc)
 
     def start_perf(self, pid, name):
         """`perf record -g` on the bridge until finish_perf(); None when perf
@@ -454,6 +546,32 @@ class Runner:
             return [re.sub(r"(\s+-)+\s*$", "", l.rstrip()) for l in text.splitlines()
                     if l.strip() and not l.startswith("#")]
         return dict(symbols=keep(by_symbol)[:25], dsos=keep(by_dso)[:12], inclusive=keep(inclusive)[:30])
+
+    def scenario_memory(self):
+        """Peak RSS while catching up one database of large documents, per
+        payload mode and in-flight byte window (issue #16's memory bound)."""
+        rows = []
+        for label, payload, doc_bytes, window, n in self.size["memory"]:
+            log("memory %s: %d changes" % (label, n))
+            source, url = self.start_source("source-mem-%s-%d" % (payload.replace("+", ""), window), 1, n,
+                                            ["--pool", "8", "--doc-min-bytes", str(doc_bytes),
+                                             "--doc-max-bytes", str(doc_bytes), "--couchdb-like"])
+            variant = dict(name="", binary=self.args.bridge_binary,
+                           args=["--payload", payload, "--max-in-flight-bytes", str(window),
+                                 "--kafka-property", "message.max.bytes=1000000"])
+            bridge, port = self.start_bridge("bridge-mem-%s-%d" % (payload.replace("+", ""), window), url,
+                                             ["bench-0000"], variant)
+            base = memory_kib(bridge.pid)
+            first, last = self.wait_delivered(bridge, port, n)
+            mem = memory_kib(bridge.pid)
+            rc = self.stop(bridge)
+            self.stop(source)
+            rows.append(dict(label=label, payload=payload, doc_bytes=doc_bytes, window_mib=window / (1 << 20),
+                             changes=n, start_rss_mib=base.get("VmRSS", 0) / 1024,
+                             peak_rss_mib=mem.get("VmHWM", 0) / 1024,
+                             changes_per_s=n / (last["t"] - first["t"]) if last["t"] > first["t"] else None,
+                             exit_code=rc))
+        self.results["memory"] = rows
 
     def scenario_micro(self):
         log("microbenchmarks")
@@ -537,17 +655,30 @@ def micro_table(rows):
 
 
 def pace_table(rows):
-    lines = ["| pace | databases | changes | plain read changes/s | plain read CPU µs/change | "
-             "bridge changes/s | bridge CPU µs/change | bridge context switches/change | catch-up ÷ plain read | "
-             "source CPU µs/change |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    variants = any(p.get("variant") for p in rows)
+    head = ["pace", "databases", "changes"] + (["bridge"] if variants else []) + [
+        "plain read changes/s", "plain read CPU µs/change", "bridge changes/s", "bridge CPU µs/change",
+        "bridge context switches/change", "catch-up ÷ plain read", "row→ack p50 ms", "row→ack p99 ms",
+        "source CPU µs/change"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for p in rows:
-        lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |"
-                     % (p["pace"], p["databases"], fmt(p["changes"]), fmt(p["read_changes_per_s"], 0),
-                        fmt(p["read_cpu_us_per_change"], 2), fmt(p["bridge_changes_per_s"], 0),
-                        fmt(p["bridge_cpu_us_per_change"], 2), fmt(p.get("switches_per_change"), 2),
-                        "%s×" % fmt(p["ratio"], 2) if p["ratio"] is not None else "n/a",
-                        fmt(p["source_cpu_us_per_change"], 2)))
+        cells = [p["pace"], "%d" % p["databases"], fmt(p["changes"])] + ([p.get("variant", "")] if variants else []) + [
+            fmt(p["read_changes_per_s"], 0), fmt(p["read_cpu_us_per_change"], 2), fmt(p["bridge_changes_per_s"], 0),
+            fmt(p["bridge_cpu_us_per_change"], 2), fmt(p.get("switches_per_change"), 2),
+            "%s×" % fmt(p["ratio"], 2) if p["ratio"] is not None else "n/a",
+            fmt(p.get("latency_p50_ms"), 2), fmt(p.get("latency_p99_ms"), 2),
+            fmt(p["source_cpu_us_per_change"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def memory_table(rows):
+    lines = ["| catch-up of one database | changes | RSS at start MiB | peak RSS MiB | peak − start MiB | changes/s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for m in rows:
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+            m["label"], fmt(m["changes"]), fmt(m["start_rss_mib"]), fmt(m["peak_rss_mib"]),
+            fmt(m["peak_rss_mib"] - m["start_rss_mib"]), fmt(m["changes_per_s"], 0)))
     return "\n".join(lines)
 
 
@@ -577,8 +708,9 @@ def pace_section(args, runner, old):
              pace_table(r.get("pace", [])), ""]
     perf = r.get("perf_6000")
     if perf:
-        parts += ["`perf record -e cpu-clock -F 999 -g` of the bridge during the 6,000/s catch-up (self time "
-                  "by shared object, then by symbol above 1.5 %):", "", "```"]
+        parts += ["`perf record -e cpu-clock -F 999 -g` of the bridge%s during the 6,000/s catch-up (self time "
+                  "by shared object, then by symbol above 1.5 %%):" % (
+                      " `%s`" % perf["variant"] if perf.get("variant") else ""), "", "```"]
         parts += perf["dsos"] + [""] + perf["symbols"] + ["```", ""]
         parts += ["Inclusive (children) time by symbol above 4 %:", "", "```"] + perf.get("inclusive", []) + \
             ["```", ""]
@@ -759,6 +891,9 @@ def main():
     p.add_argument("--scenarios", default="micro,throughput,idle,checkpoints,pace")
     p.add_argument("--perf", action="store_true", help="profile the bridge with perf at the 6,000/s pace")
     p.add_argument("--keep-work", action="store_true")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=BINARY [ARGS]",
+                   help="pace scenario: compare these bridges side by side (repeatable), e.g. "
+                        "'before=/tmp/old/couch-kafka-bridge' 'after=build/release/bridge/couch-kafka-bridge'")
     p.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
                    help="override one size of the mode, e.g. source_changes=50000 (repeatable)")
     args = p.parse_args()
@@ -774,7 +909,7 @@ def main():
     try:
         for name, fn in [("micro", runner.scenario_micro), ("throughput", runner.scenario_source_and_bridge),
                          ("idle", runner.scenario_idle), ("checkpoints", runner.scenario_checkpoints),
-                         ("pace", runner.scenario_pace)]:
+                         ("pace", runner.scenario_pace), ("memory", runner.scenario_memory)]:
             if name not in wanted:
                 continue
             try:
@@ -801,6 +936,9 @@ def main():
     if "pace" in runner.results:
         print()
         print(pace_table(runner.results["pace"]))
+    if "memory" in runner.results:
+        print()
+        print(memory_table(runner.results["memory"]))
     for line in runner.results.get("perf_6000", {}).get("symbols", []):
         print(line)
     print()

@@ -554,6 +554,7 @@ int run_bridge(config const& cfg) {
     feed_template.on_recreate = cfg.on_recreate == "fail" ? couch::feed_options::recreate_policy::fail
                                                           : couch::feed_options::recreate_policy::restart;
     feed_template.heartbeat = cfg.couch_heartbeat;
+    feed_template.read_coalesce = cfg.couch_read_coalesce;
     try {
         feed_template.selector = selector_text(cfg.selector);
         feed_template.doc_ids = read_doc_ids(cfg.doc_ids_file);

@@ -23,6 +23,8 @@ struct config {
     // Continuous-feed heartbeat; the feed's watchdog declares a silent
     // connection dead after twice this long.
     std::chrono::milliseconds couch_heartbeat{10000};
+    // Read coalescing of a busy feed (couch::feed_options::read_coalesce); 0: off.
+    std::chrono::microseconds couch_read_coalesce{2000};
     int couch_max_connecting = 16;       // connection attempts in flight at once against the CouchDB server
     std::string on_recreate = "restart"; // restart | fail
     // Discovery: the databases whose whole name matches a pattern (ECMAScript)

@@ -362,7 +362,7 @@ struct changes_feed::impl {
         // 256 KiB per read: while catching up a read fills it, and fewer,
         // larger reads mean fewer syscalls and event-loop wake-ups per row
         // (the parser's per-call arena grows with it; see changes_parser).
-        auto const b = buf_.prepare(256 * 1024);
+        auto const b = buf_.prepare(read_size);
         std::size_t n = 0;
         if (c.tls) {
             n = co_await c.tls->async_read_some(b, asio::redirect_error(asio::use_awaitable, ec));
@@ -823,9 +823,57 @@ struct changes_feed::impl {
         }
     }
 
+    // Read coalescing (feed_options::read_coalesce). Engaged after a read
+    // that came less than half the interval after the previous one; kept while a
+    // wait is rewarded with more than one row; never after a read of a
+    // quarter of the buffer or more (a source that fast, over 32 MB/s at the
+    // default 2 ms, is read flat out, so the wait never throttles it).
+    asio::awaitable<void> coalesce_wait() {
+        if (!coalesce_) {
+            slept_ = false;
+            co_return;
+        }
+        // On a grid of the interval shared by every feed of the process: the
+        // waits of many busy feeds end together, in one wake-up of the loop,
+        // rather than one each. Ends between 1/2 and 3/2 of the interval
+        // after the previous read.
+        using clock = std::chrono::steady_clock;
+        auto const grid = std::chrono::duration_cast<clock::duration>(opt_.read_coalesce);
+        auto const earliest = (last_read_ + grid / 2).time_since_epoch();
+        auto const until = clock::time_point(((earliest + grid - clock::duration(1)) / grid) * grid);
+        if (std::chrono::steady_clock::now() < until) {
+            timer_.expires_at(until);
+            error_code ec;
+            co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        }
+        slept_ = true;
+    }
+
+    // `rows`: rows parsed from the read (seq_interval rows the parser holds
+    // back count too).
+    void coalesce_after_read(std::size_t bytes, std::uint64_t rows) {
+        auto const now = std::chrono::steady_clock::now();
+        if (opt_.read_coalesce.count() <= 0 || bytes >= coalesce_max_bytes) {
+            // Flat out: a source this fast fills the buffer while we work.
+            coalesce_ = false;
+        } else if (slept_) {
+            coalesce_ = rows >= 2;
+        } else {
+            // Rows at least twice as often as the interval: a wait pays.
+            coalesce_ = rows > 0 && now - last_read_ < opt_.read_coalesce / 2;
+        }
+        last_read_ = now;
+    }
+
     asio::awaitable<void> read_body() {
         auto const gen = generation_;
+        std::optional<std::size_t> read_bytes;
         if (buf_.size() == 0) {
+            co_await coalesce_wait();
+            throw_if_stopped();
+            if (gen != generation_) {
+                co_return;
+            }
             conn_->tcp().expires_after(catching_up_ ? opt_.request_timeout : 2 * opt_.heartbeat);
             error_code ec;
             auto const n = co_await read_some(*conn_, ec);
@@ -833,6 +881,7 @@ struct changes_feed::impl {
             if (gen != generation_) {
                 co_return;
             }
+            read_bytes = n;
             status_.bytes_read += n;
             probe_.bytes.inc(static_cast<double>(n));
             if (ec) {
@@ -860,6 +909,7 @@ struct changes_feed::impl {
         auto const data = buf_.cdata();
         std::string_view in(static_cast<char const*>(data.data()), data.size());
         auto const before = ready_.size();
+        auto const parsed_before = parser_.rows_parsed();
         error_code ec;
         bool end = false;
         if (framing_ == framing::chunked) {
@@ -894,6 +944,9 @@ struct changes_feed::impl {
         }
         buf_.consume(buf_.size());
         took_rows(before);
+        if (read_bytes) {
+            coalesce_after_read(*read_bytes, parser_.rows_parsed() - parsed_before);
+        }
         if (ec) {
             parse_error(ec);
             co_return;
@@ -904,6 +957,8 @@ struct changes_feed::impl {
     }
 
     static constexpr std::size_t max_stray_bytes = 16 * 1024;
+    static constexpr std::size_t read_size = 256 * 1024;
+    static constexpr std::size_t coalesce_max_bytes = read_size / 4;
 
     // The server wrote something that is not a chunk-size line into the open
     // chunked body: CouchDB does this with a whole second response (a 404
@@ -1088,6 +1143,10 @@ struct changes_feed::impl {
     bool renewed_ = false;
     bool connected_ = false;
     std::chrono::steady_clock::time_point connected_at_;
+    // Read coalescing state (see coalesce_wait).
+    std::chrono::steady_clock::time_point last_read_;
+    bool coalesce_ = false;
+    bool slept_ = false;
     since position_;
     std::vector<row> ready_;
     std::chrono::milliseconds backoff_;

@@ -49,6 +49,14 @@ struct feed_options {
     // Deadline for connect + TLS + request + response header, and for reads
     // of a normal (catch-up) response.
     std::chrono::milliseconds request_timeout{60000};
+    // Read coalescing: while rows arrive faster than this (a CouchDB sends
+    // each row as its own chunk, thousands a second while catching up), wait
+    // until this long after the previous read before reading again, so that
+    // one wake-up reads, parses and hands out a dozen rows instead of one.
+    // Adds at most this much latency to a row, and only while the feed is
+    // busy: a feed whose rows come less often than this reads each at once.
+    // 0: read as soon as bytes arrive.
+    std::chrono::microseconds read_coalesce{2000};
     // Keep each row's document bytes (row::doc_text) for payloads that pass
     // the document through.
     bool keep_doc_text = false;
@@ -132,7 +140,8 @@ public:
 
     // The next batch of rows (>= 1 row, in feed order, each seq byte-exact;
     // see changes_parser for seq_interval rows with an empty seq, which are
-    // always followed in the same batch by a row with a seq). Transient
+    // followed in the same batch by a row with a seq, except after 4 MiB of
+    // them: a batch may then end on rows without a seq). Transient
     // trouble is handled inside with jittered exponential backoff; 401/403/404
     // are visible states retried slowly. Throws
     // boost::system::system_error(operation_aborted) after stop(). Rows of one

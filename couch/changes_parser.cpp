@@ -213,6 +213,7 @@ void changes_parser::reset(feed_kind kind) {
     kind_ = kind;
     pending_bytes_.clear();
     held_.clear();
+    held_bytes_ = 0;
     last_seq_ = {};
     pending_.reset();
     ended_ = false;
@@ -301,6 +302,7 @@ boost::system::error_code changes_parser::finish(std::vector<row>& out) {
             release_held(out);
         }
         held_.clear();
+        held_bytes_ = 0;
         return {};
     }
     if (nstate_ != nstate::done) {
@@ -314,13 +316,26 @@ boost::system::error_code changes_parser::finish(std::vector<row>& out) {
 void changes_parser::emit(row r, std::vector<row>& out) {
     ++rows_parsed_;
     if (r.seq.empty()) {
+        held_bytes_ += r.wire_bytes;
         held_.push_back(std::move(r));
+        if (held_bytes_ >= max_held_bytes) {
+            // Large documents: holding up to seq_interval of them (and their
+            // DOMs) would make memory grow with the document size. Hand
+            // them out without a seq; the consumer checkpoints only at rows
+            // that have one (see the class comment).
+            for (auto& h : held_) {
+                out.push_back(std::move(h));
+            }
+            held_.clear();
+            held_bytes_ = 0;
+        }
         return;
     }
     for (auto& h : held_) {
         out.push_back(std::move(h));
     }
     held_.clear();
+    held_bytes_ = 0;
     out.push_back(std::move(r));
 }
 
@@ -337,6 +352,7 @@ void changes_parser::release_held(std::vector<row>& out) {
         out.push_back(std::move(h));
     }
     held_.clear();
+    held_bytes_ = 0;
 }
 
 boost::system::error_code changes_parser::feed_continuous(std::string_view bytes, std::vector<row>& out) {

@@ -78,11 +78,18 @@ enum class feed_kind {
 // last row handed out by a normal-feed response that ends cleanly, because the
 // parser holds null-seq rows back until a row with a seq (or the response's
 // last_seq, which CouchDB makes equal to the last row's position) arrives, so a
-// checkpoint at the last row of any batch covers every row before it.
+// checkpoint at the last row of any batch covers every row before it. One
+// exception bounds memory: once the held rows reach max_held_bytes (large
+// documents), they are handed out at once, and a batch may then end on a
+// null-seq row; a consumer checkpoints only at rows that have a seq.
 //
 // Not thread-safe; one instance per response (or reset()).
 class changes_parser {
 public:
+    // Null-seq rows held back beyond this many wire bytes are handed out
+    // without waiting for a seq (see above).
+    static constexpr std::size_t max_held_bytes = std::size_t{4} << 20;
+
     explicit changes_parser(feed_kind kind, std::size_t max_row_bytes = std::size_t{64} << 20);
 
     // Parses `bytes` and appends every complete row to `out`. Returns an
@@ -140,6 +147,7 @@ private:
     std::size_t batch_bytes_ = 0; // size of the current feed() input, to size the first block
     std::string pending_bytes_; // a row/line that straddles feed() calls
     std::vector<row> held_;     // null-seq rows waiting for a seq (seq_interval)
+    std::size_t held_bytes_ = 0; // their wire bytes
     couch::seq last_seq_;
     std::optional<std::uint64_t> pending_;
     bool ended_ = false;

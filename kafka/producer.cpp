@@ -227,12 +227,74 @@ void producer::impl::kick() {
     [[maybe_unused]] auto n = ::write(pipe_write_, &wakeup, 1);
 }
 
+namespace {
+
+// The delivery reports of one serve(): posted once per executor (a
+// pipeline's strand) rather than one handler per message. librdkafka hands
+// over a produce response's reports together, so at a CouchDB's pace a
+// pipeline gets dozens of reports in one strand handler.
+struct report_batch {
+    struct group {
+        boost::asio::any_io_executor ex;
+        std::vector<std::pair<completion, delivery_report>> items;
+    };
+    std::vector<group> groups;
+    std::size_t last = 0;     // the group the previous report went to
+    std::size_t reports = 0;  // counted in in_flight_ until posted
+
+    // False when the report should be posted on its own (too many executors
+    // in one batch to look them up one by one).
+    bool add(boost::asio::any_io_executor const& ex, completion&& done, delivery_report const& report) {
+        if (last >= groups.size() || groups[last].ex != ex) {
+            auto it = std::find_if(groups.begin(), groups.end(), [&ex](group const& g) { return g.ex == ex; });
+            if (it == groups.end()) {
+                if (groups.size() >= max_groups) {
+                    return false;
+                }
+                it = groups.insert(groups.end(), group{ex, {}});
+            }
+            last = static_cast<std::size_t>(it - groups.begin());
+        }
+        groups[last].items.emplace_back(std::move(done), report);
+        ++reports;
+        return true;
+    }
+
+    static constexpr std::size_t max_groups = 64;
+};
+
+// The batch of the serve() running on this thread, if any: reports served by
+// other paths (flush(), retiring an instance) are posted one by one.
+thread_local report_batch* collecting = nullptr;
+
+} // namespace
+
 void producer::impl::serve() {
-    std::shared_lock lock(rk_mutex_);
-    if (rk_ != nullptr) {
-        // Serves everything queued right now; reports arriving meanwhile find
-        // the queue empty and signal the pipe again.
-        rd_kafka_poll(rk_, 0);
+    report_batch batch;
+    {
+        std::shared_lock lock(rk_mutex_);
+        if (rk_ != nullptr) {
+            // Serves everything queued right now; reports arriving meanwhile
+            // find the queue empty and signal the pipe again.
+            collecting = &batch;
+            struct reset {
+                ~reset() { collecting = nullptr; }
+            } const guard;
+            rd_kafka_poll(rk_, 0);
+        }
+    }
+    for (auto& g : batch.groups) {
+        boost::asio::post(g.ex, [items = std::move(g.items)]() {
+            for (auto const& [done, report] : items) {
+                done(report);
+            }
+        });
+    }
+    // Only now: in_flight() counts reports not yet posted (see wait_for_space).
+    if (batch.reports > 0) {
+        in_flight_.fetch_sub(batch.reports, std::memory_order_relaxed);
+        in_flight_gauge_.dec(static_cast<double>(batch.reports));
+        served_.fetch_add(batch.reports, std::memory_order_relaxed);
     }
 }
 
@@ -270,6 +332,9 @@ void producer::impl::on_delivery(rd_kafka_message_t const* msg) {
         error_counter(rd_kafka_err2name(msg->err)).inc();
         spdlog::debug("kafka producer: delivery to topic '{}' failed: {}", rd_kafka_topic_name(msg->rkt),
                       rd_kafka_err2str(msg->err));
+    }
+    if (collecting != nullptr && collecting->add(t->ex, std::move(t->done), report)) {
+        return; // posted and counted by serve()
     }
     boost::asio::post(t->ex, [done = std::move(t->done), report]() { done(report); });
     in_flight_.fetch_sub(1, std::memory_order_relaxed);

@@ -243,18 +243,23 @@ std::vector<doc_template> generate_pool(docgen_options const& opt)
         auto const target = r.between(opt.min_bytes, opt.max_bytes);
         // Pad with case-property-like fields until the size is reached (real
         // CommCare documents grow by their dynamic properties).
-        std::string text = json::serialize(o);
-        for (std::size_t k = 0; text.size() + id_rev_overhead < target; ++k) {
-            auto const missing = target - (text.size() + id_rev_overhead);
+        // The size is tracked, not re-serialized per property (that was
+        // quadratic: minutes for a 1 MiB document). Keys and values are
+        // plain letters, so `,"key":"value"` adds exactly key + value + 6.
+        std::size_t size = json::serialize(o).size();
+        for (std::size_t k = 0; size + id_rev_overhead < target; ++k) {
+            auto const missing = target - (size + id_rev_overhead);
             auto value = words_text(r, 1 + r.next() % 6);
             // Key + quotes + colon + comma is ~16 bytes; trim the last value
             // so the document lands close to its target size.
             if (value.size() + 16 > missing) {
                 value.resize(missing > 16 ? missing - 16 : 1);
             }
-            o["property_" + std::to_string(k)] = value;
-            text = json::serialize(o);
+            auto key = "property_" + std::to_string(k);
+            size += key.size() + value.size() + 6;
+            o[key] = value;
         }
+        std::string const text = json::serialize(o);
         // serialize() gives "{...}"; the tail is everything after "{".
         pool.push_back(doc_template{std::string(doc_type), text.substr(1)});
     }

@@ -58,6 +58,16 @@ BOOST_AUTO_TEST_CASE(heartbeat_and_in_flight_window_flags) {
     BOOST_TEST(parse({"--max-in-flight", "0"}).exit_code != 0);
 }
 
+BOOST_AUTO_TEST_CASE(read_coalescing_flag) {
+    BOOST_TEST(parse({}).cfg.couch_read_coalesce.count() == 2000);
+    auto r = parse({"--couch-read-coalesce-us", "0"});
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST(r.cfg.couch_read_coalesce.count() == 0);
+    BOOST_TEST(parse({"--couch-read-coalesce-us", "500"}).cfg.couch_read_coalesce.count() == 500);
+    BOOST_TEST(parse({"--couch-read-coalesce-us", "-1"}).exit_code != 0);
+    BOOST_TEST(parse({"--couch-read-coalesce-us", "1000000"}).exit_code != 0);
+}
+
 BOOST_AUTO_TEST_CASE(config_file_is_read_and_flags_win_over_it) {
     auto path = std::filesystem::temp_directory_path() / ("ckb-config-test-" + std::to_string(::getpid()) + ".toml");
     {

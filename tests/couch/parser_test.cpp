@@ -166,6 +166,41 @@ BOOST_AUTO_TEST_CASE(seq_interval_null_seqs_are_covered_by_a_later_seq) {
     BOOST_TEST((r.pending == std::optional<std::uint64_t>(3)));
 }
 
+// Large documents: the rows held back for a seq are handed out once they
+// reach max_held_bytes, so memory does not grow with seq_interval x the
+// document size (issue #16's memory bound); order and seqs stay exact.
+BOOST_AUTO_TEST_CASE(null_seq_rows_past_the_held_byte_limit_are_handed_out_early) {
+    std::string const big(1u << 20, 'x');
+    std::string body = R"({"results":[)";
+    int const n = 6;
+    for (int i = 0; i < n; ++i) {
+        body += i == 0 ? "" : ",";
+        auto const seq = i == n - 1 ? std::string(R"("6-g1AAAA")") : std::string("null");
+        auto const id = "d" + std::to_string(i);
+        body += R"({"seq":)" + seq + R"(,"id":")" + id + R"(","changes":[{"rev":"1-a"}],"doc":{"_id":")" + id +
+                R"(","_rev":"1-a","doc_type":"CommCareCase","pad":")" + big + R"("}})";
+    }
+    body += R"(],"last_seq":"6-g1AAAA","pending":0})";
+    couch::changes_parser p(couch::feed_kind::normal);
+    std::vector<couch::row> out;
+    // Everything but the envelope's end: the last row (with its seq) is
+    // not complete yet, so only the byte limit can have released rows.
+    auto const cut = body.find(R"({"seq":"6-g1AAAA")");
+    BOOST_REQUIRE(!p.feed(body.substr(0, cut), out));
+    std::size_t const limit_rows = (couch::changes_parser::max_held_bytes + big.size() - 1) / big.size();
+    BOOST_TEST(out.size() == limit_rows); // 4 rows of 1 MiB reach 4 MiB
+    for (auto const& r : out) {
+        BOOST_TEST(r.seq.empty());
+    }
+    BOOST_REQUIRE(!p.feed(body.substr(cut), out));
+    BOOST_REQUIRE(!p.finish(out));
+    BOOST_REQUIRE_EQUAL(out.size(), static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+        BOOST_TEST(out[static_cast<std::size_t>(i)].id == "d" + std::to_string(i));
+    }
+    BOOST_TEST(out.back().seq.raw_json() == R"("6-g1AAAA")");
+}
+
 BOOST_AUTO_TEST_CASE(empty_results_since_now) {
     auto const r = sweep("03h_changes_since_now.http", couch::feed_kind::normal);
     BOOST_TEST(!r.ec);

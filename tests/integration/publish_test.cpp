@@ -181,6 +181,19 @@ BOOST_AUTO_TEST_CASE(every_change_reaches_its_topic_with_exact_change_meta) {
         BOOST_TEST(r.key != "no-type");
     }
 
+    // Every acknowledged record was timed from its row's read to its
+    // acknowledgement (issue #16's row->ack histogram).
+    {
+        auto const text =
+            test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/metrics").body;
+        std::string const name = "couch_bridge_row_ack_latency_seconds_count ";
+        auto const at = text.find("\n" + name);
+        BOOST_REQUIRE_MESSAGE(at != std::string::npos, "no " << name << "in /metrics");
+        auto const count = std::stod(text.substr(at + 1 + name.size()));
+        BOOST_TEST(count >= 7.0);
+        BOOST_TEST(text.find("couch_bridge_row_ack_latency_seconds_bucket{le=\"+Inf\"}") != std::string::npos);
+    }
+
     bridge->signal(SIGTERM);
     auto code = bridge->wait_for_exit(std::chrono::seconds(60));
     BOOST_REQUIRE(code.has_value());
