@@ -219,6 +219,7 @@ asio::awaitable<void> pipeline::run() {
             if (stopping_) {
                 break;
             }
+            release_lease(); // the open group is abandoned with its generation
             watermark_.reset();
             outstanding_.clear();
             if (committed_) {
@@ -263,6 +264,7 @@ asio::awaitable<void> pipeline::run() {
         }
         co_await publish(std::move(rows), generation);
     }
+    release_lease();
     refresh_status();
 }
 
@@ -275,16 +277,24 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
     // that covers it, so the commit waits for the batches under way and new
     // batches wait while it commits (without transactions the gate is
     // always open).
-    while (!deps_.producer.enter_batch()) {
-        co_await deps_.producer.wait_for_gate();
-        if (generation != generation_ || stopping_) {
-            co_return;
+    if (!lease_held_) {
+        while (!deps_.producer.enter_batch()) {
+            co_await deps_.producer.wait_for_gate();
+            if (generation != generation_ || stopping_) {
+                co_return;
+            }
         }
+        lease_held_ = true;
     }
     struct batch_lease {
-        kafka::producer& p;
-        ~batch_lease() { p.leave_batch(); }
-    } lease{deps_.producer};
+        pipeline& self;
+        bool keep = false;
+        ~batch_lease() {
+            if (!keep) {
+                self.release_lease();
+            }
+        }
+    } lease{*this};
     auto const now = std::chrono::system_clock::now();
 
     // Tickets, in feed order. A row without a seq (CouchDB's seq_interval
@@ -469,6 +479,20 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
     }
     write_memory();
     advance_checkpoint();
+    // A batch that ends on rows without a seq (the parser hands out held
+    // seq_interval rows early past its byte limit) leaves its group open:
+    // the next batch closes it. With transactions the lease is kept until
+    // then, so that no commit lands inside the group (its checkpoint could
+    // not cover the rows already committed).
+    lease.keep = deps_.producer.transactional() && !rows.empty() && rows.back().seq.empty() &&
+                 generation == generation_ && !stopping_;
+}
+
+void pipeline::release_lease() {
+    if (lease_held_) {
+        lease_held_ = false;
+        deps_.producer.leave_batch();
+    }
 }
 
 // Before anything can move the checkpoint past a published document (an

@@ -157,6 +157,8 @@ private:
     bool unpublishable(couch::row const& row, change_meta const& meta, std::string const& error, std::size_t size,
                        checkpoint::watermark::ticket ticket, std::uint64_t generation);
     void release(checkpoint::watermark::ticket ticket);
+    // Leaves the producer's batch gate if this pipeline holds it.
+    void release_lease();
     void fail_generation(std::string const& why);
     void advance_checkpoint();
     void refresh_status();
@@ -185,6 +187,7 @@ private:
     boost::asio::steady_timer status_timer_;     // the status ticker's; cancelled by stop()
     std::atomic<bool> ticker_done_{false};
     bool stopping_ = false;
+    bool lease_held_ = false; // inside the producer's batch gate (see publish)
     std::string failure_;                        // last delivery failure, cleared by progress
     std::chrono::system_clock::time_point failure_time_{};
     std::uint64_t rows_read_ = 0, published_ = 0, skipped_ = 0, failures_ = 0, unpublishable_ = 0;

@@ -41,7 +41,8 @@ from injector import Injector, Monitor, healthy, summarize  # noqa: E402
 from workload import Writer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODES = ("at-least-once",)  # exactly-once and group mode: add here, in Bridge args and in the checks below
+# Group mode: add here, in the Bridge args and in the checks below.
+MODES = ("at-least-once", "exactly-once")
 
 
 def parse_args(argv):
@@ -54,6 +55,8 @@ def parse_args(argv):
     p.add_argument("--profile", choices=sorted(schedule.PROFILES), default="ci")
     p.add_argument("--mode", choices=MODES, default="at-least-once")
     p.add_argument("--bridge", default=os.path.join(ROOT, "build/ci/bridge/couch-kafka-bridge"))
+    p.add_argument("--read-committed", default=os.path.join(ROOT, "build/ci/tests/faults/ckb-read-committed"),
+                   help="exactly-once: the read_committed consumer the checker reads Kafka with")
     p.add_argument("--databases", type=int, default=3)
     p.add_argument("--writes-per-s", type=float, default=20.0)
     p.add_argument("--heartbeat-ms", type=int, default=2000, help="the bridge's --couch-heartbeat")
@@ -113,10 +116,19 @@ def build_world(args, work, tag):
         "--kafka-property", "topic.metadata.refresh.interval.ms=1000",
         "--log-level", "info",
     ]
+    store_args = []
+    if args.mode == "exactly-once":
+        # Records and checkpoints in one transaction; the checkpoint topic goes
+        # through the same faulty link as the records. The checkpoint disk only
+        # holds the hard-delete memory then (a cache).
+        store_args = ["--checkpoint-store", "kafka", "--checkpoint-topic", f"{w.topic_prefix}checkpoints",
+                      "--kafka-brokers", f"{w.netns.host_ip['kafka']}:{kafka_proxy}"]
+        bridge_args += ["--delivery", "exactly-once", "--commit-interval", "100"] + store_args[:4]
     for db in w.databases:
         bridge_args += ["--db", db]
     w.bridge = servers.Bridge(args.bridge, w.spaces, bridge_args, os.path.join(work, "bridge.log"),
                               f"http://{status_addr}")
+    w.bridge.store_args = store_args
     w.writer = Writer(w.couch.port, w.databases, args.seed, args.writes_per_s)
     w.writer.create_databases()
     return w
@@ -226,13 +238,14 @@ def main(argv):
         log(f"quiescent after {took if took is None else round(took, 1)} s")
         final_status = w.bridge.status()
         changes = checker.couch_changes(w.couch.url, w.databases)
-        records, header_mismatches = checker.kafka_records(w.kafka.direct, w.topic_prefix)
+        committed_reader = args.read_committed if args.mode == "exactly-once" else None
+        records, header_mismatches = checker.kafka_records(w.kafka.direct, w.topic_prefix, committed_reader)
         found = checker.check(changes, records, w.writer.revs)
         for _ in range(3):  # lost may be "not yet": look again before calling it lost
             if not found["lost"]:
                 break
             time.sleep(10)
-            records, header_mismatches = checker.kafka_records(w.kafka.direct, w.topic_prefix)
+            records, header_mismatches = checker.kafka_records(w.kafka.direct, w.topic_prefix, committed_reader)
             found = checker.check(changes, records, w.writer.revs)
         w.monitor.stop()
         with w.bridge.lock:

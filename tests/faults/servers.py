@@ -364,6 +364,7 @@ class Bridge:
         self.double_starts = 0  # starts asked for while a bridge still ran (a lab bug if > 0)
         self.starting = False
         self.crashed = False  # exited without being asked to; the monitor restarts it
+        self.store_args = []  # what `checkpoints list` needs besides the checkpoint dir
 
     def start(self, timeout=120):
         """Starts the bridge and waits for /healthz; retries a startup that
@@ -496,8 +497,9 @@ class Bridge:
 
     def checkpoints_list(self, checkpoint_dir):
         """`checkpoints list` on the store while the bridge is down: (rc, output)."""
-        r = run(self.spaces.enter([self.binary, "--checkpoint-dir", checkpoint_dir, "checkpoints", "list"]),
-                check=False)
+        # (exactly-once: the positions are in the Kafka topic, store_args say where)
+        r = run(self.spaces.enter([self.binary, "--checkpoint-dir", checkpoint_dir] + self.store_args +
+                                  ["checkpoints", "list"]), check=False)
         return r.returncode, r.stdout
 
     def stop(self):
