@@ -100,6 +100,10 @@ class ToxiproxyGuard(threading.Thread):
             if self.t.responsive(self.probe_timeout):
                 silent_since = None
                 continue
+            if self.t.proc.poll() is not None:  # it crashed (v2.12.0 has panics too): no point waiting
+                self.restart(f"it exited with status {self.t.proc.returncode}")
+                silent_since = None
+                continue
             now = time.time()
             silent_since = silent_since or now - self.probe_timeout
             if now - silent_since >= self.patience:

@@ -52,10 +52,12 @@ PROFILES = {
     # healed, and a partition until the bridge recovered, so each resource's
     # queue must fit the schedule (2.25 s per fault on average): partitions
     # are rarer (about 35 per link, 45 s each with the recovery), stalls and
-    # full disks shorter than the partitions.
+    # full disks shorter than the partitions, and full disks rarer too (each
+    # one also stops and restarts the bridge to reopen the store, so they
+    # queue behind the bridge's own faults).
     "soak": Profile("soak", gap=(1.0, 3.5), partition=(1.0, 60.0), hold=(1.0, 8.0), down=(0.0, 4.0), disk=(3.0, 15.0),
                     weights={"kafka_restart": 0.6, "couch_restart": 0.8, "partition_couch": 0.35,
-                             "partition_kafka": 0.35}),
+                             "partition_kafka": 0.35, "disk_full": 0.6}),
 }
 
 
@@ -107,7 +109,11 @@ def make_schedule(seed, count, profile_name, min_each=3, only=None):
             if kind == "toxic_latency":
                 params["attributes"] = {"latency": rng.randrange(50, 2000), "jitter": rng.randrange(0, 500)}
             elif kind == "toxic_slicer":
-                params["attributes"] = {"average_size": rng.randrange(1, 200), "size_variation": rng.randrange(0, 50),
+                # Toxiproxy v2.12.0's slicer panics (slice bounds out of
+                # range, the whole server dies) when size_variation exceeds
+                # average_size: keep it below.
+                size, variation = rng.randrange(1, 200), rng.randrange(0, 50)
+                params["attributes"] = {"average_size": size, "size_variation": min(variation, size - 1),
                                         "delay": rng.randrange(0, 2000)}
             elif kind == "toxic_bandwidth":
                 params["attributes"] = {"rate": rng.randrange(1, 64)}  # KB/s
