@@ -81,6 +81,48 @@ class Monitor(threading.Thread):
         return [s for s in self.samples if t0 <= s.t <= t1]
 
 
+class ToxiproxyGuard(threading.Thread):
+    """Restarts Toxiproxy when its API has not answered for `patience`
+    seconds (see servers.Toxiproxy: v2.12.0 deadlocks for good under some
+    overlaps of toxics with stalled links). A toxic change may legitimately
+    hold the API for up to 25 s while a link drains, hence the patience."""
+
+    def __init__(self, toxiproxy, log, period=5.0, probe_timeout=5.0, patience=45.0):
+        super().__init__(name="toxiproxy-guard", daemon=True)
+        self.t, self.log = toxiproxy, log
+        self.period, self.probe_timeout, self.patience = period, probe_timeout, patience
+        self.errors = []
+        self._halt = threading.Event()
+
+    def run(self):
+        silent_since = None
+        while not self._halt.wait(self.period):
+            if self.t.responsive(self.probe_timeout):
+                silent_since = None
+                continue
+            if self.t.proc.poll() is not None:  # it crashed (v2.12.0 has panics too): no point waiting
+                self.restart(f"it exited with status {self.t.proc.returncode}")
+                silent_since = None
+                continue
+            now = time.time()
+            silent_since = silent_since or now - self.probe_timeout
+            if now - silent_since >= self.patience:
+                self.restart(f"its API did not answer for {now - silent_since:.0f} s")
+                silent_since = None
+
+    def restart(self, reason):
+        self.log(f"Toxiproxy: {reason}; restarting it (goroutine dump in toxiproxy.log)")
+        try:
+            self.t.restart(reason)
+        except Exception as e:  # tried again on the next probe
+            self.errors.append(f"Toxiproxy restart: {e}")
+            self.log(f"Toxiproxy restart failed: {e}")
+
+    def stop(self):
+        self._halt.set()
+        self.join()
+
+
 def healthy(s):
     return s is not None and s.alive and s.ready and s.states and all(v == "following" for v in s.states.values())
 
@@ -260,18 +302,33 @@ class Injector:
         kind = o.fault.kind[len("toxic_"):]
         name = f"f{o.fault.index}"
         try:
-            self.w.toxiproxy.add_toxic(p["proxy"], name, kind, p["stream"], p["attributes"])
+            generation = self.w.toxiproxy.add_toxic(p["proxy"], name, kind, p["stream"], p["attributes"])
         except (RuntimeError, OSError) as e:
-            # Toxiproxy answers 503 when it cannot pause a stalled link to
-            # change its toxics (seen in a soak): not injected, not an error.
+            # Toxiproxy answers 503 after 25 s when it cannot pause a stalled
+            # link to change its toxics, or it is being restarted by the
+            # guard: not injected, not an error.
             o.notes["skipped"] = f"Toxiproxy refused the toxic: {e}"
             o.healed = time.time()
             return
         try:
             time.sleep(o.fault.duration)
         finally:
-            self.w.toxiproxy.remove_toxic(p["proxy"], name)
+            self._remove_toxic(o, p["proxy"], name, generation)
         o.healed = time.time()
+
+    def _remove_toxic(self, o, proxy, name, generation):
+        # A removal that hangs (503) means a deadlocked Toxiproxy: the guard
+        # restarts it within its patience, and the restart removes the toxic.
+        deadline = time.time() + 3 * self.w.toxiproxy_guard.patience
+        while True:
+            try:
+                if not self.w.toxiproxy.remove_toxic(proxy, name, generation):
+                    o.notes["cut_short_by_restart"] = True
+                return
+            except (RuntimeError, OSError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(2)
 
     _toxic_latency = _toxic_slicer = _toxic_bandwidth = _toxic_reset_peer = _toxic
 

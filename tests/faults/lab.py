@@ -37,7 +37,7 @@ import checker  # noqa: E402
 import report  # noqa: E402
 import schedule  # noqa: E402
 import servers  # noqa: E402
-from injector import Injector, Monitor, healthy, summarize  # noqa: E402
+from injector import Injector, Monitor, ToxiproxyGuard, healthy, summarize  # noqa: E402
 from workload import Writer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -144,7 +144,7 @@ def install_toxiproxy():
 
 
 def teardown(w):
-    for part in ("monitor", "writer"):
+    for part in ("monitor", "writer", "toxiproxy_guard"):
         obj = getattr(w, part, None)
         try:
             obj and obj.stop()
@@ -162,7 +162,6 @@ def teardown(w):
 
 
 def heal_everything(w):
-    w.toxiproxy.reset()
     for link in ("couch", "kafka"):
         w.netns.heal(link)
     w.spaces.free()
@@ -175,6 +174,12 @@ def heal_everything(w):
             w.bridge.signal(signal.SIGCONT)
         if w.bridge.pid() is None:
             w.bridge.start()
+    # Last: with every link up and the bridge running, a healthy Toxiproxy
+    # can drain its links and drop its toxics; a deadlocked one is restarted.
+    try:
+        w.toxiproxy.reset(timeout=30)
+    except (RuntimeError, OSError) as e:
+        w.toxiproxy_guard.restart(f"the heal's reset failed ({e})")
 
 
 def quiesce(w, timeout):
@@ -226,6 +231,8 @@ def main(argv):
         w.bridge.start()
         w.monitor = Monitor(w.bridge)
         w.monitor.start()
+        w.toxiproxy_guard = ToxiproxyGuard(w.toxiproxy, log)
+        w.toxiproxy_guard.start()
         w.writer.start()
         log("world up: pouchdb-server, Kafka, Toxiproxy, namespaces, bridge; writer running")
         injector = Injector(w, faults, args.recovery_timeout, log)
@@ -258,7 +265,8 @@ def main(argv):
             final_status=final_status, final_rc=final_rc, final_store=final_store, quiesce_s=took,
             kafka_outage_rss_kib=injector.kafka_outage_rss_kib,
             peak_rss_kib=max((s.rss_kib for s in w.monitor.samples), default=0),
-            writer=w.writer, bridge=w.bridge, monitor=w.monitor, lab_errors=injector.errors + w.monitor.errors,
+            writer=w.writer, bridge=w.bridge, monitor=w.monitor, lab_errors=injector.errors + w.monitor.errors + w.toxiproxy_guard.errors,
+            toxiproxy_restarts=list(w.toxiproxy.restarts),
             duration_s=time.time() - started, databases=w.databases)
         text, failures = report.render(result)
         print(text)

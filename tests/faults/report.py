@@ -33,6 +33,7 @@ class Result:
     lab_errors: list
     duration_s: float
     databases: list
+    toxiproxy_restarts: list = None  # (time, reason)
 
 
 # A fault's influence: from its start until it recovered (or was healed),
@@ -148,7 +149,8 @@ def render(r):
         "a feed not `following`, a full in-flight window or a failing checkpoint write.",
         "",
         *([f"{skipped} scheduled toxic(s) were not injected: Toxiproxy refused them (503 after 25 s) while a "
-           "link was stalled; they are left out of the table.", ""] if skipped else []),
+           "link was stalled, or was being restarted; they are left out of the table.", ""] if skipped else []),
+        *_toxiproxy(r),
         "## Checks",
         "",
         f"- CouchDB `_changes`: {f['expected']} current (database, id, rev); Kafka: {f['records']} records, "
@@ -187,6 +189,19 @@ def write(path, text):
         pass
     with open(path, "w") as f:
         f.write(text + "\n" + KEEP_MARKER + kept)
+
+
+def _toxiproxy(r):
+    restarts = r.toxiproxy_restarts or []
+    cut_short = sum(1 for o in r.outcomes if o.notes.get("cut_short_by_restart"))
+    if not restarts:
+        return ["Toxiproxy answered its API throughout: no restart.", ""]
+    t0 = min((o.started for o in r.outcomes if o.started), default=restarts[0][0])
+    when = ", ".join(f"{t - t0:.0f}" for t, _ in restarts)
+    return [f"Toxiproxy was restarted {len(restarts)} time(s) by the lab's guard (its API had stopped answering: the "
+            f"v2.12.0 deadlock described in `tests/faults/servers.py`), at {when} s into the schedule; each restart "
+            f"dropped every connection through it (an extra reset for the bridge) and ended {cut_short} toxic(s) "
+            "early in all.", ""]
 
 
 def _watchdog(r):

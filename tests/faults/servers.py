@@ -249,14 +249,30 @@ num.io.threads=2
 
 class Toxiproxy:
     """The Toxiproxy server (pinned, installed by scripts/install-toxiproxy.sh)
-    and a thin client of its HTTP API."""
+    and a thin client of its HTTP API.
 
-    def __init__(self, binary, work):
+    Toxiproxy v2.12.0 deadlocks for good when a toxic is added or removed
+    while a link's destination does not read (a stopped bridge, a cut veth)
+    and that connection then dies: the toxic chain's noop stage blocks on an
+    unbuffered send nobody will ever receive, the API handler waits for it
+    holding the proxy's toxic-collection mutex, and from then on every API
+    call on that proxy and every new connection through it waits on that
+    mutex (upstream issue Shopify/toxiproxy#558;
+    tests/faults/toxiproxy_guard_test.py reproduces it). The lab therefore
+    watches the API (ToxiproxyGuard in injector.py) and restarts the server,
+    same port, same proxies, when it stops answering: `generation` counts the
+    restarts, and a toxic added before a restart is gone after it."""
+
+    def __init__(self, binary, work, port=None):
         self.binary = binary
-        self.port = free_port()
+        self.port = port or free_port()
         self.api = f"127.0.0.1:{self.port}"
         self.log = os.path.join(work, "toxiproxy.log")
         self.proc = None
+        self.proxies = {}  # name -> (listen, upstream), recreated by restart()
+        self.generation = 0
+        self.restarts = []  # (time, reason)
+        self.lock = threading.Lock()  # serializes restarts
 
     def start(self):
         with open(self.log, "a") as log:
@@ -269,11 +285,13 @@ class Toxiproxy:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
+        kill_group(self.proc, signal.SIGKILL)
+        self.proc.wait()
         raise RuntimeError(f"toxiproxy-server did not start; see {self.log}")
 
-    def _call(self, method, path, body=None):
-        # Toxiproxy itself waits up to 25 s for a busy link before it gives up.
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=40)
+    def _call(self, method, path, body=None, timeout=40):
+        # Toxiproxy itself gives up on a request after 25 s (503).
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request(method, path, body=json.dumps(body) if body is not None else None,
                          headers={"Content-Type": "application/json"})
@@ -286,18 +304,74 @@ class Toxiproxy:
             conn.close()
 
     def add_proxy(self, name, listen, upstream):
+        self.proxies[name] = (listen, upstream)
         self._call("POST", "/proxies", {"name": name, "listen": listen, "upstream": upstream, "enabled": True})
 
     def add_toxic(self, proxy, name, kind, stream, attributes):
+        """Adds a toxic; returns the generation it was added to (for remove_toxic)."""
+        generation = self.generation
         self._call("POST", f"/proxies/{proxy}/toxics",
                    {"name": name, "type": kind, "stream": stream, "toxicity": 1.0, "attributes": attributes})
+        return generation
 
-    def remove_toxic(self, proxy, name):
-        self._call("DELETE", f"/proxies/{proxy}/toxics/{name}")
+    def remove_toxic(self, proxy, name, generation=None):
+        """Removes a toxic. True when removed, False when a restart since
+        `generation` already took it away; raises otherwise."""
+        if generation is not None and generation != self.generation:
+            return False
+        try:
+            self._call("DELETE", f"/proxies/{proxy}/toxics/{name}")
+            return True
+        except (RuntimeError, OSError):
+            if generation is not None and generation != self.generation:
+                return False
+            raise
 
-    def reset(self):
+    def reset(self, timeout=40):
         """Removes every toxic and re-enables every proxy."""
-        self._call("POST", "/reset")
+        self._call("POST", "/reset", timeout=timeout)
+
+    def responsive(self, timeout=5.0):
+        """Whether the API lists the proxies within timeout: the listing takes
+        every proxy's toxic-collection mutex, so a deadlocked proxy fails it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        try:
+            self._call("GET", "/proxies", timeout=timeout)
+            return True
+        except (RuntimeError, OSError):
+            return False
+
+    def restart(self, reason):
+        """Kills the server (SIGQUIT first: the Go runtime writes every
+        goroutine's stack to the log, the evidence of a deadlock), starts it
+        on the same port and recreates the proxies on the same addresses.
+        Every connection through it is dropped; every toxic is gone."""
+        with self.lock:
+            if self.proc is not None and self.proc.poll() is None:
+                with open(self.log, "a") as log:
+                    log.write(f"\n==== fault lab: restarting Toxiproxy at {time.strftime('%H:%M:%S')}: {reason} ====\n")
+                try:
+                    os.killpg(self.proc.pid, signal.SIGQUIT)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    kill_group(self.proc, signal.SIGKILL)
+                    self.proc.wait()
+            self.generation += 1  # its toxics are gone
+            for attempt in range(50):  # the API port may still be held for a moment
+                try:
+                    self.start()
+                    break
+                except RuntimeError:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.2)
+            for name, (listen, upstream) in self.proxies.items():
+                self._call("POST", "/proxies", {"name": name, "listen": listen, "upstream": upstream, "enabled": True})
+            self.restarts.append((time.time(), reason))
 
     def stop(self):
         kill_group(self.proc, signal.SIGKILL)

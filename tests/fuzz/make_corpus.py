@@ -11,6 +11,10 @@ compresses it).
 fuzz_db_updates (tests/data/couch/db-updates-corpus): one mode byte (bit 0
 continuous, bit 1 chunked, see tests/fuzz/db_updates_fuzz.cpp) and a
 recorded response body with its chunked framing.
+
+fuzz_all_dbs (tests/data/couch/all-dbs-corpus): one mode byte (the page size
+is mode % 8 + 1, see tests/fuzz/all_dbs_fuzz.cpp) and recorded `_all_dbs`
+bodies without their chunked framing, one page each, joined by 0xFF bytes.
 """
 import base64
 import pathlib
@@ -30,6 +34,12 @@ SEQ_PICKS = [  # (recording, key)
     ("06a_changes_before_delete.http", "last_seq"),
     ("15a_db_updates_normal_since0.http", "last_seq"),
 ]
+ADB_OUT = pathlib.Path("tests/data/couch/all-dbs-corpus")
+ADB_PICKS = [  # (file name, page size, recordings: one page each)
+    ("16a", 8, ["16a_all_dbs.http"]),
+    ("16b", 2, ["16b_all_dbs_limit2.http"]),
+    ("16b-16c", 2, ["16b_all_dbs_limit2.http", "16c_all_dbs_start_key.http"]),
+]
 DBU_PICKS = [  # (recording, continuous?)
     ("08b_db_updates_normal.http", False),
     ("08c_db_updates_continuous_heartbeat500.http", True),
@@ -48,6 +58,17 @@ def term_of(seq):
     return zlib.decompress(raw[6:]) if raw[1] == 80 else raw[1:]
 
 
+def dechunk(body):
+    out = b""
+    while True:
+        size_line, body = body.split(b"\r\n", 1)
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return out
+        out += body[:size]
+        body = body[size + 2:]
+
+
 def main():
     SEQ_OUT.mkdir(parents=True, exist_ok=True)
     for name, key in SEQ_PICKS:
@@ -63,6 +84,13 @@ def main():
         body = raw.split(b"\r\n\r\n", 1)[1]
         mode = 2 | (1 if continuous else 0)
         (DBU_OUT / name[:3].rstrip("_")).write_bytes(bytes([mode]) + body)
+    ADB_OUT.mkdir(parents=True, exist_ok=True)
+    for name, page_size, recordings in ADB_PICKS:
+        pages = []
+        for rec in recordings:
+            head, body = (DATA / rec).read_bytes().split(b"\r\n\r\n", 1)
+            pages.append(dechunk(body) if b"chunked" in head.lower() else body)
+        (ADB_OUT / name).write_bytes(bytes([page_size - 1]) + b"\xff".join(pages))
 
 
 if __name__ == "__main__":
