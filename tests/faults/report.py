@@ -8,6 +8,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import group
 import schedule
 
 
@@ -34,6 +35,7 @@ class Result:
     duration_s: float
     databases: list
     toxiproxy_restarts: list = None  # (time, reason)
+    group: object = None  # group.GroupResult in group mode
 
 
 # A fault's influence: from its start until it recovered (or was healed),
@@ -93,6 +95,11 @@ def render(r):
     bad_store = [o.fault.index for o in disk if not o.notes.get("store_reopened")]
     if bad_store:
         failures.append(f"checkpoint store did not reopen cleanly after disk-full fault(s) {bad_store}")
+    group_lines = []
+    if r.group:
+        t0 = min((o.started for o in r.outcomes if o.started), default=0.0)
+        group_lines, group_failures = group.report_lines(r.group, t0)
+        failures += group_failures
     if r.final_store[0] != 0:
         failures.append(f"final `checkpoints list` failed: {r.final_store[1][-300:]}")
     not_recovered = [o.fault.index for o in r.outcomes if not o.recovered and not o.notes.get("skipped")]
@@ -123,6 +130,10 @@ def render(r):
         f"{len(r.databases)} databases, writer {a.writes_per_s:g} writes/s "
         f"({', '.join(f'{k} {v}' for k, v in r.writer.ops.items())}; {r.writer.errors} writer errors while "
         "CouchDB was down)",
+        *([f"- group: {r.group.members} bridge instances, `--group <name> --checkpoint-store kafka "
+           f"--assignment-partitions 16 --group-session-timeout {a.session_timeout_ms}`; the bridge's faults, "
+           "partitions and full disks hit one instance each (drawn from the seed); toxics and server restarts "
+           "hit all"] if r.group else []),
         f"- bridge: `--couch-heartbeat {a.heartbeat_ms} --max-in-flight {a.max_in_flight} --checkpoint-interval 200 "
         f"--shutdown-timeout 5000`, checkpoints on a {a.tmpfs_mib} MiB tmpfs; {r.bridge.starts} starts, "
         f"{r.bridge.startup_failures} failed starts, {len(r.bridge.unexpected_exits)} unexpected exits",
@@ -163,9 +174,10 @@ def render(r):
         f"- Peak RSS while Kafka was unreachable: {r.kafka_outage_rss_kib / 1024:.0f} MiB (limit {a.rss_limit_mib} MiB);"
         f" peak over the run {r.peak_rss_kib / 1024:.0f} MiB.",
     ]
-    lines += _watchdog(r) + _kafka_window(r) + _disk(r) + _sigterm(r)
+    lines += group_lines + _watchdog(r) + _kafka_window(r) + _disk(r) + _sigterm(r)
     if failures:
         lines += ["", "## Failed checks", ""] + [f"- {x}" for x in failures]
+    lines += _store_evidence(r, bad_store)
     if f["lost"]:
         lines += ["", "First lost changes: " + ", ".join(str(k) for k in f["lost"][:10])]
     if f["phantoms"]:
@@ -189,6 +201,22 @@ def write(path, text):
         pass
     with open(path, "w") as f:
         f.write(text + "\n" + KEEP_MARKER + kept)
+
+
+def _store_evidence(r, bad_store):
+    """What `checkpoints list` said when a store check failed: the next
+    failure is then diagnosable from the report alone."""
+    out = []
+    for o in r.outcomes:
+        if o.fault.index in bad_store:
+            c = o.notes.get("store_check", {})
+            out += ["", f"Store check after disk-full fault {o.fault.index}: `checkpoints list` exit {c.get('exit')}, "
+                    f"databases missing {c.get('missing')}; its output (last 3,000 characters):", "", "```",
+                    (c.get("output") or "(nothing)").rstrip(), "```"]
+    if r.final_store[0] != 0:
+        out += ["", f"Final `checkpoints list`: exit {r.final_store[0]}; its output:", "", "```",
+                r.final_store[1][-3000:].rstrip(), "```"]
+    return out
 
 
 def _toxiproxy(r):

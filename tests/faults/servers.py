@@ -63,8 +63,11 @@ class Netns:
 
     LINKS = ("couch", "kafka", "mgmt")
 
-    def __init__(self, tag):
-        self.name = f"ckbf-{tag}"
+    def __init__(self, tag, index=None):
+        """`index`: one of several namespaces of a run (group mode: one per
+        bridge instance); None for the only one."""
+        suffix = "" if index is None else str(index)
+        self.name = f"ckbf-{tag}" + ("" if index is None else f"-{index}")
         used = run(["ip", "-4", "-o", "addr"]).stdout
         rng = random.Random(os.getpid())
         for _ in range(200):
@@ -77,7 +80,7 @@ class Netns:
         for i, link in enumerate(self.LINKS):
             self.host_ip[link] = f"10.213.{octet}.{4 * i + 1}"
             self.ns_ip[link] = f"10.213.{octet}.{4 * i + 2}"
-            self.host_if[link] = f"ckf{tag[-6:]}{link[0]}"
+            self.host_if[link] = f"ckf{tag[-6:]}{suffix}{link[0]}"
         self.created = False
         self.mac = {}
 
@@ -113,6 +116,11 @@ class Netns:
     def ns(self, cmd, check=True):
         return run(["ip", "netns", "exec", self.name] + cmd, check=check)
 
+    def route(self, address, link):
+        """Reaches `address` (a host address outside this namespace's links,
+        e.g. a ServiceAddresses one) through `link`: cutting that link cuts it."""
+        self.ns(["ip", "route", "replace", address + "/32", "via", self.host_ip[link]])
+
     def cut(self, link):
         run(["ip", "link", "set", self.host_if[link], "down"])
 
@@ -125,6 +133,41 @@ class Netns:
             run(["ip", "netns", "del", self.name], check=False)
             for link in self.LINKS:  # normally gone with the namespace
                 run(["ip", "link", "del", self.host_if[link]], check=False)
+            self.created = False
+
+
+class ServiceAddresses:
+    """Two host addresses (couch, kafka) on a veth pair of their own in the
+    host namespace, for the servers several namespaces share (group mode):
+    Toxiproxy listens there, the broker advertises the Kafka one, and each
+    namespace routes each address through its own link of that name, so a
+    partition of one instance's link leaves the others connected. (The
+    kernel here has no dummy links; a veth pair with both ends up serves.)"""
+
+    def __init__(self, tag):
+        used = run(["ip", "-4", "-o", "addr"]).stdout
+        rng = random.Random(os.getpid() + 1)
+        for _ in range(200):
+            octet = rng.randrange(16, 250)
+            if f"10.213.{octet}." not in used:
+                break
+        else:
+            raise RuntimeError("no free 10.213.x.0/24 subnet for the lab's service addresses")
+        self.ip = {"couch": f"10.213.{octet}.1", "kafka": f"10.213.{octet}.2"}
+        self.ifs = (f"ckf{tag[-6:]}sa", f"ckf{tag[-6:]}sb")
+        self.created = False
+
+    def create(self):
+        run(["ip", "link", "add", self.ifs[0], "type", "veth", "peer", "name", self.ifs[1]])
+        self.created = True
+        for name in self.ip:
+            run(["ip", "addr", "add", self.ip[name] + "/32", "dev", self.ifs[0]])
+        for dev in self.ifs:
+            run(["ip", "link", "set", dev, "up"])
+
+    def destroy(self):
+        if self.created:
+            run(["ip", "link", "del", self.ifs[0]], check=False)
             self.created = False
 
 
