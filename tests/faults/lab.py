@@ -50,8 +50,10 @@ from injector import Injector, Monitor, ToxiproxyGuard, healthy, summarize  # no
 from workload import Writer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# group: --members bridge instances in one consumer group (at-least-once).
-MODES = ("at-least-once", "exactly-once", "group")
+# group: --members bridge instances in one consumer group (at-least-once);
+# group-exactly-once: the same with transactions (0 duplicates required).
+MODES = ("at-least-once", "exactly-once", "group", "group-exactly-once")
+EXACTLY_ONCE = ("exactly-once", "group-exactly-once")
 
 
 def parse_args(argv):
@@ -67,6 +69,8 @@ def parse_args(argv):
     p.add_argument("--read-committed", default=os.path.join(ROOT, "build/ci/tests/faults/ckb-read-committed"),
                    help="exactly-once: the read_committed consumer the checker reads Kafka with")
     p.add_argument("--members", type=int, default=3, help="group mode: bridge instances in the group")
+    p.add_argument("--assignment-partitions", type=int,
+                   help="group mode: --assignment-partitions (default 16; 8 with exactly-once)")
     p.add_argument("--session-timeout-ms", type=int, default=6000, help="group mode: --group-session-timeout")
     p.add_argument("--databases", type=int, help="databases the writer writes to (default 3; 6 in group mode)")
     p.add_argument("--writes-per-s", type=float, default=20.0)
@@ -96,7 +100,7 @@ class Member:
 
 def build_world(args, work, tag):
     w = World()
-    w.group = args.mode == "group"
+    w.group = args.mode.startswith("group")
     n = args.members if w.group else 1
     databases = args.databases if args.databases is not None else (6 if w.group else 3)
     w.databases = [f"faults-db{i}" for i in range(databases)]
@@ -144,7 +148,7 @@ def build_world(args, work, tag):
         "--log-level", "info",
     ]
     store_args = []
-    if args.mode in ("exactly-once", "group"):
+    if args.mode != "at-least-once":
         # exactly-once: records and checkpoints in one transaction; group:
         # the positions every member reads on assign. The checkpoint topic
         # goes through the same faulty link as the records; the checkpoint
@@ -152,10 +156,10 @@ def build_world(args, work, tag):
         store_args = ["--checkpoint-store", "kafka", "--checkpoint-topic", f"{w.topic_prefix}checkpoints",
                       "--kafka-brokers", kafka_addr]
         common += store_args[:4]
-    if args.mode == "exactly-once":
+    if args.mode in EXACTLY_ONCE:
         common += ["--delivery", "exactly-once", "--commit-interval", "100"]
     if w.group:
-        common += ["--group", f"faults{tag}", "--assignment-partitions", "16",
+        common += ["--group", f"faults{tag}", "--assignment-partitions", str(args.assignment_partitions),
                    "--group-session-timeout", str(args.session_timeout_ms)]
     for db in w.databases:
         common += ["--db", db]
@@ -280,7 +284,10 @@ def quiesce(w, timeout):
 def main(argv):
     args = parse_args(argv)
     only = args.kinds.split(",") if args.kinds else None
-    members = args.members if args.mode == "group" else 1
+    members = args.members if args.mode.startswith("group") else 1
+    if args.assignment_partitions is None:
+        # exactly-once: a transactional producer per owned partition, so fewer
+        args.assignment_partitions = 8 if args.mode == "group-exactly-once" else 16
     faults = schedule.make_schedule(args.seed, args.faults, args.profile, args.min_each, only, members)
     digest = schedule.digest(faults)
     if args.print_schedule:
@@ -325,7 +332,7 @@ def main(argv):
         _, final_statuses = following_status(w)
         final_status = final_statuses[0] if not w.group else group.combined_status(final_statuses, w.databases)
         changes = checker.couch_changes(w.couch.url, w.databases)
-        committed_reader = args.read_committed if args.mode == "exactly-once" else None
+        committed_reader = args.read_committed if args.mode in EXACTLY_ONCE else None
         records, header_mismatches = checker.kafka_records(w.kafka.direct, w.topic_prefix, committed_reader)
         found = checker.check(changes, records, w.writer.revs)
         for _ in range(3):  # lost may be "not yet": look again before calling it lost

@@ -79,7 +79,7 @@ def render(r):
         failures.append(f"{len(f['lost'])} change(s) lost")
     if f["phantoms"]:
         failures.append(f"{len(f['phantoms'])} record(s) for documents/revisions CouchDB never had")
-    if a.mode == "exactly-once" and f["duplicate_count"]:
+    if a.mode in ("exactly-once", "group-exactly-once") and f["duplicate_count"]:
         failures.append(f"{f['duplicate_count']} duplicate(s) in exactly-once mode")
     if r.header_mismatches:
         failures.append(f"{r.header_mismatches} record(s) whose key/headers disagree with the value")
@@ -131,7 +131,8 @@ def render(r):
         f"({', '.join(f'{k} {v}' for k, v in r.writer.ops.items())}; {r.writer.errors} writer errors while "
         "CouchDB was down)",
         *([f"- group: {r.group.members} bridge instances, `--group <name> --checkpoint-store kafka "
-           f"--assignment-partitions 16 --group-session-timeout {a.session_timeout_ms}`; the bridge's faults, "
+           f"--assignment-partitions {a.assignment_partitions} --group-session-timeout {a.session_timeout_ms}"
+           + (" --delivery exactly-once" if a.mode == "group-exactly-once" else "") + "`; the bridge's faults, "
            "partitions and full disks hit one instance each (drawn from the seed); toxics and server restarts "
            "hit all"] if r.group else []),
         f"- bridge: `--couch-heartbeat {a.heartbeat_ms} --max-in-flight {a.max_in_flight} --checkpoint-interval 200 "
