@@ -276,9 +276,16 @@ def _disk(r):
     return [f"- Checkpoint disk full ({len(disk)} episodes, free KiB right after filling: {sorted(set(free))}): shown in `/readyz` in {shown}, in `/status` "
             f"`checkpoints.consecutive_failures` in {status}; checkpoints written again after the space came back in "
             f"{len(resumed)} (after {_fmt(max(resumed, default=None))} s at most); the store reopened cleanly "
-            f"(`checkpoints list` with the bridge down) after {reopened} of {len(disk)}. Killed and restarted while the "
+            f"(`checkpoints list` with the bridge down, listing every database whose checkpoint `/status` showed "
+            f"before the disk filled) after {reopened} of {len(disk)}"
+            f"{_not_yet(disk)}. Killed and restarted while the "
             f"disk was full: {len(restarts)} times, it came up {sum(restarts)} times (otherwise it kept exiting "
             "until the space came back; the lab counts those as failed starts)."]
+
+
+def _not_yet(disk):
+    n = sum(1 for o in disk if o.notes.get("store_not_yet_checkpointed"))
+    return f" ({n} episode(s) began before some database had a first checkpoint)" if n else ""
 
 
 def _sigterm(r):
