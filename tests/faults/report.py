@@ -86,6 +86,14 @@ def render(r):
     states = {db: (r.final_status or {}).get("databases", {}).get(db, {}).get("state") for db in r.databases}
     if any(s != "following" for s in states.values()):
         failures.append(f"final /status not following everywhere: {states}")
+    # A bridge that dies of a signal on SIGTERM (other than the lab's SIGKILL
+    # after a hang, -9) crashed on its way out: abort, segfault.
+    finals = r.final_rc if isinstance(r.final_rc, list) else [r.final_rc]
+    crashes = [o.notes.get("exit_code") for o in r.outcomes if o.fault.kind == "bridge_sigterm"]
+    crashes = [c for c in crashes + finals if isinstance(c, int) and c < 0 and c != -9]
+    if crashes:
+        failures.append(f"the bridge died of a signal on SIGTERM {len(crashes)} time(s) (exit codes {crashes}: "
+                        "-6 abort, -11 segfault)")
     if r.bridge.unexpected_exits:
         failures.append(f"the bridge exited by itself {len(r.bridge.unexpected_exits)} time(s)")
     if r.kafka_outage_rss_kib > a.rss_limit_mib * 1024:
