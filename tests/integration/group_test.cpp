@@ -479,4 +479,36 @@ BOOST_AUTO_TEST_CASE(the_admin_api_of_any_instance_acts_for_the_group) {
     }
 }
 
+// Discovery in a group: every instance runs it, but a database found while
+// the group runs starts on its owner only.
+BOOST_AUTO_TEST_CASE(databases_discovered_while_running_start_on_their_owner_only) {
+    group_case c;
+    auto const found_prefix = c.prefix + "-found";
+    auto options = [&](std::string const& dir) {
+        auto o = c.options(dir);
+        o.databases.clear();
+        o.extra.insert(o.extra.end(), {"--db-pattern", found_prefix + "-.*", "--discovery-interval", "500"});
+        return o;
+    };
+    std::array<instance, 3> inst;
+    for (std::size_t i = 0; i < inst.size(); ++i) {
+        inst[i].dir = test_support::make_temp_dir("grp-disc-" + std::to_string(i));
+        inst[i].port = test_support::free_port();
+        inst[i].proc = start_bridge(options(inst[i].dir), inst[i].port);
+    }
+    std::vector<instance*> live{&inst[0], &inst[1], &inst[2]};
+    wait_all_members(live);
+    group_case found = c;
+    found.dbs.clear();
+    for (int i = 0; i < 8; ++i) {
+        found.dbs.push_back(found_prefix + "-" + std::to_string(i));
+        test_support::couch_create_db(test_support::couch_url(), found.dbs.back());
+    }
+    writer w(test_support::couch_url(), found.dbs, 31);
+    std::size_t samples = 0;
+    auto const took = settle(found, live, samples);
+    audit(found, live, w, "discovery in a group, 8 databases created while 3 instances ran: settled_s=" +
+                              std::to_string(took) + " ownership_samples=" + std::to_string(samples));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
