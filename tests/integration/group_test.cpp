@@ -421,6 +421,14 @@ BOOST_AUTO_TEST_CASE(the_admin_api_of_any_instance_acts_for_the_group) {
         names.emplace_back(boost::json::parse(api(inst[i], "GET", "/databases").body).at("owner").as_string());
     }
     BOOST_REQUIRE(runner.size() == c.dbs.size());
+    // /readyz and the metrics say which member this is.
+    for (auto const& i : inst) {
+        auto const member = std::string(status_of(i.port).at("group").at("member_id").as_string());
+        BOOST_REQUIRE(!member.empty());
+        BOOST_TEST(api(i, "GET", "/readyz").body.find("member " + member) != std::string::npos);
+        BOOST_TEST(api(i, "GET", "/metrics").body.find("couch_bridge_group_member{group=\"" + c.group + "\",member_id=\"" +
+                                                       member + "\"} 1") != std::string::npos);
+    }
     // Every instance names the same owner for every database.
     for (std::size_t i = 0; i < inst.size(); ++i) {
         auto listed = boost::json::parse(api(inst[i], "GET", "/databases").body).at("databases").as_object();
@@ -477,6 +485,38 @@ BOOST_AUTO_TEST_CASE(the_admin_api_of_any_instance_acts_for_the_group) {
     for (auto* i : live) {
         BOOST_TEST(stop(*i->proc) == 0);
     }
+}
+
+// Discovery in a group: every instance runs it, but a database found while
+// the group runs starts on its owner only.
+BOOST_AUTO_TEST_CASE(databases_discovered_while_running_start_on_their_owner_only) {
+    group_case c;
+    auto const found_prefix = c.prefix + "-found";
+    auto options = [&](std::string const& dir) {
+        auto o = c.options(dir);
+        o.databases.clear();
+        o.extra.insert(o.extra.end(), {"--db-pattern", found_prefix + "-.*", "--discovery-interval", "500"});
+        return o;
+    };
+    std::array<instance, 3> inst;
+    for (std::size_t i = 0; i < inst.size(); ++i) {
+        inst[i].dir = test_support::make_temp_dir("grp-disc-" + std::to_string(i));
+        inst[i].port = test_support::free_port();
+        inst[i].proc = start_bridge(options(inst[i].dir), inst[i].port);
+    }
+    std::vector<instance*> live{&inst[0], &inst[1], &inst[2]};
+    wait_all_members(live);
+    group_case found = c;
+    found.dbs.clear();
+    for (int i = 0; i < 8; ++i) {
+        found.dbs.push_back(found_prefix + "-" + std::to_string(i));
+        test_support::couch_create_db(test_support::couch_url(), found.dbs.back());
+    }
+    writer w(test_support::couch_url(), found.dbs, 31);
+    std::size_t samples = 0;
+    auto const took = settle(found, live, samples);
+    audit(found, live, w, "discovery in a group, 8 databases created while 3 instances ran: settled_s=" +
+                              std::to_string(took) + " ownership_samples=" + std::to_string(samples));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
