@@ -583,7 +583,9 @@ int run_bridge(config const& cfg) {
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
                                                                cfg.deletion_memory ? store.get() : nullptr,
                                                                may_publish},
-                                        *store, positions, owns});
+                                        *store, positions, owns,
+                                        std::make_shared<couch::client>(ioc.get_executor(), client, couch_source,
+                                                                        &registry)});
     running_fleet = &databases;
     register_admin_api(*http, databases, cfg.admin_token);
     // Discovery (--db-pattern) reports databases found and gone to the fleet.
@@ -600,7 +602,7 @@ int run_bridge(config const& cfg) {
                 ioc.get_executor(), client, dopts,
                 discovery_hooks{[&databases](std::string const& db, bool live) { databases.found(db, live); },
                                 [&databases](std::string const& db) { databases.gone(db); }},
-                *store, positions, registry);
+                *store, positions, registry, databases.couch_client());
         } catch (std::exception const& e) {
             spdlog::error("startup failed: {}", e.what());
             return 2;

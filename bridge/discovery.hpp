@@ -1,6 +1,7 @@
 #pragma once
 
 #include "couch/changes_feed.hpp" // client_config
+#include "couch/client.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -99,7 +100,7 @@ public:
     // pattern, an unusable URL or an unreadable CA file.
     discovery(boost::asio::any_io_executor ex, couch::client_config client, discovery_options options,
               discovery_hooks hooks, checkpoint::store& store, checkpoint::positions& positions,
-              metrics::registry& registry);
+              metrics::registry& registry, std::shared_ptr<couch::client> shared = nullptr);
     ~discovery();
     discovery(discovery const&) = delete;
     discovery& operator=(discovery const&) = delete;

@@ -101,7 +101,11 @@ std::vector<std::string> strings_of(json::value const& v) {
 } // namespace
 
 fleet::fleet(dependencies deps)
-    : deps_(std::move(deps)), probe_(std::make_unique<probe>(deps_.pipe.registry)) {}
+    : deps_(std::move(deps)), probe_(std::make_unique<probe>(deps_.pipe.registry)) {
+    if (!deps_.couch) {
+        deps_.couch = std::make_shared<couch::client>(deps_.pool, deps_.client, deps_.source, &deps_.pipe.registry);
+    }
+}
 
 fleet::~fleet() = default;
 
@@ -196,8 +200,7 @@ void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kin
         fo.since = kind == "now" ? couch::since::now() : couch::since::beginning();
         spdlog::info("db {}: no checkpoint, starting from since={}", e.db, kind);
     }
-    e.p = std::make_unique<pipeline>(deps_.pool, deps_.client, std::move(fo), key, start, deps_.window, pipe,
-                                     deps_.source);
+    e.p = std::make_unique<pipeline>(deps_.pool, deps_.couch, std::move(fo), key, start, deps_.window, pipe);
     e.done = std::make_shared<std::atomic<bool>>(false);
     e.stopping = false;
     probe_->followed.inc();

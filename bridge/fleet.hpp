@@ -62,9 +62,15 @@ public:
         // owns every database). A database it does not own is kept as
         // desired but runs nowhere here.
         std::function<bool(std::string const&)> owns = {};
+        // The source's CouchDB client, shared with discovery (null: the
+        // fleet makes one from `client` and `source`).
+        std::shared_ptr<couch::client> couch = nullptr;
     };
 
     explicit fleet(dependencies deps);
+    // The source's CouchDB client (one cookie session, one TLS context and
+    // the kept connections of every pipeline); discovery shares it.
+    std::shared_ptr<couch::client> couch_client() const { return deps_.couch; }
     ~fleet();
     fleet(fleet const&) = delete;
     fleet& operator=(fleet const&) = delete;

@@ -177,7 +177,7 @@ std::string header_value(std::string const& head, std::string const& name) {
     return head.substr(from, head.find("\r\n", from) - from);
 }
 
-// Answers every request (one per connection, as the feed makes them) with the
+// Answers every request (on a connection kept by a script ending in hold()) with the
 // script `handler` returns for it; records every request. With a TLS context
 // it speaks HTTPS and counts failed handshakes.
 class test_server {
@@ -203,6 +203,7 @@ public:
     }
     std::vector<seen_request> requests;
     int handshake_failures = 0;
+    int connections = 0; // connections accepted
 
 private:
     asio::awaitable<void> accept_loop() {
@@ -216,9 +217,15 @@ private:
         }
     }
     asio::awaitable<void> session(tcp::socket sock) {
+        ++connections;
         if (tls_ == nullptr) {
             sockets_.push_back(&sock);
-            co_await serve(sock, sock);
+            for (;;) { // (not `while (co_await ...)`: GCC 12 miscompiles it)
+                bool const more = co_await serve(sock, sock);
+                if (!more) {
+                    break;
+                }
+            }
             std::erase(sockets_, &sock);
             co_return;
         }
@@ -229,12 +236,19 @@ private:
         if (ec) {
             ++handshake_failures;
         } else {
-            co_await serve(s, s.next_layer());
+            for (;;) { // (not `while (co_await ...)`: GCC 12 miscompiles it)
+                bool const more = co_await serve(s, s.next_layer());
+                if (!more) {
+                    break;
+                }
+            }
         }
         std::erase(sockets_, &s.next_layer());
     }
+    // One request; true when its script ended in hold() with the
+    // connection open, which may then carry the next request (keep-alive).
     template <class Stream>
-    asio::awaitable<void> serve(Stream& s, tcp::socket& raw) {
+    asio::awaitable<bool> serve(Stream& s, tcp::socket& raw) {
         boost::system::error_code ec;
         std::string in;
         char buf[4096];
@@ -245,7 +259,7 @@ private:
         };
         while (in.find("\r\n\r\n") == std::string::npos) {
             if (!co_await read_more()) {
-                co_return;
+                co_return false;
             }
         }
         auto const head_end = in.find("\r\n\r\n") + 4;
@@ -254,7 +268,7 @@ private:
         std::size_t const len = len_text.empty() ? 0 : std::stoul(len_text);
         while (in.size() < head_end + len) {
             if (!co_await read_more()) {
-                co_return;
+                co_return false;
             }
         }
         seen_request r;
@@ -272,17 +286,15 @@ private:
                 break;
             case action::close:
                 raw.close(ec);
-                co_return;
+                co_return false;
             case action::hold:
-                while (!ec) {
-                    co_await s.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
-                }
-                co_return;
+                co_return raw.is_open();
             }
             if (ec) {
-                co_return;
+                co_return false;
             }
         }
+        co_return false;
     }
     tcp::acceptor acceptor_;
     handler handler_;
