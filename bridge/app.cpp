@@ -585,7 +585,8 @@ int run_bridge(config const& cfg) {
                                                                may_publish},
                                         *store, positions, owns,
                                         std::make_shared<couch::client>(ioc.get_executor(), client, couch_source,
-                                                                        &registry)});
+                                                                        &registry),
+                                        static_cast<std::size_t>(cfg.max_open_feeds), cfg.idle_close});
     running_fleet = &databases;
     register_admin_api(*http, databases, cfg.admin_token);
     // Discovery (--db-pattern) reports databases found and gone to the fleet.
@@ -601,7 +602,9 @@ int run_bridge(config const& cfg) {
             finder = std::make_unique<discovery>(
                 ioc.get_executor(), client, dopts,
                 discovery_hooks{[&databases](std::string const& db, bool live) { databases.found(db, live); },
-                                [&databases](std::string const& db) { databases.gone(db); }},
+                                [&databases](std::string const& db) { databases.gone(db); },
+                                [&databases](std::string const& db) { databases.updated(db); },
+                                [&databases](bool on) { databases.set_change_events(on); }},
                 *store, positions, registry, databases.couch_client());
         } catch (std::exception const& e) {
             spdlog::error("startup failed: {}", e.what());
@@ -650,6 +653,11 @@ int run_bridge(config const& cfg) {
         }
         root["checkpoint_store"] = cfg.checkpoint_store;
         root["databases"] = status_json(databases.statuses());
+        boost::json::array idle; // followed, feed closed until they change (--max-open-feeds)
+        for (auto& db : databases.idle_databases()) {
+            idle.emplace_back(std::move(db));
+        }
+        root["idle"] = std::move(idle);
         auto h = flusher.status();
         boost::json::object ck;
         ck["consecutive_failures"] = h.consecutive_failures;

@@ -221,6 +221,9 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
             if (auto it = events.find(std::string_view(couch::to_string(e.type))); it != events.end()) {
                 it->second->inc();
             }
+            if (e.type == couch::db_update_type::updated && hooks.updated && !stopping) {
+                hooks.updated(e.db_name);
+            }
             bool const lifecycle = e.type == couch::db_update_type::created || e.type == couch::db_update_type::deleted;
             if (lifecycle && matcher.matches(e.db_name)) {
                 co_await on_event(e);
@@ -263,9 +266,15 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
                     x.fallback_reason = opened.message;
                 });
                 polling_gauge.set(1);
+                if (hooks.change_events) {
+                    hooks.change_events(false);
+                }
                 co_return;
             }
             bool ok = opened.outcome == couch::db_updates_feed::opened::ok;
+            if (ok && hooks.change_events) {
+                hooks.change_events(true);
+            }
             if (!ok) {
                 error("cannot open _db_updates: " + opened.message);
             }

@@ -63,6 +63,11 @@ struct discovery_options {
 struct discovery_hooks {
     std::function<void(std::string const& db, bool live)> found;
     std::function<void(std::string const& db)> gone;
+    // An `updated` event of any database (for the fleet's idle databases),
+    // and whether such events arrive (true while `_db_updates` is
+    // followed, false once discovery falls back to polling). Optional.
+    std::function<void(std::string const& db)> updated = {};
+    std::function<void(bool)> change_events = {};
 };
 
 // Finds the databases of one CouchDB server that match the patterns, and
