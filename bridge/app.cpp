@@ -6,8 +6,11 @@
 #include "bridge/kafka_checkpoints.hpp"
 #include "bridge/fleet.hpp"
 #include "bridge/group.hpp"
+#include "bridge/group_transactions.hpp"
 #include "bridge/pipeline.hpp"
 #include "bridge/routing.hpp"
+#include "bridge/startup.hpp"
+#include "bridge/status_api.hpp"
 #include "checkpoint/flusher.hpp"
 #include "checkpoint/kafka_store.hpp"
 #include "checkpoint/store.hpp"
@@ -59,241 +62,6 @@ namespace asio = boost::asio;
 
 namespace bridge {
 
-namespace {
-
-std::string iso_time(std::chrono::system_clock::time_point t) {
-    if (t == std::chrono::system_clock::time_point{}) {
-        return {};
-    }
-    return format_timestamp(t);
-}
-
-boost::json::value status_json(std::vector<pipeline_status> const& statuses) {
-    boost::json::object dbs;
-    for (auto const& s : statuses) {
-        boost::json::object o;
-        o["state"] = s.state;
-        o["ready"] = s.ready;
-        o["last_seq_read"] = s.last_seq_read;
-        o["checkpoint_seq"] = s.checkpoint_seq;
-        o["rows_read"] = s.rows_read;
-        o["published"] = s.published;
-        o["skipped"] = s.skipped;
-        o["delivery_failures"] = s.delivery_failures;
-        o["in_flight"] = s.in_flight;
-        o["in_flight_bytes"] = s.in_flight_bytes;
-        if (s.pending) {
-            o["pending"] = *s.pending;
-        } else {
-            o["pending"] = nullptr;
-        }
-        o["last_error"] = s.last_error.empty() ? boost::json::value(nullptr) : boost::json::value(s.last_error);
-        o["last_error_time"] = s.last_error_time == std::chrono::system_clock::time_point{}
-                                   ? boost::json::value(nullptr)
-                                   : boost::json::value(iso_time(s.last_error_time));
-        o["last_row_time"] = s.last_row_time == std::chrono::system_clock::time_point{}
-                                 ? boost::json::value(nullptr)
-                                 : boost::json::value(iso_time(s.last_row_time));
-        o["unpublishable"] = s.unpublishable;
-        o["last_unpublishable"] =
-            s.last_unpublishable.empty() ? boost::json::value(nullptr) : boost::json::value(s.last_unpublishable);
-        dbs[s.database] = std::move(o);
-    }
-    return dbs;
-}
-
-
-boost::json::value source_json(couch::source const& src) {
-    auto h = src.status();
-    boost::json::object o;
-    o["name"] = src.name();
-    o["state"] = h.state;
-    boost::json::object errors;
-    for (auto const& [reason, n] : h.errors) {
-        errors[reason] = n;
-    }
-    o["errors"] = std::move(errors);
-    o["last_error"] = h.last_error.empty() ? boost::json::value(nullptr) : boost::json::value(h.last_error);
-    o["last_error_time"] = h.last_error_time == std::chrono::system_clock::time_point{}
-                               ? boost::json::value(nullptr)
-                               : boost::json::value(iso_time(h.last_error_time));
-    o["connecting"] = h.connecting;
-    o["waiting"] = h.waiting;
-    o["max_connecting"] = h.max_connecting;
-    return o;
-}
-
-// --selector: a JSON object, normalized; "" when not given. Throws
-// std::invalid_argument naming the flag.
-std::string selector_text(std::string const& s) {
-    if (s.empty()) {
-        return {};
-    }
-    boost::system::error_code ec;
-    auto v = boost::json::parse(s, ec);
-    if (ec || !v.is_object()) {
-        throw std::invalid_argument("--selector must be a JSON object (a Mango selector), e.g. "
-                                    "'{\"doc_type\":\"CommCareCase\"}'");
-    }
-    return boost::json::serialize(v);
-}
-
-// --doc-ids FILE: a JSON array of strings, or one id per line. Throws
-// std::invalid_argument naming the file.
-std::vector<std::string> read_doc_ids(std::string const& path) {
-    std::vector<std::string> ids;
-    if (path.empty()) {
-        return ids;
-    }
-    std::ifstream in(path);
-    if (!in) {
-        throw std::invalid_argument("--doc-ids: cannot read " + path + ": " + std::strerror(errno));
-    }
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto const first = text.find_first_not_of(" \t\r\n");
-    if (first != std::string::npos && text[first] == '[') {
-        boost::system::error_code ec;
-        auto v = boost::json::parse(text, ec);
-        if (ec || !v.is_array()) {
-            throw std::invalid_argument("--doc-ids: " + path + " starts like a JSON array but is not one");
-        }
-        for (auto const& x : v.as_array()) {
-            if (!x.is_string()) {
-                throw std::invalid_argument("--doc-ids: " + path + ": every id must be a string");
-            }
-            ids.emplace_back(x.as_string());
-        }
-    } else {
-        std::istringstream lines(text);
-        for (std::string line; std::getline(lines, line);) {
-            while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
-                line.pop_back();
-            }
-            if (!line.empty()) {
-                ids.push_back(line);
-            }
-        }
-    }
-    if (ids.empty()) {
-        throw std::invalid_argument("--doc-ids: " + path + " holds no document id");
-    }
-    return ids;
-}
-
-// A checkpoint directory that lives as long as the process: what the
-// embedded cluster gets unless a directory is given, because its records
-// vanish at exit and positions it acknowledged must never outlive them.
-class throwaway_dir {
-public:
-    throwaway_dir() {
-        auto base = std::filesystem::temp_directory_path() / "couch-kafka-bridge-checkpoints-XXXXXX";
-        std::string templ = base.string();
-        if (::mkdtemp(templ.data()) == nullptr) {
-            throw std::runtime_error("cannot create a throw-away checkpoint directory under " +
-                                     base.parent_path().string() + ": " + std::strerror(errno));
-        }
-        path_ = templ;
-    }
-    ~throwaway_dir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    throwaway_dir(throwaway_dir const&) = delete;
-    throwaway_dir& operator=(throwaway_dir const&) = delete;
-    std::string const& path() const noexcept { return path_; }
-
-private:
-    std::string path_;
-};
-
-// The flusher's writer: records which Kafka cluster the positions belong to
-// before the first of them is written (once), and refuses to write them
-// while that is not known yet.
-class cluster_bound_writer final : public checkpoint::position_writer {
-public:
-    cluster_bound_writer(checkpoint::store& store, std::function<std::string(std::chrono::milliseconds)> cluster_of,
-                         std::string verified)
-        : store_(store), cluster_of_(std::move(cluster_of)), recorded_(!verified.empty()) {}
-
-    boost::system::error_code write(std::vector<std::pair<checkpoint::key, checkpoint::position>> const& entries) override {
-        std::lock_guard lock(mutex_);
-        if (!recorded_) {
-            auto const id = cluster_of_(std::chrono::milliseconds(0));
-            if (id.empty()) {
-                detail_ = "the Kafka cluster id is not known yet (are the brokers reachable?); checkpoints are "
-                          "written once it is";
-                return checkpoint::make_error_code(checkpoint::store_errc::io);
-            }
-            if (auto ec = store_.put_meta("kafka_cluster_id", id)) {
-                detail_.clear();
-                return ec;
-            }
-            spdlog::info("Kafka cluster id {} recorded with the checkpoints", id);
-            recorded_ = true;
-        }
-        detail_.clear();
-        return store_.write(entries);
-    }
-
-    std::string last_error_detail() const override {
-        std::lock_guard lock(mutex_);
-        return detail_.empty() ? store_.last_error_detail() : detail_;
-    }
-
-private:
-    checkpoint::store& store_;
-    std::function<std::string(std::chrono::milliseconds)> cluster_of_;
-    mutable std::mutex mutex_;
-    bool recorded_;
-    std::string detail_;
-};
-
-// Checkpoints are only valid for the Kafka cluster that acknowledged them.
-// Compares the cluster the store remembers with the one connected now and
-// acts by policy. Returns false (after logging why) when the bridge must not
-// start.
-bool check_kafka_cluster(checkpoint::store& store, std::string const& cluster, std::string const& policy) {
-    auto const stored = store.get_meta("kafka_cluster_id");
-    if (stored && *stored == cluster) {
-        return true;
-    }
-    auto const positions = store.list();
-    if (stored && !positions.empty()) {
-        if (policy == "refuse") {
-            spdlog::error("the checkpoints in {} were acknowledged by Kafka cluster {}, but the brokers given are "
-                          "cluster {}: the records they cover are not in this cluster. Refusing to start. Choose: "
-                          "--kafka-cluster-change=restart publishes every database from the start again into this "
-                          "cluster; --kafka-cluster-change=keep trusts the positions (only if the topics were "
-                          "mirrored from {} to {})",
-                          store.dir(), *stored, cluster, *stored, cluster);
-            return false;
-        }
-        if (policy == "restart") {
-            for (auto const& [k, pos] : positions) {
-                if (auto ec = store.erase(k)) {
-                    throw std::runtime_error("cannot drop the checkpoint of " + k.database + ": " + ec.message());
-                }
-            }
-            spdlog::warn("Kafka cluster changed from {} to {} (--kafka-cluster-change=restart): dropped {} "
-                         "checkpoint(s); every database starts again as if new",
-                         *stored, cluster, positions.size());
-        } else {
-            spdlog::warn("Kafka cluster changed from {} to {} (--kafka-cluster-change=keep): keeping {} "
-                         "checkpoint(s); records they cover must already be in the new cluster",
-                         *stored, cluster, positions.size());
-        }
-    } else if (!stored && !positions.empty()) {
-        spdlog::warn("the checkpoints in {} carry no Kafka cluster id (written by an earlier version): adopting "
-                     "them for cluster {}",
-                     store.dir(), cluster);
-    }
-    if (auto ec = store.put_meta("kafka_cluster_id", cluster)) {
-        throw std::runtime_error("cannot record the Kafka cluster id in " + store.dir() + ": " + ec.message());
-    }
-    return true;
-}
-
-} // namespace
 
 std::string checkpoint_source(config const& cfg) {
     if (!cfg.source_name.empty()) {
@@ -332,14 +100,21 @@ int run_bridge(config const& cfg) {
     std::unique_ptr<metrics::http_server> http;
     std::function<std::string(std::chrono::milliseconds)> cluster_of; // the connected cluster's id ("" unknown)
     std::string cluster;                                                 // verified at startup, if it had to be
+    bool must_verify_cluster = false;
+    std::mutex starting_mutex;
+    std::string starting_why; // why the bridge does not follow yet; "" once it does
+    auto set_starting = [&](std::string why) {
+        std::lock_guard lock(starting_mutex);
+        starting_why = std::move(why);
+    };
+    std::function<std::string()> starting = [&] {
+        std::lock_guard lock(starting_mutex);
+        return starting_why;
+    };
     try {
         if (!cfg.group.empty() && cfg.checkpoint_store != "kafka") {
             throw std::invalid_argument("--group needs --checkpoint-store kafka: a database's next owner reads its "
                                         "checkpoint from the topic");
-        }
-        if (!cfg.group.empty() && exactly_once) {
-            throw std::invalid_argument("--group with --delivery exactly-once is not supported yet (it needs one "
-                                        "transactional producer per assignment partition); use at-least-once");
         }
         if (exactly_once && cfg.checkpoint_store != "kafka") {
             throw std::invalid_argument("--delivery exactly-once needs --checkpoint-store kafka: the checkpoints are "
@@ -369,7 +144,9 @@ int run_bridge(config const& cfg) {
             pcfg.bootstrap_servers = cfg.kafka_brokers;
         }
         pcfg.properties = kafka_client_properties(cfg);
-        if (exactly_once) {
+        if (exactly_once && cfg.group.empty()) {
+            // In group mode every assignment partition has a transactional
+            // producer of its own (bridge/group_transactions.hpp).
             pcfg.transactional_id = transactional_id(cfg, checkpoint_source(cfg));
         }
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
@@ -430,38 +207,9 @@ int run_bridge(config const& cfg) {
             // new one whose records vanish at exit: make its id unique.
             return id.empty() || !is_embedded ? id : "embedded-" + id + embedded_suffix;
         };
-        if (!kafka_positions && !store->list().empty()) {
-            int startup_signal = 0;
-            signals.async_wait([&](boost::system::error_code ec, int sig) {
-                if (!ec) {
-                    startup_signal = sig;
-                }
-            });
-            auto const wait_started = std::chrono::steady_clock::now();
-            for (int attempt = 0; cluster.empty(); ++attempt) {
-                cluster = cluster_of(std::chrono::seconds(2));
-                ioc.poll();
-                if (startup_signal != 0) {
-                    spdlog::info("signal {} before startup finished: stopping", startup_signal);
-                    return 0;
-                }
-                if (cluster.empty() && attempt % 5 == 4) {
-                    spdlog::warn("still waiting for the Kafka cluster id from {} ({} s) before trusting the "
-                                 "checkpoints: are the brokers reachable?",
-                                 embedded ? std::string("the embedded cluster") : cfg.kafka_brokers,
-                                 std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
-                                                                                  wait_started)
-                                     .count());
-                }
-            }
-            signals.cancel();
-            ioc.poll();
-            ioc.restart();
-            spdlog::info("Kafka cluster id {}", cluster);
-            if (!check_kafka_cluster(*store, cluster, cfg.kafka_cluster_change)) {
-                return 2;
-            }
-        }
+        // The check itself waits for the brokers: it runs once the HTTP
+        // server answers (/healthz must not depend on Kafka).
+        must_verify_cluster = !kafka_positions && !store->list().empty();
     } catch (std::exception const& e) {
         spdlog::error("startup failed: {}",
                       common::redact_secret(common::redact_secret(e.what(), cfg.couch_password),
@@ -488,7 +236,7 @@ int run_bridge(config const& cfg) {
     fleet* running_fleet = nullptr; // set once the fleet exists (the transaction hooks need it)
     checkpoint::flusher* flusher_ptr = nullptr;
     std::unique_ptr<transaction_writer> txn_writer;
-    if (exactly_once) {
+    if (exactly_once && cfg.group.empty()) {
         transaction_writer::hooks hooks;
         hooks.in_flight = [&running_fleet] { return running_fleet != nullptr ? running_fleet->in_flight() : 0; };
         hooks.rewind_all = [&running_fleet](std::function<void()> done) {
@@ -570,24 +318,43 @@ int run_bridge(config const& cfg) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
     }
+    std::unique_ptr<group_transactions> group_txns; // group mode, exactly-once
     std::unique_ptr<group_ownership> group;
     std::function<bool(std::string const&)> owns;
     std::function<bool()> may_publish;
+    std::function<fleet::transaction_unit(std::string const&)> unit_of;
     if (!cfg.group.empty()) {
         group = std::make_unique<group_ownership>(source, cfg.assignment_partitions);
         owns = [g = group.get()](std::string const& db) { return g->owns(db); };
         may_publish = [g = group.get()] { return g->may_publish(); };
+        if (exactly_once) {
+            group_transactions_config gtc;
+            gtc.bootstrap_servers = embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers;
+            gtc.properties = kafka_client_properties(cfg);
+            gtc.id_prefix = cfg.transactional_id.empty() ? cfg.group : cfg.transactional_id;
+            gtc.source = source;
+            gtc.partitions = cfg.assignment_partitions;
+            gtc.commit_interval = cfg.commit_interval;
+            gtc.bridge_version = common::version;
+            group_txns = std::make_unique<group_transactions>(
+                std::move(gtc), *kafka_positions, registry,
+                [g = group.get()](std::int32_t p, std::string const&) { g->fenced(p); });
+            unit_of = [t = group_txns.get()](std::string const& db) { return t->unit_of(db); };
+        }
     }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
                                         window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
                                                                cfg.deletion_memory ? store.get() : nullptr,
                                                                may_publish},
-                                        *store, positions, owns,
+                                        *store, positions, owns, unit_of,
                                         std::make_shared<couch::client>(ioc.get_executor(), client, couch_source,
                                                                         &registry),
                                         static_cast<std::size_t>(cfg.max_open_feeds), cfg.idle_close});
     running_fleet = &databases;
+    if (group_txns) {
+        group_txns->attach(databases);
+    }
     register_admin_api(*http, databases, cfg.admin_token);
     // Discovery (--db-pattern) reports databases found and gone to the fleet.
     std::unique_ptr<discovery> finder;
@@ -611,66 +378,62 @@ int run_bridge(config const& cfg) {
             return 2;
         }
     }
-    http->handle("/healthz", [] { return metrics::http_response{200, "text/plain; charset=utf-8", "ok\n"}; });
-    http->handle("/readyz", [&databases, &flusher, &producer] {
-        std::string not_ready;
-        if (auto k = producer->health(); !k.ready) {
-            not_ready += "kafka: cannot reach the cluster (" + k.last_error + ")\n";
-        }
-        for (auto const& s : databases.statuses()) {
-            if (!s.ready) {
-                not_ready += s.database + ": " + s.state + (s.last_error.empty() ? "" : " (" + s.last_error + ")") + "\n";
-            }
-        }
-        auto h = flusher.status();
-        if (h.consecutive_failures > 0) {
-            not_ready += "checkpoints: " + h.last_error + "\n";
-        }
-        if (not_ready.empty()) {
-            return metrics::http_response{200, "text/plain; charset=utf-8", "ready\n"};
-        }
-        return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
-    });
-    http->handle("/status", [&databases, &flusher, &couch_source, &producer, &cfg, &group, &finder] {
-        boost::json::object root;
-        root["version"] = common::version;
-        root["source"] = source_json(*couch_source);
-        root["discovery"] = finder ? boost::json::value(finder->status()) : boost::json::value(nullptr);
-        auto k = producer->health();
-        root["kafka"] = {{"ready", k.ready},
-                         {"last_error", k.last_error.empty() ? boost::json::value(nullptr)
-                                                             : boost::json::value(k.last_error)}};
-        root["delivery"] = cfg.delivery;
-        if (group) {
-            boost::json::array parts;
-            for (auto p : group->partitions()) {
-                parts.emplace_back(p);
-            }
-            root["group"] = {{"name", cfg.group},
-                             {"member_id", group->member_id()},
-                             {"partitions", std::move(parts)},
-                             {"rebalances", group->rebalances()}};
-        }
-        root["checkpoint_store"] = cfg.checkpoint_store;
-        root["databases"] = status_json(databases.statuses());
-        boost::json::array idle; // followed, feed closed until they change (--max-open-feeds)
-        for (auto& db : databases.idle_databases()) {
-            idle.emplace_back(std::move(db));
-        }
-        root["idle"] = std::move(idle);
-        auto h = flusher.status();
-        boost::json::object ck;
-        ck["consecutive_failures"] = h.consecutive_failures;
-        ck["last_error"] = h.last_error.empty() ? boost::json::value(nullptr) : boost::json::value(h.last_error);
-        ck["last_success_time"] = iso_time(h.last_success_time);
-        root["checkpoints"] = std::move(ck);
-        return metrics::http_response{200, "application/json", boost::json::serialize(root) + "\n"};
-    });
+    register_status_endpoints(*http, status_sources{cfg, databases, flusher, *couch_source, *producer, group.get(),
+                                                    group_txns.get(), finder.get(), starting});
     try {
         http->start();
     } catch (std::exception const& e) {
         spdlog::error("startup failed: {}", e.what());
         return 2;
+    }
+    if (must_verify_cluster) {
+        // A store that holds positions waits until the brokers tell their
+        // cluster id, and is checked against it (an empty one records the id
+        // with its first write: an acknowledgement implies the metadata that
+        // carries it). The HTTP server answers meanwhile.
+        set_starting("waiting for the Kafka cluster id, to check the checkpoints against it");
+        std::atomic<int> startup_signal{0};
+        signals.async_wait([&](boost::system::error_code ec, int sig) {
+            if (!ec) {
+                startup_signal = sig;
+            }
+        });
+        std::thread serving([&ioc] { ioc.run(); });
+        auto const wait_started = std::chrono::steady_clock::now();
+        for (int attempt = 0; cluster.empty() && startup_signal == 0; ++attempt) {
+            cluster = cluster_of(std::chrono::seconds(2));
+            if (cluster.empty() && attempt % 5 == 4) {
+                spdlog::warn("still waiting for the Kafka cluster id from {} ({} s) before trusting the "
+                             "checkpoints: are the brokers reachable?",
+                             embedded ? std::string("the embedded cluster") : cfg.kafka_brokers,
+                             std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                              wait_started)
+                                 .count());
+            }
+        }
+        signals.cancel();
+        ioc.stop();
+        serving.join();
+        ioc.restart();
+        bool go_on = startup_signal == 0;
+        if (!go_on) {
+            spdlog::info("signal {} before startup finished: stopping", startup_signal.load());
+        } else {
+            spdlog::info("Kafka cluster id {}", cluster);
+            try {
+                go_on = check_kafka_cluster(*store, cluster, cfg.kafka_cluster_change);
+            } catch (std::exception const& e) {
+                spdlog::error("startup failed: {}", e.what());
+                go_on = false;
+            }
+        }
+        if (!go_on) {
+            // Lets the server's sessions end before it goes.
+            http->stop();
+            ioc.run_for(std::chrono::milliseconds(500));
+            return startup_signal != 0 ? 0 : 2;
+        }
+        set_starting({});
     }
     asio::co_spawn(committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor()),
                    flusher.run(), asio::detached);
@@ -678,7 +441,7 @@ int run_bridge(config const& cfg) {
         databases.start(cfg.databases);
         if (group) {
             group->start(cfg, embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers, databases,
-                         *kafka_positions, flusher, registry);
+                         *kafka_positions, flusher, registry, group_txns.get());
         }
         if (finder) {
             finder->start();

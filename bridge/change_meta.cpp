@@ -18,13 +18,12 @@ void put2(char* p, unsigned v) noexcept {
 }
 
 // A string member of the doc, or nullopt when absent, null or not a string.
-std::optional<std::string> string_member(boost::json::object const& doc, std::string_view key) {
-    auto const* v = doc.if_contains(key);
-    if (v == nullptr || !v->is_string()) {
+std::optional<std::string> string_member(couch::doc_fields const& doc, couch::doc_fields::field f) {
+    auto const v = doc.get(f);
+    if (!v) {
         return std::nullopt;
     }
-    auto const& s = v->get_string();
-    return std::string(s.data(), s.size());
+    return std::string(*v);
 }
 
 bool ends_with(std::string_view s, std::string_view suffix) noexcept {
@@ -137,10 +136,11 @@ change_meta make_change_meta(couch::row const& row, std::string_view database, t
     m.publish_timestamp = published;
     m.original_publication_datetime = published;
 
-    if (row.doc) {
-        auto const& doc = *row.doc;
-        m.document_rev = string_member(doc, "_rev");
-        auto doc_type = string_member(doc, "doc_type");
+    if (row.has_doc) {
+        auto const& doc = row.doc;
+        using f = couch::doc_fields;
+        m.document_rev = string_member(doc, f::rev);
+        auto doc_type = string_member(doc, f::doc_type);
         if (doc_type && doc_type->empty()) {
             // HQ treats a falsy doc_type as no doc_type at all.
             doc_type.reset();
@@ -148,14 +148,14 @@ change_meta make_change_meta(couch::row const& row, std::string_view database, t
         if (doc_type) {
             std::string_view const t = *doc_type;
             if (doc_types::is_case(t)) {
-                m.document_subtype = string_member(doc, "type");
+                m.document_subtype = string_member(doc, f::type);
             } else if (doc_types::is_form(t)) {
-                m.document_subtype = string_member(doc, "xmlns");
+                m.document_subtype = string_member(doc, f::xmlns);
             }
-            m.domain = string_member(doc, doc_types::is_domain(t) ? "name" : "domain");
+            m.domain = string_member(doc, doc_types::is_domain(t) ? f::name : f::domain);
             m.is_deletion = m.is_deletion || doc_types::is_deletion(t);
         } else {
-            m.domain = string_member(doc, "domain");
+            m.domain = string_member(doc, f::domain);
         }
         m.document_type = std::move(doc_type);
     }

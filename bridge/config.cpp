@@ -272,7 +272,8 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->group(group_ckpt);
     opt("transactional-id", c.transactional_id,
         "Exactly-once: the producer's transactional.id; a second bridge with the same id fences this one "
-        "(default: couch-kafka-bridge-<source name>)")
+        "(default: couch-kafka-bridge-<source name>); in group mode the prefix of the per-partition ids "
+        "<prefix>-<partition> (default: the group name)")
         ->group(group_ckpt);
     opt("group", c.group,
         "Group mode: bridges started with the same NAME share the databases through the Kafka consumer group "

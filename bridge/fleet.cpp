@@ -196,9 +196,18 @@ void fleet::launch_pipeline_locked(entry& e, std::optional<std::string> start_ki
     e.opened_at = std::chrono::system_clock::now();
     checkpoint::key key{deps_.source_name, e.db};
     auto pos = deps_.positions.get(key);
+    transaction_unit unit{&deps_.pipe.producer, &deps_.pipe.flusher};
+    if (deps_.unit_of) {
+        unit = deps_.unit_of(e.db);
+        if (unit.producer == nullptr || unit.flusher == nullptr) {
+            spdlog::info("db {}: the transaction of its assignment partition is not open here; not started", e.db);
+            return;
+        }
+    }
     couch::feed_options fo = deps_.feed;
     fo.database = e.db;
-    auto pipe = deps_.pipe;
+    pipeline::dependencies pipe{*unit.producer,     deps_.pipe.routes, *unit.flusher,         deps_.pipe.registry,
+                                deps_.pipe.options, deps_.pipe.memory, deps_.pipe.may_publish};
     if (auto const* v = e.options.if_contains("selector"); v || e.options.contains("doc_ids") ||
                                                            e.options.contains("filter")) {
         // A per-database server filter replaces the process-wide one.
@@ -216,7 +225,7 @@ void fleet::launch_pipeline_locked(entry& e, std::optional<std::string> start_ki
     if (pos) {
         fo.since = couch::since::from(couch::seq::from_raw_json(pos->seq_json));
         start = pos->seq_json;
-        deps_.pipe.flusher.restore(key, *pos);
+        unit.flusher->restore(key, *pos);
         spdlog::info("db {}: resuming from checkpoint {}", e.db, pos->seq_json);
     } else {
         auto const kind = start_kind.value_or(deps_.initial_since);
@@ -301,14 +310,15 @@ asio::awaitable<void> fleet::reaper() {
                 auto target = *std::exchange(e->rewind_to, std::nullopt);
                 checkpoint::key key{deps_.source_name, name};
                 // The old pipeline's last position first, then the target over it.
-                auto ec = deps_.pipe.flusher.flush_now();
+                auto& flusher = flusher_for(name);
+                auto ec = flusher.flush_now();
                 if (!ec) {
                     if (target == "0" || target == "now") {
                         ec = deps_.positions.erase(key);
                         kind = target;
                     } else {
-                        deps_.pipe.flusher.update(key, target);
-                        ec = deps_.pipe.flusher.flush_now();
+                        flusher.update(key, target);
+                        ec = flusher.flush_now();
                     }
                 }
                 if (ec) {
@@ -419,8 +429,8 @@ fleet::outcome fleet::follow(std::string const& db, std::string const& since, st
                     ec = deps_.positions.erase(key);
                     kind = target;
                 } else {
-                    deps_.pipe.flusher.update(key, target);
-                    ec = deps_.pipe.flusher.flush_now();
+                    flusher_for(db).update(key, target);
+                    ec = flusher_for(db).flush_now();
                 }
                 if (ec) {
                     return {503, error_json("store", "cannot store the start position: " + ec.message())};
@@ -585,22 +595,31 @@ std::vector<pipeline_status> fleet::statuses() const {
     return out;
 }
 
-std::size_t fleet::in_flight() const {
+checkpoint::flusher& fleet::flusher_for(std::string const& db) const {
+    if (deps_.unit_of) {
+        if (auto unit = deps_.unit_of(db); unit.flusher != nullptr) {
+            return *unit.flusher;
+        }
+    }
+    return deps_.pipe.flusher;
+}
+
+std::size_t fleet::in_flight(database_filter const& which) const {
     std::lock_guard lock(mutex_);
     std::size_t n = 0;
     for (auto const& [name, e] : entries_) {
-        if (e->p) {
+        if (e->p && (!which || which(name))) {
             n += e->p->in_flight();
         }
     }
     return n;
 }
 
-void fleet::rewind_all_to_durable(std::function<void()> done) {
+void fleet::rewind_all_to_durable(std::function<void()> done, database_filter const& which) {
     std::lock_guard lock(mutex_);
     std::vector<pipeline*> running;
     for (auto const& [name, e] : entries_) {
-        if (e->p) {
+        if (e->p && (!which || which(name))) {
             running.push_back(e->p.get());
         }
     }

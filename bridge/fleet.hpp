@@ -16,8 +16,12 @@
 #include <vector>
 
 namespace checkpoint {
+class flusher;
 class store;
 class positions;
+} // namespace checkpoint
+namespace kafka {
+class producer;
 }
 
 namespace bridge {
@@ -47,6 +51,14 @@ namespace bridge {
 // Thread safety: every public member may be called from any thread.
 class fleet {
 public:
+    // Group exactly-once: the transaction a database's records go into (the
+    // producer and the flusher of its assignment partition).
+    struct transaction_unit {
+        kafka::producer* producer = nullptr;
+        checkpoint::flusher* flusher = nullptr;
+    };
+    using database_filter = std::function<bool(std::string const&)>;
+
     struct dependencies {
         boost::asio::any_io_executor pool;
         couch::client_config client;
@@ -62,6 +74,11 @@ public:
         // owns every database). A database it does not own is kept as
         // desired but runs nowhere here.
         std::function<bool(std::string const&)> owns = {};
+        // Group exactly-once: the unit of `db` now; a null producer when this
+        // instance has none open for it (the database does not start until
+        // reassess() after the unit opened). Empty: `pipe`'s producer and
+        // flusher serve every database.
+        std::function<transaction_unit(std::string const&)> unit_of = {};
         // The source's CouchDB client, shared with discovery (null: the
         // fleet makes one from `client` and `source`).
         std::shared_ptr<couch::client> couch = nullptr;
@@ -115,12 +132,14 @@ public:
 
     // Snapshots of the running pipelines, for /status, /readyz and progress.
     std::vector<pipeline_status> statuses() const;
-    // Records in flight over all pipelines (shutdown waits for 0).
-    std::size_t in_flight() const;
-    // Exactly-once, after an aborted transaction: every running pipeline
-    // reads again from its durable checkpoint; `done` runs once all have
-    // taken the rewind (on one of their strands, or here when none runs).
-    void rewind_all_to_durable(std::function<void()> done);
+    // Records in flight over all pipelines (shutdown waits for 0), or over
+    // the pipelines of the databases `which` accepts.
+    std::size_t in_flight(database_filter const& which = {}) const;
+    // Exactly-once, after an aborted transaction: every running pipeline (of
+    // the databases `which` accepts) reads again from its durable
+    // checkpoint; `done` runs once all have taken the rewind (on one of
+    // their strands, or here when none runs).
+    void rewind_all_to_durable(std::function<void()> done, database_filter const& which = {});
     // Group mode, after the ownership changed: starts the databases this
     // instance now owns (from their stored checkpoints) and stops the ones it
     // no longer owns. Returns the databases being stopped.
@@ -186,6 +205,7 @@ private:
     void persist_locked();
     outcome stop_following(std::string const& db, std::string const& desired, std::string const& what);
     outcome ok_locked(entry const& e, unsigned status = 200) const;
+    checkpoint::flusher& flusher_for(std::string const& db) const;
 
     dependencies deps_;
     mutable std::mutex mutex_;

@@ -1,6 +1,7 @@
 #include "bridge/group.hpp"
 
 #include "bridge/fleet.hpp"
+#include "bridge/group_transactions.hpp"
 #include "checkpoint/flusher.hpp"
 #include "checkpoint/kafka_store.hpp"
 #include "kafka/group_member.hpp"
@@ -39,9 +40,19 @@ bool group_ownership::owns(std::string const& database) const {
 
 void group_ownership::start(config const& cfg, std::string const& bootstrap_servers, fleet& databases,
                             checkpoint::kafka_store& store, checkpoint::flusher& flusher,
-                            metrics::registry& registry) {
+                            metrics::registry& registry, group_transactions* transactions) {
+    databases_ = &databases;
     kafka::group_events events;
-    events.assigned = [this, &databases, &store](std::vector<std::int32_t> const& parts) {
+    events.assigned = [this, &databases, &store, transactions](std::vector<std::int32_t> const& parts) {
+        if (transactions != nullptr) {
+            // Fences the last owners first: what they left open is aborted
+            // before their checkpoints are read.
+            try {
+                transactions->open(parts);
+            } catch (std::exception const& e) {
+                spdlog::error("group: {}; their databases do not start here until the next rebalance", e.what());
+            }
+        }
         // The positions the last owner wrote: read before starting anything.
         for (int attempt = 1;; ++attempt) {
             try {
@@ -63,7 +74,7 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
         }
         databases.reassess();
     };
-    events.revoked = [this, &databases, &flusher](std::vector<std::int32_t> const& parts, bool lost) {
+    events.revoked = [this, &databases, &flusher, transactions](std::vector<std::int32_t> const& parts, bool lost) {
         {
             std::lock_guard lock(mutex_);
             for (auto p : parts) {
@@ -71,12 +82,17 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
             }
         }
         auto stopping = databases.reassess();
-        if (!databases.wait_stopped(stopping, std::chrono::seconds(30))) {
+        bool const stopped = databases.wait_stopped(stopping, std::chrono::seconds(30));
+        if (!stopped) {
             spdlog::warn("group: {} database(s) still had records in flight after 30 s; releasing them anyway "
                          "(the next owner may publish those records again)",
                          stopping.size());
         }
-        if (!lost) {
+        if (transactions != nullptr) {
+            // Commits what the released databases did (unless lost: then the
+            // next owner's init_transactions aborts it).
+            transactions->close(parts, lost, !stopped);
+        } else if (!lost) {
             // The next owner starts where these checkpoints say.
             if (auto ec = flusher.flush_now()) {
                 spdlog::warn("group: checkpoints of the released databases not written ({}); the next owner may "
@@ -94,6 +110,18 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
     member_ = std::make_unique<kafka::group_member>(std::move(gc), std::move(events), registry);
     member_ready_.store(member_.get(), std::memory_order_release);
     spdlog::info("group {}: joining through {} ({} partitions)", cfg.group, assignment_topic(cfg), partitions_);
+}
+
+void group_ownership::fenced(std::int32_t p) {
+    {
+        std::lock_guard lock(mutex_);
+        if (owned_.erase(p) == 0) {
+            return;
+        }
+    }
+    if (databases_ != nullptr) {
+        databases_->reassess();
+    }
 }
 
 bool group_ownership::may_publish() const noexcept {

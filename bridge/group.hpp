@@ -24,6 +24,7 @@ class registry;
 namespace bridge {
 
 class fleet;
+class group_transactions;
 
 // The assignment partition of a database: Kafka's own placement of the key
 // "<source>/<database>" (Java murmur2, positive, modulo `partitions`), so
@@ -53,9 +54,18 @@ public:
     // see kafka::group_member::lease_valid)? False before start().
     bool may_publish() const noexcept;
 
-    // Joins the group. Throws std::runtime_error when it cannot.
+    // Joins the group. Throws std::runtime_error when it cannot. With
+    // `transactions` (exactly-once), a partition's transactional producer
+    // opens on assign before its checkpoints are read, and its last
+    // transaction commits on revoke; `flusher` serves at-least-once.
     void start(config const& cfg, std::string const& bootstrap_servers, fleet& databases,
-               checkpoint::kafka_store& store, checkpoint::flusher& flusher, metrics::registry& registry);
+               checkpoint::kafka_store& store, checkpoint::flusher& flusher, metrics::registry& registry,
+               group_transactions* transactions = nullptr);
+
+    // Exactly-once: partition `p`'s producer was fenced (another member
+    // took it over). Its databases stop here until the group assigns it
+    // again. Thread-safe.
+    void fenced(std::int32_t p);
 
     // For /status: member id, the partitions, rebalances.
     std::string member_id() const;
@@ -67,6 +77,7 @@ private:
     std::int32_t partitions_;
     mutable std::mutex mutex_;
     std::set<std::int32_t> owned_;
+    fleet* databases_ = nullptr;
     std::unique_ptr<kafka::group_member> member_;
     std::atomic<kafka::group_member const*> member_ready_{nullptr}; // member_, once started
 };

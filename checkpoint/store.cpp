@@ -129,15 +129,22 @@ rocksdb::Options make_options() {
     options.info_log = std::make_shared<spdlog_logger>();
     options.create_if_missing = true;
     options.paranoid_checks = true;
-    // A tiny store: a few hundred bytes per database, rewritten every interval.
-    options.write_buffer_size = 256 * 1024;
+    // Positions are tiny (a few hundred bytes per database, rewritten every
+    // interval), but the hard-delete memory adds ~100 bytes per published
+    // document: millions of random keys while catching up. With 256 KiB
+    // memtables they were flushed several times a second and every L0->L1
+    // compaction rewrote the whole (random-keyed) L1, so compaction work grew
+    // with the memory: 20-50 % of the bridge's CPU per change. 8 MiB
+    // memtables flush ~30x less often (docs/BENCHMARKS.md, "Lever 4").
+    // Memory: at most two memtables, allocated as they fill.
+    options.write_buffer_size = 8 * 1024 * 1024;
     options.max_write_buffer_number = 2;
     options.compression = rocksdb::kNoCompression;
     options.max_open_files = 16;
     options.keep_log_file_num = 2;
     options.max_log_file_size = 1024 * 1024;
     options.max_manifest_file_size = 4 * 1024 * 1024;
-    options.max_total_wal_size = 4 * 1024 * 1024;
+    options.max_total_wal_size = 32 * 1024 * 1024;
     options.max_background_jobs = 1;
     options.recycle_log_file_num = 0;
     // A torn record at the end of the WAL (a write that failed half way) must

@@ -1,6 +1,5 @@
 #include "couch/changes_parser.hpp"
 
-#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -15,199 +14,49 @@ namespace {
 // The envelope of a normal feed is `{"results":[],"last_seq":...,"pending":N}`
 // once the rows are cut out: tiny. Anything bigger is not CouchDB.
 constexpr std::size_t max_envelope_bytes = 1u << 20;
-constexpr std::size_t max_chunk_extension_bytes = 4096;
 
-int hex_value(char c) noexcept {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
+bool is_ws(char c) noexcept { return is_json_ws(c); }
 
-bool is_ws(char c) noexcept { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-std::size_t skip_ws(std::string_view s, std::size_t i) noexcept {
-    while (i < s.size() && is_ws(s[i])) {
-        ++i;
-    }
-    return i;
-}
-
-// Index just past the JSON string starting at s[i] == '"', or npos.
-std::size_t skip_string(std::string_view s, std::size_t i) noexcept {
-    for (++i; i < s.size(); ++i) {
-        if (s[i] == '\\') {
-            ++i;
-        } else if (s[i] == '"') {
-            return i + 1;
+// The seq of a row, byte-exact: the seq's own text from the row `text`,
+// whose parsed value is `s` (a string or a number). The re-serialized value
+// occurs right after `"seq":` (always true for CouchDB and PouchDB);
+// otherwise the member is located structurally.
+seq exact_seq(std::string_view text, boost::json::value const& s) {
+    std::string candidate = boost::json::serialize(s);
+    constexpr std::string_view key = "\"seq\":";
+    for (auto pos = text.find(key); pos != std::string_view::npos; pos = text.find(key, pos + 1)) {
+        if (text.substr(pos + key.size()).starts_with(candidate)) {
+            return seq::from_raw_json(std::move(candidate));
         }
     }
-    return std::string_view::npos;
+    auto const raw = find_member_raw(text, "seq");
+    if (!raw.empty()) {
+        candidate.assign(raw.data(), raw.size());
+    }
+    return seq::from_raw_json(std::move(candidate));
 }
 
-// Index just past the JSON value starting at s[i], or npos. Structural only.
-std::size_t skip_value(std::string_view s, std::size_t i) noexcept {
-    if (i >= s.size()) {
-        return std::string_view::npos;
-    }
-    if (s[i] == '"') {
-        return skip_string(s, i);
-    }
-    if (s[i] == '{' || s[i] == '[') {
-        int depth = 0;
-        while (i < s.size()) {
-            char c = s[i];
-            if (c == '"') {
-                i = skip_string(s, i);
-                if (i == std::string_view::npos) {
-                    return i;
-                }
-                continue;
-            }
-            if (c == '{' || c == '[') {
-                ++depth;
-            } else if (c == '}' || c == ']') {
-                if (--depth == 0) {
-                    return i + 1;
-                }
-            }
-            ++i;
+// A string seq: fast path (CouchDB puts seq first): the first `"seq":"` is
+// followed by exactly the decoded string's text, quoted, without escapes —
+// no serialization needed.
+seq exact_string_seq(std::string_view text, std::string const& decoded) {
+    constexpr std::string_view key = "\"seq\":\"";
+    auto const pos = text.find(key);
+    if (pos != std::string_view::npos) {
+        auto const start = pos + key.size() - 1;
+        auto const raw = text.substr(start, decoded.size() + 2);
+        if (raw.size() == decoded.size() + 2 && raw.back() == '"' && raw.substr(1, decoded.size()) == decoded) {
+            return seq::from_raw_json(std::string(raw));
         }
-        return std::string_view::npos;
     }
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !is_ws(s[i])) {
-        ++i;
-    }
-    return i;
-}
-
-std::string describe_id(std::string_view id) {
-    if (id.empty()) {
-        return "doc id unknown";
-    }
-    return "doc id '" + std::string(id) + "'";
+    return exact_seq(text, boost::json::value(boost::json::string_view(decoded)));
 }
 
 } // namespace
 
-// ---------------------------------------------------------------------------
-// chunked_decoder
-
-boost::system::error_code chunked_decoder::next(std::string_view& in, std::string_view& piece) {
-    piece = {};
-    if (error_) {
-        return error_;
-    }
-    while (!in.empty() && state_ != state::done) {
-        char const c = in.front();
-        switch (state_) {
-        case state::size: {
-            int const d = hex_value(c);
-            if (d >= 0) {
-                // 15 hex digits is already 2^60 bytes: more is garbage, not a size.
-                if (size_digits_ >= 15) {
-                    return error_ = errc::bad_chunk_framing;
-                }
-                remaining_ = remaining_ * 16 + static_cast<std::uint64_t>(d);
-                ++size_digits_;
-            } else if (size_digits_ == 0) {
-                return error_ = errc::chunk_size_not_hex;
-            } else if (c == ';' || c == ' ' || c == '\t') {
-                state_ = state::extension;
-                remaining_extension_ = max_chunk_extension_bytes;
-            } else if (c == '\r') {
-                state_ = state::size_lf;
-            } else {
-                return error_ = errc::bad_chunk_framing;
-            }
-            in.remove_prefix(1);
-            break;
-        }
-        case state::extension:
-            if (c == '\r') {
-                state_ = state::size_lf;
-            } else if (--remaining_extension_ == 0) {
-                return error_ = errc::bad_chunk_framing;
-            }
-            in.remove_prefix(1);
-            break;
-        case state::size_lf:
-            if (c != '\n') {
-                return error_ = errc::bad_chunk_framing;
-            }
-            in.remove_prefix(1);
-            size_digits_ = 0;
-            state_ = remaining_ == 0 ? state::trailer_start : state::data;
-            break;
-        case state::data: {
-            auto const n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, in.size()));
-            piece = in.substr(0, n);
-            in.remove_prefix(n);
-            remaining_ -= n;
-            if (remaining_ == 0) {
-                state_ = state::data_cr;
-            }
-            return {};
-        }
-        case state::data_cr:
-            if (c != '\r') {
-                return error_ = errc::bad_chunk_framing;
-            }
-            in.remove_prefix(1);
-            state_ = state::data_lf;
-            break;
-        case state::data_lf:
-            if (c != '\n') {
-                return error_ = errc::bad_chunk_framing;
-            }
-            in.remove_prefix(1);
-            state_ = state::size;
-            break;
-        case state::trailer_start:
-            state_ = c == '\r' ? state::final_lf : state::trailer;
-            in.remove_prefix(1);
-            break;
-        case state::trailer:
-            if (c == '\n') {
-                state_ = state::trailer_start;
-            }
-            in.remove_prefix(1);
-            break;
-        case state::final_lf:
-            if (c != '\n') {
-                return error_ = errc::bad_chunk_framing;
-            }
-            in.remove_prefix(1);
-            state_ = state::done;
-            break;
-        case state::done:
-            break;
-        }
-    }
-    return {};
-}
-
-// ---------------------------------------------------------------------------
-// changes_parser
-
-namespace {
-boost::json::parse_options row_parse_options() {
-    boost::json::parse_options opt;
-    // Documents nest deeper than Boost.JSON's default of 32; the parser is
-    // iterative, so a generous limit costs nothing.
-    opt.max_depth = 1000;
-    return opt;
-}
-} // namespace
 
 changes_parser::changes_parser(feed_kind kind, std::size_t max_row_bytes)
-    : kind_(kind), max_row_bytes_(max_row_bytes), json_({}, row_parse_options()) {}
+    : kind_(kind), max_row_bytes_(max_row_bytes) {}
 
 void changes_parser::reset(feed_kind kind) {
     kind_ = kind;
@@ -223,9 +72,8 @@ void changes_parser::reset(feed_kind kind) {
     nstate_ = nstate::before_results;
     envelope_.clear();
     depth_ = 0;
-    json_.reset(); // first: it may hold values in the resources below
+    scan_.start();
     batch_storage_.reset();
-    row_storage_.reset();
     in_string_ = false;
     escape_ = false;
     last_key_.clear();
@@ -259,23 +107,21 @@ boost::system::error_code changes_parser::feed(std::string_view bytes, std::vect
     return ec;
 }
 
-void changes_parser::start_row() {
-    // Drop whatever the parser holds before the resource it lives in may go.
-    json_.reset();
+void changes_parser::start_row() { scan_.start(); }
+
+std::string_view changes_parser::keep_doc(std::string_view doc) {
     if (!batch_storage_) {
-        // A document's DOM takes about twice its text (values are 16 bytes,
-        // object entries 32, long strings copied), so twice the input of this
-        // call is usually one block. A row continued from an earlier call may
-        // need more: the resource then grows geometrically, never fails.
+        // One block for the docs of this call's rows, usually: they are
+        // most of its input. A row continued from an earlier call may need
+        // more: the resource then grows geometrically, never fails.
         constexpr std::size_t min_block = 4096;
         constexpr std::size_t max_first_block = std::size_t{4} << 20;
-        auto const first_block = std::clamp<std::size_t>(2 * batch_bytes_, min_block, max_first_block);
+        auto const first_block = std::clamp<std::size_t>(batch_bytes_ + doc.size(), min_block, max_first_block);
         batch_storage_ = std::make_shared<boost::json::monotonic_resource>(first_block);
     }
-    row_storage_ = batch_storage_;
-    // Not counted: the row holds row_storage_ instead, which lets Boost.JSON
-    // skip the destructor walk of a monotonic (trivially deallocating) DOM.
-    json_.reset(boost::json::storage_ptr(row_storage_.get()));
+    auto* const bytes = static_cast<char*>(batch_storage_->allocate(doc.size(), 1));
+    std::memcpy(bytes, doc.data(), doc.size());
+    return {bytes, doc.size()};
 }
 
 boost::system::error_code changes_parser::finish(std::vector<row>& out) {
@@ -408,22 +254,52 @@ boost::system::error_code changes_parser::on_row_text(std::string_view text, std
     }
     start_row();
     boost::system::error_code ec;
-    json_.write(text.data(), text.size(), ec);
-    if (!ec) {
-        json_.finish(ec);
-    }
+    scan_.write_all(text, ec);
     if (ec) {
         return row_parse_failed(text, ec);
     }
-    return on_row_value(text, json_.release(), out);
+    return on_row_done(text, out);
 }
 
 boost::system::error_code changes_parser::row_parse_failed(std::string_view partial, boost::system::error_code ec) {
     return fail(errc::malformed_row, describe_id(sniff_doc_id(partial)) + ": invalid JSON (" + ec.message() + ")");
 }
 
-boost::system::error_code changes_parser::on_row_value(std::string_view text, boost::json::value v,
-                                                       std::vector<row>& out) {
+boost::system::error_code changes_parser::on_row_done(std::string_view text, std::vector<row>& out) {
+    if (!scan_.ordinary()) {
+        return on_unusual_row(text, out);
+    }
+    row r = scan_.take_row();
+    switch (scan_.kind_of_seq()) {
+    case row_scanner::seq_kind::string:
+        r.seq = exact_string_seq(text, scan_.seq_string());
+        break;
+    case row_scanner::seq_kind::number:
+        r.seq = exact_seq(text, scan_.seq_number());
+        break;
+    default: // null: seq_interval
+        break;
+    }
+    if (r.has_doc && keep_doc_text_) {
+        r.doc_text = keep_doc(find_member_raw(text, "doc"));
+        r.doc_storage = batch_storage_;
+    }
+    r.wire_bytes = text.size();
+    emit(std::move(r), out);
+    return {};
+}
+
+// A row the scanner does not cover, read the DOM way (the text is valid JSON:
+// the scanner checked it): an error row, the continuous feed's last_seq line,
+// or a row without a usable id or seq.
+boost::system::error_code changes_parser::on_unusual_row(std::string_view text, std::vector<row>& out) {
+    boost::system::error_code ec;
+    boost::json::parse_options opt;
+    opt.max_depth = 1000;
+    auto v = boost::json::parse(text, ec, {}, opt);
+    if (ec) {
+        return row_parse_failed(text, ec);
+    }
     auto* obj = v.if_object();
     if (obj == nullptr) {
         return fail(errc::malformed_row, "a change row is not a JSON object");
@@ -459,72 +335,9 @@ boost::system::error_code changes_parser::on_row_value(std::string_view text, bo
     if (!id->is_string()) {
         return fail(errc::malformed_row, "a change row's id is not a string");
     }
-    row r;
-    r.id.assign(id->get_string().data(), id->get_string().size());
-    auto const* s = obj->if_contains("seq");
-    if (s == nullptr || !(s->is_null() || s->is_string() || s->is_number())) {
-        return fail(errc::malformed_row, describe_id(r.id) + ": row without a valid seq");
-    }
-    if (s->is_string()) {
-        // Byte-exact: the seq's own text from the row. Fast path (CouchDB
-        // puts seq first): the first `"seq":` is followed by exactly the
-        // string's text, quoted, without escapes — no serialization needed.
-        constexpr std::string_view key = "\"seq\":\"";
-        auto const& str = s->get_string();
-        auto const pos = text.find(key);
-        if (pos != std::string_view::npos) {
-            auto const start = pos + key.size() - 1;
-            auto const raw = text.substr(start, str.size() + 2);
-            if (raw.size() == str.size() + 2 && raw.back() == '"' &&
-                raw.substr(1, str.size()) == std::string_view(str.data(), str.size())) {
-                r.seq = seq::from_raw_json(std::string(raw));
-            }
-        }
-    }
-    if (!s->is_null() && r.seq.empty()) {
-        // Byte-exact: the seq's own text from the row. The re-serialized
-        // value occurs right after `"seq":` (always true for CouchDB and
-        // PouchDB); otherwise locate the member structurally.
-        std::string candidate = boost::json::serialize(*s);
-        constexpr std::string_view key = "\"seq\":";
-        bool found = false;
-        for (auto pos = text.find(key); pos != std::string_view::npos; pos = text.find(key, pos + 1)) {
-            if (text.substr(pos + key.size()).starts_with(candidate)) {
-                found = true;
-                break;
-            }
-        }
-        if (!found) {
-            auto const raw = find_member_raw(text, "seq");
-            if (!raw.empty()) {
-                candidate.assign(raw.data(), raw.size());
-            }
-        }
-        r.seq = seq::from_raw_json(std::move(candidate));
-    }
-    if (auto const* d = obj->if_contains("deleted"); d != nullptr && d->is_bool()) {
-        r.deleted = d->get_bool();
-    }
-    if (auto const* ch = obj->if_contains("changes"); ch != nullptr && ch->is_array()) {
-        r.revs.reserve(ch->get_array().size());
-        for (auto const& c : ch->get_array()) {
-            if (auto const* co = c.if_object()) {
-                if (auto const* rev = co->if_contains("rev"); rev != nullptr && rev->is_string()) {
-                    r.revs.emplace_back(rev->get_string().data(), rev->get_string().size());
-                }
-            }
-        }
-    }
-    if (auto* doc = obj->if_contains("doc"); doc != nullptr && doc->is_object()) {
-        r.doc_storage = row_storage_;
-        r.doc.emplace(std::move(doc->get_object()));
-        if (keep_doc_text_) {
-            r.doc_text = std::string(find_member_raw(text, "doc"));
-        }
-    }
-    r.wire_bytes = text.size();
-    emit(std::move(r), out);
-    return {};
+    std::string const doc_id(id->get_string().data(), id->get_string().size());
+    // The scanner only leaves rows here whose seq is missing or of a wrong type.
+    return fail(errc::malformed_row, describe_id(doc_id) + ": row without a valid seq");
 }
 
 boost::system::error_code changes_parser::feed_normal(std::string_view bytes, std::vector<row>& out) {
@@ -616,7 +429,7 @@ boost::system::error_code changes_parser::feed_normal(std::string_view bytes, st
             // allows: a huge row fails before its DOM is built.
             std::size_t const room = max_row_bytes_ + 1 - std::min(max_row_bytes_, pending_bytes_.size() + (i - row_start));
             boost::system::error_code ec;
-            i += json_.write_some(p + i, std::min(n - i, room), ec);
+            i += scan_.write_some(p + i, std::min(n - i, room), ec);
             std::string_view fresh = bytes.substr(row_start, i - row_start);
             if (ec) {
                 if (pending_bytes_.empty()) {
@@ -625,7 +438,7 @@ boost::system::error_code changes_parser::feed_normal(std::string_view bytes, st
                 pending_bytes_.append(fresh.substr(0, std::min<std::size_t>(fresh.size(), 4096)));
                 return row_parse_failed(pending_bytes_, ec);
             }
-            bool const complete = json_.done();
+            bool const complete = scan_.done();
             // Trailing whitespace the parser consumed is not part of the row.
             while (complete && !fresh.empty() && is_ws(fresh.back())) {
                 fresh.remove_suffix(1);
@@ -647,7 +460,7 @@ boost::system::error_code changes_parser::feed_normal(std::string_view bytes, st
                 pending_bytes_.append(fresh);
                 text = pending_bytes_;
             }
-            auto const row_ec = on_row_value(text, json_.release(), out);
+            auto const row_ec = on_row_done(text, out);
             pending_bytes_.clear();
             if (row_ec) {
                 return row_ec;
@@ -690,63 +503,6 @@ boost::system::error_code changes_parser::parse_envelope() {
         return fail(errc::malformed_body, "the _changes body has no results");
     }
     return {};
-}
-
-std::string_view find_member_raw(std::string_view s, std::string_view key) {
-    std::size_t i = skip_ws(s, 0);
-    if (i >= s.size() || s[i] != '{') {
-        return {};
-    }
-    ++i;
-    while (true) {
-        i = skip_ws(s, i);
-        if (i >= s.size() || s[i] != '"') {
-            return {};
-        }
-        std::size_t const key_end = skip_string(s, i);
-        if (key_end == std::string_view::npos) {
-            return {};
-        }
-        std::string_view const k = s.substr(i + 1, key_end - i - 2);
-        i = skip_ws(s, key_end);
-        if (i >= s.size() || s[i] != ':') {
-            return {};
-        }
-        i = skip_ws(s, i + 1);
-        std::size_t const value_end = skip_value(s, i);
-        if (value_end == std::string_view::npos || value_end == i) {
-            return {};
-        }
-        if (k == key) {
-            return s.substr(i, value_end - i);
-        }
-        i = skip_ws(s, value_end);
-        if (i >= s.size() || s[i] != ',') {
-            return {};
-        }
-        ++i;
-    }
-}
-
-std::string sniff_doc_id(std::string_view partial) {
-    constexpr std::string_view key = "\"id\":\"";
-    partial = partial.substr(0, std::min<std::size_t>(partial.size(), 1u << 16));
-    auto const pos = partial.find(key);
-    if (pos == std::string_view::npos) {
-        return {};
-    }
-    std::string id;
-    for (std::size_t i = pos + key.size(); i < partial.size() && id.size() < 512; ++i) {
-        char const c = partial[i];
-        if (c == '\\' && i + 1 < partial.size()) {
-            id.push_back(partial[++i]);
-        } else if (c == '"') {
-            return id;
-        } else {
-            id.push_back(c);
-        }
-    }
-    return id;
 }
 
 } // namespace couch

@@ -1,12 +1,13 @@
 #pragma once
 
+#include "couch/chunked_decoder.hpp"
 #include "couch/error.hpp"
+#include "couch/json_text.hpp"
 #include "couch/row.hpp"
+#include "couch/row_scanner.hpp"
 #include "couch/seq.hpp"
 
 #include <boost/json/monotonic_resource.hpp>
-#include <boost/json/stream_parser.hpp>
-#include <boost/json/storage_ptr.hpp>
 #include <boost/json/value.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -20,36 +21,6 @@
 
 namespace couch {
 
-// Decodes HTTP/1.1 chunked transfer encoding incrementally and without
-// copying: next() hands out pieces of the caller's input. Knows CouchDB's
-// 06k race: a chunk-size line that does not start with a hex digit (CouchDB
-// wrote a whole `HTTP/1.1 404` response into the open body) is reported as
-// errc::chunk_size_not_hex, which the feed treats as "database missing".
-//
-// Not thread-safe; one instance per response.
-class chunked_decoder {
-public:
-    // Consumes bytes from the front of `in` (advancing it) up to and
-    // including the next piece of body data, which is returned in `piece`
-    // (a view into the original input, possibly empty when `in` held only
-    // framing). Call repeatedly until `in` is empty or done(). Errors are
-    // sticky: after an error, every call returns it again.
-    boost::system::error_code next(std::string_view& in, std::string_view& piece);
-
-    // The terminating `0\r\n\r\n` (and any trailers) has been consumed.
-    bool done() const noexcept { return state_ == state::done; }
-
-    void reset() noexcept { *this = chunked_decoder(); }
-
-private:
-    enum class state { size, extension, size_lf, data, data_cr, data_lf, trailer_start, trailer, final_lf, done };
-    state state_ = state::size;
-    std::uint64_t remaining_ = 0;
-    int size_digits_ = 0;
-    std::size_t remaining_extension_ = 0;
-    boost::system::error_code error_;
-};
-
 // Which _changes response shape a parser reads.
 enum class feed_kind {
     continuous, // one JSON object per line; blank lines are heartbeats; may end with a {"last_seq":...} line
@@ -59,19 +30,17 @@ enum class feed_kind {
 // Streaming parser of a _changes response body (already de-chunked). Rows
 // are split out of the byte stream without buffering the whole response
 // (only a row that straddles two feed() calls is copied) and each row is
-// parsed once with a reused Boost.JSON parser: in a continuous feed the row
-// ends at the newline (memchr), in a normal feed the JSON parser itself finds
-// the end of each row, so no byte of a row is scanned twice.
+// read once by a reused couch::row_scanner, which builds no document: in a
+// continuous feed the row ends at the newline (memchr), in a normal feed the
+// scanner itself finds the end of each row, so no byte of a row is scanned
+// twice (except the `doc` member's when its bytes are kept, below).
 //
-// Memory: the rows appended by one feed() call share one
-// boost::json::monotonic_resource (each row holds it in row.doc_storage), so
-// a document costs a few block allocations per batch instead of one heap
-// allocation per string, key and container, and destroying it is free. The
-// batch's memory is returned when the last row of that feed() call is
-// destroyed; keep rows only as long as needed (the pipeline drops them after
-// publishing). A row's doc must not outlive the row (see row::doc_storage),
-// and copies made with its storage must stay on the thread that owns the rows
-// (the resource is not thread-safe for allocation).
+// Memory: a row owns its id, seq, revs and doc fields (a few small
+// allocations). With keep_doc_text(true) the `doc` bytes of the rows of one
+// feed() call are copied into one boost::json::monotonic_resource that the
+// rows share (row.doc_storage); it is returned when the last row of that call
+// is destroyed, so keep rows only as long as needed (the pipeline drops them
+// after publishing).
 //
 // Seqs are kept byte-exact: row.seq.raw_json() is the text the server sent.
 // A `"seq":null` row (seq_interval) gets an empty seq; such a row is never the
@@ -115,8 +84,8 @@ public:
     std::uint64_t rows_parsed() const noexcept { return rows_parsed_; }
     feed_kind kind() const noexcept { return kind_; }
 
-    // Keep each row's `doc` bytes in row::doc_text (a copy: costs a scan and
-    // an allocation per row; off by default). Survives reset().
+    // Keep each row's `doc` bytes in row::doc_text (a copy into the batch's
+    // arena: costs a scan of the doc; off by default). Survives reset().
     void keep_doc_text(bool on) noexcept { keep_doc_text_ = on; }
 
     void reset(feed_kind kind);
@@ -126,7 +95,9 @@ private:
     boost::system::error_code feed_normal(std::string_view bytes, std::vector<row>& out);
     boost::system::error_code on_line(std::string_view line, std::vector<row>& out);
     boost::system::error_code on_row_text(std::string_view text, std::vector<row>& out);
-    boost::system::error_code on_row_value(std::string_view text, boost::json::value v, std::vector<row>& out);
+    boost::system::error_code on_row_done(std::string_view text, std::vector<row>& out);
+    boost::system::error_code on_unusual_row(std::string_view text, std::vector<row>& out);
+    std::string_view keep_doc(std::string_view doc);
     boost::system::error_code row_parse_failed(std::string_view partial, boost::system::error_code ec);
     void start_row();
     boost::system::error_code parse_envelope();
@@ -137,13 +108,10 @@ private:
 
     feed_kind kind_;
     std::size_t max_row_bytes_;
-    // The monotonic resource of the current feed() call (null until its first
-    // row), and the one the row being parsed lives in (a row that straddles
-    // feed() calls stays in the resource of the call where it began).
-    // Declared before json_, which may hold values in them, so they outlive it.
+    // The arena of the current feed() call for kept doc bytes (null until
+    // its first kept doc).
     std::shared_ptr<boost::json::monotonic_resource> batch_storage_;
-    std::shared_ptr<boost::json::monotonic_resource> row_storage_;
-    boost::json::stream_parser json_;
+    row_scanner scan_;
     std::size_t batch_bytes_ = 0; // size of the current feed() input, to size the first block
     std::string pending_bytes_; // a row/line that straddles feed() calls
     std::vector<row> held_;     // null-seq rows waiting for a seq (seq_interval)
@@ -166,14 +134,5 @@ private:
     std::string last_key_;  // last string seen at depth 1 (the key before "results")
     bool collecting_key_ = false;
 };
-
-// Finds the raw JSON text of the member `key` of the JSON object `object_text`
-// (top level only). Returns an empty view when absent or the text is not an
-// object. Does not validate beyond what it needs.
-std::string_view find_member_raw(std::string_view object_text, std::string_view key);
-
-// Best-effort doc id from the start of a (possibly partial) row text, for
-// error messages about rows too large to parse. Empty if none found.
-std::string sniff_doc_id(std::string_view partial_row);
 
 } // namespace couch

@@ -340,9 +340,10 @@ BOOST_AUTO_TEST_CASE(all_three_modes_over_the_golden_records) {
         BOOST_TEST_CONTEXT("golden_records.txt:" << c.line) {
             auto rows = bridge_test::load_rows(c.file);
             auto row = rows.at(c.row_number - 1);
-            row.doc_text = raw_doc_of(c.file, c.row_number);
+            std::string const raw_doc = raw_doc_of(c.file, c.row_number);
+            row.doc_text = raw_doc;
             auto const meta = bridge::make_change_meta(row, c.database, golden_now());
-            std::string const doc = row.doc_text.empty() ? std::string("null") : row.doc_text;
+            std::string const doc = row.doc_text.empty() ? std::string("null") : std::string(row.doc_text);
             with_doc += row.doc_text.empty() ? 0 : 1;
 
             std::string stub;

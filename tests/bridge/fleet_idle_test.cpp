@@ -98,7 +98,7 @@ BOOST_AUTO_TEST_CASE(an_updated_event_opens_an_idle_database_again_and_the_cap_h
     feed.slow_retry = 200ms;
     feed.seq_interval = 0;
     bridge::fleet fleet({io.get_executor(), client, nullptr, "src", "0", {}, feed,
-                         {producer, routes, flusher, registry, {}, nullptr}, *store, *store, {}, nullptr, 2, 300ms});
+                         {producer, routes, flusher, registry, {}, nullptr}, *store, *store, {}, {}, nullptr, 2, 300ms});
     fleet.start({});
     bridge::discovery_options o;
     o.patterns = {"ix_.*"};

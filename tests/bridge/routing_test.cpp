@@ -40,7 +40,8 @@ couch::row make_row(std::string id, std::optional<std::string> doc_type, bool de
     if (deleted) {
         doc["_deleted"] = true;
     }
-    r.doc = std::move(doc);
+    r.has_doc = true;
+    r.doc = couch::doc_fields::from_object(doc);
     return r;
 }
 

@@ -171,7 +171,8 @@ couch::row to_row(boost::json::object const& o, std::size_t wire_bytes) {
         r.revs.emplace_back(c.as_object().at("rev").as_string());
     }
     if (auto const* doc = o.if_contains("doc"); doc != nullptr && doc->is_object()) {
-        r.doc = doc->as_object();
+        r.has_doc = true;
+        r.doc = couch::doc_fields::from_object(doc->as_object());
     }
     r.wire_bytes = wire_bytes;
     return r;

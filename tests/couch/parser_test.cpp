@@ -1,9 +1,11 @@
 #include "couch/changes_parser.hpp"
 #include "tests/support/test_env.hpp"
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -45,6 +47,7 @@ parsed run(std::string_view wire, bool chunked, couch::feed_kind kind, std::vect
     parsed r;
     couch::chunked_decoder dec;
     couch::changes_parser parser(kind, max_row);
+    parser.keep_doc_text(true); // also checks the kept doc bytes at every split
     std::size_t from = 0;
     auto deliver = [&](std::string_view in) {
         while (!r.ec && !in.empty()) {
@@ -90,7 +93,9 @@ void check_same(parsed const& a, parsed const& b) {
         BOOST_TEST(a.rows[i].seq.raw_json() == b.rows[i].seq.raw_json());
         BOOST_TEST((a.rows[i].revs == b.rows[i].revs));
         BOOST_TEST(a.rows[i].deleted == b.rows[i].deleted);
+        BOOST_TEST(a.rows[i].has_doc == b.rows[i].has_doc);
         BOOST_TEST((a.rows[i].doc == b.rows[i].doc));
+        BOOST_TEST(a.rows[i].doc_text == b.rows[i].doc_text);
         BOOST_TEST(a.rows[i].wire_bytes == b.rows[i].wire_bytes);
     }
 }
@@ -130,7 +135,7 @@ BOOST_AUTO_TEST_CASE(normal_feed_every_split) {
     for (auto const& row : r.rows) {
         BOOST_TEST(starts_with(row.seq.raw_json(), "\""));
         BOOST_TEST(!row.revs.empty());
-        BOOST_TEST(!row.doc.has_value());
+        BOOST_TEST(!row.has_doc);
     }
 }
 
@@ -139,8 +144,9 @@ BOOST_AUTO_TEST_CASE(normal_feed_with_docs_every_split) {
     BOOST_TEST(!r.ec);
     BOOST_REQUIRE_EQUAL(r.rows.size(), 8u);
     for (auto const& row : r.rows) {
-        BOOST_REQUIRE(row.doc.has_value());
-        BOOST_TEST(row.doc->at("_id").as_string() == row.id);
+        BOOST_REQUIRE(row.has_doc);
+        BOOST_TEST(boost::json::parse(row.doc_text).at("_id").as_string() == row.id);
+        BOOST_TEST(row.doc.get(couch::doc_fields::rev).value_or("<absent>") == row.revs.front());
     }
 }
 
@@ -215,7 +221,7 @@ BOOST_AUTO_TEST_CASE(continuous_with_heartbeats_every_split) {
     BOOST_TEST(!r.ended); // the client hung up; no last_seq line
     BOOST_REQUIRE_EQUAL(r.rows.size(), 9u);
     for (auto const& row : r.rows) {
-        BOOST_TEST(row.doc.has_value());
+        BOOST_TEST(row.has_doc);
         BOOST_TEST(!row.seq.empty());
     }
 }
@@ -237,8 +243,8 @@ BOOST_AUTO_TEST_CASE(continuous_live_writes_and_hard_delete) {
     auto const& del = r.rows.back();
     BOOST_TEST(del.id == "3a7ecbb47e20407f8223444c73f2743e");
     BOOST_TEST(del.deleted);
-    BOOST_REQUIRE(del.doc.has_value());
-    BOOST_TEST(del.doc->at("_deleted").as_bool());
+    BOOST_REQUIRE(del.has_doc);
+    BOOST_TEST(boost::json::parse(del.doc_text).at("_deleted").as_bool());
     BOOST_TEST(starts_with(del.seq.raw_json(), "\"16-"));
 }
 
@@ -371,9 +377,9 @@ BOOST_AUTO_TEST_CASE(member_lookup_and_id_sniffing) {
     BOOST_TEST(couch::sniff_doc_id(R"({"seq":"1-x","doc":{"_id":"q")").empty());
 }
 
-// Docs live in a per-feed()-call arena owned by the rows (row.doc_storage):
-// they must stay valid after the parser is reset or destroyed, and a row that
-// straddles two feed() calls must keep the arena it was started in.
+// Kept doc bytes live in a per-feed()-call arena owned by the rows
+// (row.doc_storage): they must stay valid after the parser is reset or
+// destroyed, also for a row that straddles two feed() calls.
 BOOST_AUTO_TEST_CASE(docs_outlive_the_parser_and_its_batches) {
     std::string const body = R"({"results":[)"
                              R"({"seq":"1-a","id":"a","changes":[{"rev":"1-x"}],"doc":{"_id":"a","n":"first value, long enough to be a heap string"}},)"
@@ -381,14 +387,17 @@ BOOST_AUTO_TEST_CASE(docs_outlive_the_parser_and_its_batches) {
                              R"(],"last_seq":"2-b","pending":0})";
     std::vector<couch::row> rows;
     {
+        std::string input = body; // overwritten below: rows must not point into it
         couch::changes_parser parser(couch::feed_kind::normal);
-        // Cut inside the second row's doc: its first half is parsed in the
-        // first call's arena, the rest in the second call.
-        auto const cut = body.find("second value");
-        BOOST_REQUIRE(!parser.feed(std::string_view(body).substr(0, cut), rows));
+        parser.keep_doc_text(true);
+        // Cut inside the second row's doc: its first half arrives in the
+        // first call, the rest in the second call.
+        auto const cut = input.find("second value");
+        BOOST_REQUIRE(!parser.feed(std::string_view(input).substr(0, cut), rows));
         BOOST_REQUIRE_EQUAL(rows.size(), 1u);
-        BOOST_REQUIRE(!parser.feed(std::string_view(body).substr(cut), rows));
+        BOOST_REQUIRE(!parser.feed(std::string_view(input).substr(cut), rows));
         BOOST_REQUIRE(!parser.finish(rows));
+        std::fill(input.begin(), input.end(), 'X');
         parser.reset(couch::feed_kind::continuous);
         std::vector<couch::row> more;
         BOOST_REQUIRE(!parser.feed("{\"seq\":3,\"id\":\"c\",\"changes\":[],\"doc\":{\"_id\":\"c\"}}\n", more));
@@ -398,16 +407,38 @@ BOOST_AUTO_TEST_CASE(docs_outlive_the_parser_and_its_batches) {
     BOOST_REQUIRE_EQUAL(rows.size(), 3u);
     for (auto const& r : rows) {
         BOOST_TEST(r.doc_storage != nullptr);
-        BOOST_REQUIRE(r.doc.has_value());
-        BOOST_TEST(r.doc->at("_id").as_string() == r.id);
+        BOOST_REQUIRE(r.has_doc);
+        BOOST_TEST(boost::json::parse(r.doc_text).at("_id").as_string() == r.id);
     }
-    BOOST_TEST(rows[0].doc->at("n").as_string() == "first value, long enough to be a heap string");
-    BOOST_TEST(rows[1].doc->at("n").as_string() == "second value, long enough to be a heap string");
+    BOOST_TEST(boost::json::parse(rows[0].doc_text).at("n").as_string() == "first value, long enough to be a heap string");
+    BOOST_TEST(boost::json::parse(rows[1].doc_text).at("n").as_string() == "second value, long enough to be a heap string");
     BOOST_TEST(rows[1].seq.raw_json() == "\"2-b\"");
-    // A copy into the default storage is independent of the row's arena.
-    boost::json::object const copy(*rows[1].doc, boost::json::storage_ptr{});
+    // A row keeps its batch's arena alive on its own.
+    couch::row const last = std::move(rows[1]);
     rows.clear();
-    BOOST_TEST(copy.at("n").as_string() == "second value, long enough to be a heap string");
+    BOOST_TEST(last.doc_text == R"({"_id":"b","n":"second value, long enough to be a heap string"})");
+}
+
+// Without keep_doc_text the rows hold no arena and no doc bytes, but the
+// fields a change record needs.
+BOOST_AUTO_TEST_CASE(doc_fields_without_doc_text) {
+    couch::changes_parser parser(couch::feed_kind::continuous);
+    std::vector<couch::row> rows;
+    BOOST_REQUIRE(!parser.feed(R"({"seq":"1-a","id":"a","changes":[{"rev":"1-x"}],"doc":{"_id":"a","_rev":"1-x","doc_type":"XFormInstance","xmlns":"http:\/\/openrosa.org\/x","domain":"d\u00e9mo"}})"
+                               "\n",
+                               rows));
+    BOOST_REQUIRE_EQUAL(rows.size(), 1u);
+    auto const& r = rows.front();
+    BOOST_TEST(r.has_doc);
+    BOOST_TEST(r.doc_storage == nullptr);
+    BOOST_TEST(r.doc_text.empty());
+    using f = couch::doc_fields;
+    BOOST_TEST(*r.doc.get(f::rev) == "1-x");
+    BOOST_TEST(*r.doc.get(f::doc_type) == "XFormInstance");
+    BOOST_TEST(*r.doc.get(f::xmlns) == "http://openrosa.org/x");
+    BOOST_TEST(*r.doc.get(f::domain) == "d\xc3\xa9mo");
+    BOOST_TEST(!r.doc.get(f::type).has_value());
+    BOOST_TEST(!r.doc.get(f::name).has_value());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

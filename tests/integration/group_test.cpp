@@ -24,6 +24,7 @@ using namespace integration;
 namespace {
 
 struct group_case {
+    std::string delivery = "at-least-once";
     std::string prefix = test_support::unique_name("grp");
     std::vector<std::string> dbs, topics;
     std::string group = test_support::unique_name("ckb-group");
@@ -42,7 +43,7 @@ struct group_case {
                 {"--routing", "prefix:" + prefix + "-", "--default-topic", prefix + "-meta", "--group", group,
                  "--checkpoint-store", "kafka", "--checkpoint-topic", prefix + "-checkpoints",
                  "--assignment-partitions", "16", "--group-session-timeout", "6000", "--kafka-property",
-                 "topic.metadata.refresh.interval.ms=1000"}};
+                 "topic.metadata.refresh.interval.ms=1000", "--delivery", delivery}};
     }
 };
 
@@ -120,14 +121,24 @@ std::array<instance, 3> start_three(group_case const& c, std::string const& name
 
 // Stops what runs at the end of a case, then checks that Kafka holds every
 // change CouchDB shows; reports the figures under `what`.
+// Exactly-once: the instances stop first (their last transactions commit),
+// then Kafka is read (read_committed) and must hold each change once.
 void audit(group_case const& c, std::vector<instance*> const& live, writer& w, std::string const& what) {
     std::this_thread::sleep_for(2s);
     w.stop();
     BOOST_REQUIRE_MESSAGE(w.error().empty(), "writer failed: " << w.error());
     auto expected = couch_changes(test_support::couch_url(), c.dbs);
+    bool const once = c.delivery == "exactly-once";
+    if (once) {
+        for (auto* i : live) {
+            BOOST_TEST(stop(*i->proc) == 0);
+        }
+    }
     auto got = wait_complete(expected, c.topics);
-    for (auto* i : live) {
-        BOOST_TEST(stop(*i->proc) == 0);
+    if (!once) {
+        for (auto* i : live) {
+            BOOST_TEST(stop(*i->proc) == 0);
+        }
     }
     auto lost = missing(expected, got);
     report("group test (" + what + "): writes=" + std::to_string(w.writes()) + " changes=" +
@@ -135,6 +146,33 @@ void audit(group_case const& c, std::vector<instance*> const& live, writer& w, s
            std::to_string(lost) + " duplicates=" + std::to_string(got.total - got.unique.size()));
     BOOST_TEST(expected.size() > 100u);
     BOOST_TEST(lost == 0u);
+    if (once) {
+        BOOST_TEST(got.total == got.unique.size(), "duplicates in exactly-once mode: " << got.total - got.unique.size());
+    }
+}
+
+// The instance that runs the most databases now.
+std::size_t busiest(std::array<instance, 3> const& inst) {
+    std::size_t zi = 0, most = 0;
+    for (std::size_t i = 0; i < inst.size(); ++i) {
+        auto st = status_of(inst[i].port);
+        auto const n = st.is_object() ? st.at("databases").as_object().size() : 0;
+        if (n > most) {
+            most = n;
+            zi = i;
+        }
+    }
+    return zi;
+}
+
+std::vector<instance*> all_but(std::array<instance, 3>& inst, std::size_t skip) {
+    std::vector<instance*> out;
+    for (std::size_t i = 0; i < inst.size(); ++i) {
+        if (i != skip) {
+            out.push_back(&inst[i]);
+        }
+    }
+    return out;
 }
 
 } // namespace
@@ -230,22 +268,9 @@ BOOST_AUTO_TEST_CASE(a_paused_instance_publishes_nothing_for_databases_that_move
     std::this_thread::sleep_for(2s);
 
     // The zombie-to-be: the instance that runs the most databases.
-    std::size_t zi = 0, most = 0;
-    for (std::size_t i = 0; i < inst.size(); ++i) {
-        auto st = status_of(inst[i].port);
-        auto const n = st.is_object() ? st.at("databases").as_object().size() : 0;
-        if (n > most) {
-            most = n;
-            zi = i;
-        }
-    }
+    auto const zi = busiest(inst);
     auto& z = inst[zi];
-    std::vector<instance*> others;
-    for (std::size_t i = 0; i < inst.size(); ++i) {
-        if (i != zi) {
-            others.push_back(&inst[i]);
-        }
-    }
+    auto const others = all_but(inst, zi);
     // What it runs, has published and has in flight.
     auto before = status_of(z.port);
     BOOST_REQUIRE(before.is_object());
@@ -318,6 +343,62 @@ BOOST_AUTO_TEST_CASE(a_rolling_restart_under_load_loses_nothing) {
         settle(c, live, samples);
     }
     audit(c, live, w, "rolling restart of 3 instances, at-least-once: ownership_samples=" + std::to_string(samples));
+}
+
+// Exactly-once in a group: one transactional producer per assignment
+// partition. A kill -9, a zombie paused past the session timeout and a
+// SIGTERM, all under load; a read_committed reader must then see every
+// change exactly once.
+BOOST_AUTO_TEST_CASE(exactly_once_survives_kill_zombie_and_restart_without_duplicates) {
+    group_case c;
+    c.delivery = "exactly-once";
+    auto inst = start_three(c, "grp-eos");
+    std::vector<instance*> live{&inst[0], &inst[1], &inst[2]};
+    std::size_t samples = 0;
+    writer w(test_support::couch_url(), c.dbs, 9090);
+    wait_all_members(live);
+    settle(c, live, samples);
+    for (auto* i : live) {
+        auto g = status_of(i->port).at("group");
+        BOOST_TEST(g.at("transactional_partitions").as_array() == g.at("partitions").as_array(),
+                   "every assigned partition has its producer: " << boost::json::serialize(g));
+    }
+    std::this_thread::sleep_for(2s);
+
+    // kill -9 of the busiest: its open transactions are aborted by the
+    // members that take its partitions over.
+    auto const k = busiest(inst);
+    inst[k].proc->signal(SIGKILL);
+    inst[k].proc->wait_for_exit(10s);
+    auto const failover_s = settle(c, all_but(inst, k), samples);
+    inst[k].port = test_support::free_port();
+    inst[k].proc = start_bridge(c.options(inst[k].dir), inst[k].port);
+    wait_all_members(live);
+    settle(c, live, samples);
+    std::this_thread::sleep_for(2s);
+
+    // A zombie: paused past the session timeout while it holds partitions.
+    auto const zi = busiest(inst);
+    inst[zi].proc->signal(SIGSTOP);
+    settle(c, all_but(inst, zi), samples);
+    std::this_thread::sleep_for(3s);
+    inst[zi].proc->signal(SIGCONT);
+    BOOST_REQUIRE_MESSAGE(wait_for_log(inst[zi].dir + ".log", "did not run for", 30s),
+                          "log: " << inst[zi].dir << ".log");
+    std::this_thread::sleep_for(8s);
+    settle(c, live, samples);
+
+    // A clean restart of another one.
+    auto const r = (zi + 1) % inst.size();
+    BOOST_TEST(stop(*inst[r].proc) == 0);
+    settle(c, all_but(inst, r), samples);
+    inst[r].port = test_support::free_port();
+    inst[r].proc = start_bridge(c.options(inst[r].dir), inst[r].port);
+    wait_all_members(live);
+    settle(c, live, samples);
+    audit(c, live, w,
+          "3 instances, 24 databases, exactly-once, kill -9 + zombie + restart: failover_s=" +
+              std::to_string(failover_s) + " ownership_samples=" + std::to_string(samples));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

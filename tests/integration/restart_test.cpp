@@ -169,6 +169,49 @@ BOOST_AUTO_TEST_CASE(a_store_without_a_cluster_id_is_adopted_with_a_warning) {
     BOOST_TEST(listed.find("kafka cluster: (not recorded)") == std::string::npos, listed);
 }
 
+// A store with positions waits for the Kafka cluster id before it trusts
+// them. Meanwhile the process must answer /healthz (a supervisor that sees no
+// answer restarts it in a loop during a Kafka outage) and say in /readyz and
+// /status why it does not follow yet.
+BOOST_AUTO_TEST_CASE(health_answers_while_the_kafka_cluster_id_is_awaited) {
+    auto const db = test_support::unique_name("await-cluster");
+    auto const dir = test_support::make_temp_dir("await-cluster-ckpt");
+    {
+        test_support::child_process set(integration::bridge_binary(),
+                                        {"--checkpoint-dir", dir, "checkpoints", "set", "--db", db, "--seq", "1",
+                                         "--source", "await"},
+                                        dir + ".set");
+        BOOST_REQUIRE_MESSAGE(set.wait_for_exit(30s).value_or(-1) == 0, read_log(dir + ".set"));
+    }
+    // Nothing listens there: the cluster id never comes.
+    auto const nowhere = "127.0.0.1:" + std::to_string(test_support::free_port());
+    auto port = test_support::free_port();
+    auto bridge = integration::start_bridge({{db}, dir, nowhere, {"--source-name", "await"}}, port);
+    auto const base = "http://127.0.0.1:" + std::to_string(port);
+    test_support::http_result health;
+    for (auto const deadline = std::chrono::steady_clock::now() + 30s; std::chrono::steady_clock::now() < deadline;) {
+        try {
+            health = test_support::couch_request(base, "GET", "/healthz");
+            if (health.status == 200) {
+                break;
+            }
+        } catch (std::exception const&) {
+            // not listening (yet)
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    BOOST_TEST(health.status == 200, "healthz: " << health.status << " " << health.body);
+    auto const ready = test_support::couch_request(base, "GET", "/readyz");
+    BOOST_TEST(ready.status == 503);
+    BOOST_TEST(ready.body.find("waiting for the Kafka cluster id") != std::string::npos, ready.body);
+    auto const status = json::parse(test_support::couch_request(base, "GET", "/status").body);
+    BOOST_TEST(status.at("starting").as_string().find("Kafka cluster id") != std::string::npos);
+    BOOST_TEST(status.at("databases").as_object().empty());
+    // A signal during the wait ends it cleanly.
+    BOOST_TEST(stop(*bridge) == 0);
+    BOOST_TEST(read_log(dir + ".log").find("before startup finished") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(embedded_without_a_checkpoint_dir_uses_a_throwaway_one) {
     auto const couch = test_support::couch_url();
     auto const db = test_support::unique_name("throwaway");
