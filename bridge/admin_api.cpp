@@ -1,5 +1,7 @@
 #include "bridge/admin_api.hpp"
 
+#include "bridge/group_commands.hpp"
+
 #include "bridge/fleet.hpp"
 #include "metrics/http_server.hpp"
 
@@ -72,8 +74,8 @@ bool secrets_equal(std::string const& expected, std::string const& presented) {
     return diff == 0 && !expected.empty();
 }
 
-void register_admin_api(metrics::http_server& server, fleet& f, std::string token) {
-    server.handle_prefix("/databases", [&f, token](metrics::http_request const& req) -> metrics::http_response {
+void register_admin_api(metrics::http_server& server, fleet& f, std::string token, admin_group group) {
+    server.handle_prefix("/databases", [&f, token, group](metrics::http_request const& req) -> metrics::http_response {
         if (!token.empty()) {
             std::string_view const bearer = "Bearer ";
             std::string_view const auth = req.authorization;
@@ -89,7 +91,10 @@ void register_admin_api(metrics::http_server& server, fleet& f, std::string toke
             if (req.method != "GET" && req.method != "HEAD") {
                 return error(405, "method_not_allowed", "GET /databases lists; act on /databases/{db}");
             }
-            return {200, json_type, f.describe_all()};
+            if (group.refresh_owners) {
+                group.refresh_owners();
+            }
+            return {200, json_type, f.describe_all(group.owner_of)};
         }
         rest.remove_prefix(1);
         std::string_view action;
@@ -104,6 +109,30 @@ void register_admin_api(metrics::http_server& server, fleet& f, std::string toke
         auto const since = query_param(req.query, "since");
         if (!since) {
             return error(400, "bad_request", "malformed percent-encoding in since");
+        }
+        if (group.commands != nullptr) {
+            admin_command c;
+            c.database = *db;
+            c.since = *since;
+            if (action.empty() && req.method == "PUT") {
+                c.what = admin_command::op::follow;
+                c.options = req.body;
+            } else if (action.empty() && req.method == "DELETE") {
+                c.what = admin_command::op::remove;
+            } else if (!action.empty() && req.method == "POST" && action == "pause") {
+                c.what = admin_command::op::pause;
+            } else if (!action.empty() && req.method == "POST" && action == "resume") {
+                c.what = admin_command::op::resume;
+            } else if (!action.empty() && req.method == "POST" && action == "rewind") {
+                c.what = admin_command::op::rewind;
+            } else {
+                return error(405, "method_not_allowed",
+                             "PUT or DELETE /databases/{db}, POST /databases/{db}/pause|resume|rewind");
+            }
+            if (auto bad = fleet::check_command(c.database, c.since, c.options); bad.status != 200) {
+                return answer(std::move(bad)); // refused here, before it reaches the group
+            }
+            return answer(group.commands->submit(c));
         }
         if (action.empty()) {
             if (req.method == "PUT") {

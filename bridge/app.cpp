@@ -6,6 +6,7 @@
 #include "bridge/kafka_checkpoints.hpp"
 #include "bridge/fleet.hpp"
 #include "bridge/group.hpp"
+#include "bridge/group_commands.hpp"
 #include "bridge/group_transactions.hpp"
 #include "bridge/pipeline.hpp"
 #include "bridge/routing.hpp"
@@ -187,6 +188,15 @@ int run_bridge(config const& cfg) {
                         throw std::runtime_error("cannot create the assignment topic " + topic + ": " + ec.message());
                     }
                 }
+                auto const commands = command_topic(cfg);
+                if (embedded) {
+                    embedded->create_topic(commands, 1);
+                } else if (!producer->missing_topics({commands}, std::chrono::seconds(30)).empty()) {
+                    if (auto ec = producer->create_topics({commands}, 1, cfg.topic_replication, std::chrono::seconds(30),
+                                                          {{"cleanup.policy", "compact"}})) {
+                        throw std::runtime_error("cannot create the command topic " + commands + ": " + ec.message());
+                    }
+                }
             }
             if (!embedded) {
                 running_mark = std::make_unique<kafka::presence>(kafka::presence_config{
@@ -355,7 +365,21 @@ int run_bridge(config const& cfg) {
     if (group_txns) {
         group_txns->attach(databases);
     }
-    register_admin_api(*http, databases, cfg.admin_token);
+    // Group mode: the admin API of any instance acts for the group.
+    std::unique_ptr<group_commands> commands;
+    admin_group admin;
+    if (group) {
+        group_commands_config gcc;
+        gcc.bootstrap_servers = embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers;
+        gcc.properties = kafka_client_properties(cfg);
+        gcc.topic = command_topic(cfg);
+        gcc.instance = instance_name();
+        commands = std::make_unique<group_commands>(std::move(gcc), databases, owns, registry);
+        admin.commands = commands.get();
+        admin.refresh_owners = [g = group.get()] { g->refresh_owners(); };
+        admin.owner_of = [g = group.get()](std::string const& db) { return g->owner_of(db); };
+    }
+    register_admin_api(*http, databases, cfg.admin_token, admin);
     // Discovery (--db-pattern) reports databases found and gone to the fleet.
     std::unique_ptr<discovery> finder;
     if (!cfg.db_patterns.empty()) {
@@ -440,8 +464,10 @@ int run_bridge(config const& cfg) {
     try {
         databases.start(cfg.databases);
         if (group) {
+            commands->start(); // the group's admin changes, before any database starts here
             group->start(cfg, embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers, databases,
-                         *kafka_positions, flusher, registry, group_txns.get());
+                         *kafka_positions, flusher, registry, group_txns.get(),
+                         [c = commands.get()] { c->reassess(); });
         }
         if (finder) {
             finder->start();
@@ -579,6 +605,7 @@ int run_bridge(config const& cfg) {
     }
     // Leaving the group revokes this member's partitions through the fleet:
     // before the fleet goes.
+    commands.reset(); // it acts on the fleet for the group
     group.reset();
     if (committer) {
         committer->join(); // the flusher's loop ended with flusher.stop()

@@ -283,6 +283,10 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         "Group mode: the control topic whose partitions are the units of ownership (default "
         "couch-bridge-assign.<group>; created when missing, holds no data)")
         ->group(group_ckpt);
+    opt("command-topic", c.command_topic,
+        "Group mode: the compacted topic through which the admin API of any instance changes a database "
+        "(default couch-bridge-commands.<group>; created when missing)")
+        ->group(group_ckpt);
     opt("assignment-partitions", c.assignment_partitions,
         "Group mode: partitions of a new assignment topic (a database belongs to murmur2(source/database) mod P)")
         ->check(CLI::Range(1, 10000))
@@ -508,6 +512,7 @@ std::string describe(config const& c) {
         << "commit-interval = " << c.commit_interval.count() << '\n'
         << "group = " << c.group << '\n'
         << "assignment-topic = " << c.assignment_topic << '\n'
+        << "command-topic = " << c.command_topic << '\n'
         << "assignment-partitions = " << c.assignment_partitions << '\n'
         << "group-session-timeout = " << c.group_session_timeout.count() << '\n'
         << "shutdown-timeout = " << c.shutdown_timeout.count() << '\n'

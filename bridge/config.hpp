@@ -89,6 +89,7 @@ struct config {
     // consumer group (empty: off).
     std::string group;
     std::string assignment_topic; // default couch-bridge-assign.<group>
+    std::string command_topic;    // default couch-bridge-commands.<group>
     int assignment_partitions = 64;
     std::chrono::milliseconds group_session_timeout{10000};
     std::chrono::milliseconds shutdown_timeout{30000};

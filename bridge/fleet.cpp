@@ -24,17 +24,18 @@ namespace json = boost::json;
 
 namespace bridge {
 
+std::string instance_name() {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    return std::string(host) + ":" + std::to_string(::getpid());
+}
+
 namespace {
 
 std::string error_json(std::string const& error, std::string const& reason) {
     return json::serialize(json::object{{"error", error}, {"reason", reason}}) + "\n";
 }
 
-std::string owner_name() {
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    return std::string(host) + ":" + std::to_string(::getpid());
-}
 
 bool valid_since(std::string const& s) {
     return s.empty() || s == "0" || s == "now" || checkpoint::is_valid_seq_json(s);
@@ -360,13 +361,30 @@ fleet::outcome fleet::ok_locked(entry const& e, unsigned status) const {
     return {status, json::serialize(json::object{{"ok", true}, {"database", e.db}, {"state", state}}) + "\n"};
 }
 
-fleet::outcome fleet::follow(std::string const& db, std::string const& since, std::string const& options) {
+fleet::outcome fleet::check_command(std::string const& db, std::string const& since, std::string const& options) {
     if (!valid_database_name(db)) {
         return {400, error_json("bad_request", "invalid database name '" + db + "'")};
     }
     if (!valid_since(since)) {
         return {400, error_json("bad_request", "since must be 0, now, or a seq's JSON text (a CouchDB 2+ seq with "
                                                 "its quotes)")};
+    }
+    if (options.find_first_not_of(" \t\r\n") != std::string::npos) {
+        boost::system::error_code ec;
+        auto v = json::parse(options, ec);
+        if (ec || !v.is_object()) {
+            return {400, error_json("bad_request", "the body must be a JSON object of options")};
+        }
+        if (auto why = check_options(v.as_object()); !why.empty()) {
+            return {400, error_json("bad_request", why)};
+        }
+    }
+    return {200, {}};
+}
+
+fleet::outcome fleet::follow(std::string const& db, std::string const& since, std::string const& options) {
+    if (auto bad = check_command(db, since, options); bad.status != 200) {
+        return bad;
     }
     if (!since.empty() && deps_.owns && !deps_.owns(db)) {
         // Group mode: a start position is the owner's to write.
@@ -535,10 +553,10 @@ fleet::outcome fleet::rewind(std::string const& db, std::string const& since) {
     return follow(db, since);
 }
 
-std::string fleet::describe_all() const {
+std::string fleet::describe_all(std::function<std::string(std::string const&)> const& owner_of) const {
     std::lock_guard lock(mutex_);
     json::object dbs;
-    auto const owner = owner_name();
+    auto const owner = instance_name();
     for (auto const& [name, e] : entries_) {
         json::object o;
         std::string checkpoint_seq;
@@ -567,7 +585,12 @@ std::string fleet::describe_all() const {
             }
         }
         o["options"] = e->options;
-        o["owner"] = !deps_.owns || deps_.owns(name) ? json::value(owner) : json::value("another group member");
+        if (!deps_.owns || deps_.owns(name)) {
+            o["owner"] = owner;
+        } else {
+            auto const other = owner_of ? owner_of(name) : std::string();
+            o["owner"] = other.empty() ? json::value("another group member") : json::value(other);
+        }
         dbs[name] = std::move(o);
     }
     return json::serialize(json::object{{"owner", owner}, {"databases", std::move(dbs)}}) + "\n";
@@ -583,7 +606,8 @@ std::vector<pipeline_status> fleet::statuses() const {
                 out.back().state = "stopping";
                 out.back().ready = true;
             }
-        } else if (e->desired == "paused" || e->desired == "deleted") {
+        } else if ((e->desired == "paused" || e->desired == "deleted") && (!deps_.owns || deps_.owns(name))) {
+            // Group mode: listed by the owner only (every member knows it).
             pipeline_status s;
             s.database = name;
             s.state = e->desired;

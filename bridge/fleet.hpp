@@ -49,6 +49,10 @@ namespace bridge {
 // incarnation, from 0.
 //
 // Thread safety: every public member may be called from any thread.
+// This process as /databases names an owner: "<hostname>:<pid>" (also the
+// client.id of its group membership, so every member names it the same way).
+std::string instance_name();
+
 class fleet {
 public:
     // Group exactly-once: the transaction a database's records go into (the
@@ -127,8 +131,12 @@ public:
     outcome pause(std::string const& db);
     outcome resume(std::string const& db);
     outcome rewind(std::string const& db, std::string const& since);
-    // GET /databases: every known database, JSON.
-    std::string describe_all() const;
+    // GET /databases: every known database, JSON. `owner_of(db)`: the
+    // owner of a database another group member runs ("" when unknown).
+    std::string describe_all(std::function<std::string(std::string const&)> const& owner_of = {}) const;
+    // The validation follow() does on its input, without acting: 200, or
+    // the 400 it would answer.
+    static outcome check_command(std::string const& db, std::string const& since, std::string const& options);
 
     // Snapshots of the running pipelines, for /status, /readyz and progress.
     std::vector<pipeline_status> statuses() const;

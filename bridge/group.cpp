@@ -5,6 +5,7 @@
 #include "checkpoint/flusher.hpp"
 #include "checkpoint/kafka_store.hpp"
 #include "kafka/group_member.hpp"
+#include "kafka/group_members.hpp"
 #include "kafka/murmur2.hpp"
 
 #include <spdlog/spdlog.h>
@@ -40,10 +41,16 @@ bool group_ownership::owns(std::string const& database) const {
 
 void group_ownership::start(config const& cfg, std::string const& bootstrap_servers, fleet& databases,
                             checkpoint::kafka_store& store, checkpoint::flusher& flusher,
-                            metrics::registry& registry, group_transactions* transactions) {
+                            metrics::registry& registry, group_transactions* transactions,
+                            std::function<void()> assigned_hook) {
     databases_ = &databases;
+    group_ = cfg.group;
+    topic_ = assignment_topic(cfg);
+    bootstrap_ = bootstrap_servers;
+    properties_ = kafka_client_properties(cfg);
     kafka::group_events events;
-    events.assigned = [this, &databases, &store, transactions](std::vector<std::int32_t> const& parts) {
+    events.assigned = [this, &databases, &store, transactions,
+                       assigned_hook = std::move(assigned_hook)](std::vector<std::int32_t> const& parts) {
         if (transactions != nullptr) {
             // Fences the last owners first: what they left open is aborted
             // before their checkpoints are read.
@@ -73,6 +80,9 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
             owned_.insert(parts.begin(), parts.end());
         }
         databases.reassess();
+        if (assigned_hook) {
+            assigned_hook();
+        }
     };
     events.revoked = [this, &databases, &flusher, transactions](std::vector<std::int32_t> const& parts, bool lost) {
         {
@@ -104,6 +114,8 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
     kafka::group_member_config gc;
     gc.bootstrap_servers = bootstrap_servers;
     gc.properties = kafka_client_properties(cfg);
+    // Every member names this one the way /databases does.
+    gc.properties.emplace_back("client.id", instance_name());
     gc.group = cfg.group;
     gc.topic = assignment_topic(cfg);
     gc.session_timeout = cfg.group_session_timeout;
@@ -127,6 +139,31 @@ void group_ownership::fenced(std::int32_t p) {
 bool group_ownership::may_publish() const noexcept {
     auto const* m = member_ready_.load(std::memory_order_acquire);
     return m != nullptr && m->lease_valid();
+}
+
+void group_ownership::refresh_owners() {
+    try {
+        auto members = kafka::describe_group_members(bootstrap_, properties_, group_, std::chrono::seconds(3));
+        std::map<std::int32_t, std::string> view;
+        for (auto const& m : members) {
+            if (auto it = m.assignment.find(topic_); it != m.assignment.end()) {
+                for (auto p : it->second) {
+                    view[p] = m.client_id.empty() ? m.member_id : m.client_id;
+                }
+            }
+        }
+        std::lock_guard lock(mutex_);
+        owners_ = std::move(view);
+    } catch (std::exception const& e) {
+        spdlog::warn("group: cannot describe the group's members ({}); /databases shows the last view", e.what());
+    }
+}
+
+std::string group_ownership::owner_of(std::string const& database) const {
+    auto const p = database_partition(source_, database, partitions_);
+    std::lock_guard lock(mutex_);
+    auto it = owners_.find(p);
+    return it == owners_.end() ? std::string() : it->second;
 }
 
 std::string group_ownership::member_id() const { return member_ ? member_->member_id() : std::string(); }

@@ -3,6 +3,10 @@
 #include "bridge/config.hpp"
 
 #include <atomic>
+#include <functional>
+#include <map>
+#include <utility>
+#include <vector>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -58,9 +62,18 @@ public:
     // `transactions` (exactly-once), a partition's transactional producer
     // opens on assign before its checkpoints are read, and its last
     // transaction commits on revoke; `flusher` serves at-least-once.
+    // `assigned_hook` runs after the databases of newly assigned partitions
+    // started (the command channel applies start positions pending for them).
     void start(config const& cfg, std::string const& bootstrap_servers, fleet& databases,
                checkpoint::kafka_store& store, checkpoint::flusher& flusher, metrics::registry& registry,
-               group_transactions* transactions = nullptr);
+               group_transactions* transactions = nullptr, std::function<void()> assigned_hook = {});
+
+    // The group's view of who owns what (GET /databases): refresh() asks the
+    // group coordinator (blocking, up to 3 s; keeps the last view on
+    // failure); owner_of() answers from the last view: the client.id of the
+    // member whose partitions include `database`'s ("" when unknown).
+    void refresh_owners();
+    std::string owner_of(std::string const& database) const;
 
     // Exactly-once: partition `p`'s producer was fenced (another member
     // took it over). Its databases stop here until the group assigns it
@@ -78,6 +91,9 @@ private:
     mutable std::mutex mutex_;
     std::set<std::int32_t> owned_;
     fleet* databases_ = nullptr;
+    std::string group_, topic_, bootstrap_;
+    std::vector<std::pair<std::string, std::string>> properties_;
+    std::map<std::int32_t, std::string> owners_; // the last view: partition -> member's client.id
     std::unique_ptr<kafka::group_member> member_;
     std::atomic<kafka::group_member const*> member_ready_{nullptr}; // member_, once started
 };

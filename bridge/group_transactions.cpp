@@ -22,17 +22,15 @@ namespace bridge {
 
 using namespace std::chrono_literals;
 
-// The threads of every unit: one serves the producers' delivery reports
-// (they must keep being served while the main event loop shuts down, when
-// the last commits happen), two run the flushers, whose commits block.
+// The thread that serves the producers' delivery reports (they must keep
+// being served while the main event loop shuts down, when the last commits
+// happen).
 struct group_transactions::executors {
     asio::io_context reports;
     asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(reports);
     std::thread reporter{[this] { reports.run(); }};
-    asio::thread_pool committers{2};
 
     ~executors() {
-        committers.join();
         work.reset();
         reports.stop();
         reporter.join();
@@ -41,7 +39,11 @@ struct group_transactions::executors {
 
 // One partition's transaction. Declaration order is destruction order in
 // reverse: the flusher goes before its writer, the writer before the producer.
+// Its flusher has a thread of its own: a commit blocks (it waits for the
+// partition's records in flight, up to the commit timeout), and one
+// partition held up must not hold up the others' commits or their release.
 struct group_transactions::unit {
+    asio::thread_pool committer{1};
     std::int32_t partition = -1;
     std::unique_ptr<kafka::producer> producer;
     std::unique_ptr<transaction_writer> writer;
@@ -131,9 +133,9 @@ std::unique_ptr<group_transactions::unit> group_transactions::make_unit(std::int
         }
     };
     u->writer = std::make_unique<transaction_writer>(*u->producer, store_, std::move(h), registry_, cfg_.commit_timeout);
-    u->flusher = std::make_unique<checkpoint::flusher>(exec_->committers.get_executor(), *u->writer,
+    u->flusher = std::make_unique<checkpoint::flusher>(u->committer.get_executor(), *u->writer,
                                                        cfg_.commit_interval, registry_, cfg_.bridge_version);
-    asio::co_spawn(exec_->committers, u->flusher->run(), [raw](std::exception_ptr ex) {
+    asio::co_spawn(u->committer, u->flusher->run(), [raw](std::exception_ptr ex) {
         if (ex) {
             try {
                 std::rethrow_exception(ex);
