@@ -1,5 +1,10 @@
 #pragma once
 
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+
 // The producer's private state, shared by producer.cpp (producing, delivery
 // reports, rebuilds, admin) and transactions.cpp (exactly-once). Not part of
 // the module's interface: include only from kafka/*.cpp.
@@ -35,6 +40,11 @@ struct ticket {
     completion done;
     clock::time_point enqueued;
 };
+
+// A librdkafka timeout argument: milliseconds, clamped to [0, INT_MAX].
+inline int to_timeout_ms(std::chrono::milliseconds t) {
+    return static_cast<int>(std::clamp<std::int64_t>(t.count(), 0, std::numeric_limits<int>::max()));
+}
 
 } // namespace detail
 

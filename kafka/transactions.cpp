@@ -16,9 +16,7 @@ namespace kafka {
 
 namespace {
 
-int timeout_ms(std::chrono::milliseconds t) {
-    return static_cast<int>(std::clamp<std::int64_t>(t.count(), 0, std::numeric_limits<int>::max()));
-}
+using detail::to_timeout_ms;
 
 // Classifies librdkafka's rd_kafka_error_t (and frees it).
 txn_status classify(rd_kafka_error_t* error) {
@@ -73,7 +71,7 @@ txn_status producer::init_transactions(std::chrono::milliseconds timeout) {
     if (impl_->rk_ == nullptr) {
         return txn_status{txn_status::kind::fatal, "the producer is shut down"};
     }
-    return classify(rd_kafka_init_transactions(impl_->rk_, timeout_ms(timeout)));
+    return classify(rd_kafka_init_transactions(impl_->rk_, to_timeout_ms(timeout)));
 }
 
 txn_status producer::begin_transaction() {
@@ -95,7 +93,7 @@ txn_status producer::commit_transaction(std::chrono::milliseconds timeout) {
     if (impl_->rk_ == nullptr) {
         return txn_status{txn_status::kind::fatal, "the producer is shut down"};
     }
-    return classify(rd_kafka_commit_transaction(impl_->rk_, timeout_ms(timeout)));
+    return classify(rd_kafka_commit_transaction(impl_->rk_, to_timeout_ms(timeout)));
 }
 
 txn_status producer::abort_transaction(std::chrono::milliseconds timeout) {
@@ -106,7 +104,7 @@ txn_status producer::abort_transaction(std::chrono::milliseconds timeout) {
     if (impl_->rk_ == nullptr) {
         return txn_status{txn_status::kind::fatal, "the producer is shut down"};
     }
-    return classify(rd_kafka_abort_transaction(impl_->rk_, timeout_ms(timeout)));
+    return classify(rd_kafka_abort_transaction(impl_->rk_, to_timeout_ms(timeout)));
 }
 
 bool producer::enter_batch() {
