@@ -3,12 +3,13 @@
 
     python3 bench/group.py [--databases 30] [--changes 5000] [--trials 10]
                            [--session-timeout-ms 6000] [--build-dir build/release]
+                           [--delivery at-least-once|exactly-once]
 
 Uses the release binary, the synthetic source (bench-source) and a Kafka
 broker of its own (tests/servers/kafka-broker.sh):
 
   throughput  30 databases x N changes published by a group of 1, 2 and 3
-              instances (at-least-once, Kafka checkpoint store): changes/s
+              instances (--delivery, Kafka checkpoint store): changes/s
               from the first row read to the last record delivered, and CPU
               microseconds per change summed over the instances. On a 2-core
               machine this shows the overhead of splitting the work, not a
@@ -54,7 +55,7 @@ def published_by_db(port):
 
 
 def group_args(args, group, prefix):
-    # (the Kafka checkpoint store comes with the "alo-kafka" mode of start_bridge)
+    # (the Kafka checkpoint store comes with both modes of start_bridge: alo-kafka and eos)
     return ["--group", group, "--assignment-partitions", "32", "--group-session-timeout",
             str(args.session_timeout_ms)]
 
@@ -84,7 +85,7 @@ def throughput(b, args, members):
     names = ["bench-%04d" % i for i in range(args.databases)]
     prefix = "grp-tp-%d-%d" % (members, os.getpid())
     src, url = b.source("src-tp-%d" % members, args.changes, databases=args.databases)
-    bridges = [b.start_bridge("tp-%d-%d" % (members, i), url, "alo-kafka", prefix, names,
+    bridges = [b.start_bridge("tp-%d-%d" % (members, i), url, args.mode, prefix, names,
                               group_args(args, prefix, prefix)) for i in range(members)]
     total = args.databases * args.changes
     first = None
@@ -112,7 +113,7 @@ def failover(b, args):
     prefix = "grp-fo-%d" % os.getpid()
     src, url = b.source("src-fo", 1, ["--live-interval-ms", "100"], databases=args.databases)
     extra = group_args(args, prefix, prefix)
-    inst = [b.start_bridge("fo-%d" % i, url, "alo-kafka", prefix, names, extra) for i in range(3)]
+    inst = [b.start_bridge("fo-%d" % i, url, args.mode, prefix, names, extra) for i in range(3)]
     settle([p for _, p in inst], args.databases)
     times = []
     for trial in range(args.trials):
@@ -137,7 +138,7 @@ def failover(b, args):
             time.sleep(0.05)
         times.append(took)
         log("failover trial %d: %d databases moved, first record after %.2f s" % (trial + 1, len(moved), took))
-        inst[victim] = b.start_bridge("fo-%d-r%d" % (victim, trial), url, "alo-kafka", prefix, names, extra)
+        inst[victim] = b.start_bridge("fo-%d-r%d" % (victim, trial), url, args.mode, prefix, names, extra)
         settle([p for _, p in inst], args.databases)
     for p, _ in inst:
         b.stop(p)
@@ -153,7 +154,9 @@ def main():
     ap.add_argument("--session-timeout-ms", type=int, default=6000)
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build", "release"))
     ap.add_argument("--kafka-brokers", dest="brokers", default="")
+    ap.add_argument("--delivery", choices=["at-least-once", "exactly-once"], default="at-least-once")
     args = ap.parse_args()
+    args.mode = "eos" if args.delivery == "exactly-once" else "alo-kafka"
     state = own_broker(args)
     b = Bench(args)
     try:

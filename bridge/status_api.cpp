@@ -125,10 +125,20 @@ void register_status_endpoints(metrics::http_server& http, status_sources const&
         if (h.consecutive_failures > 0) {
             not_ready += "checkpoints: " + h.last_error + "\n";
         }
-        if (not_ready.empty()) {
-            return metrics::http_response{200, "text/plain; charset=utf-8", "ready\n"};
+        std::string member;
+        if (s.group != nullptr) {
+            // Informative, ready or not: which member this is and what it owns.
+            std::string parts;
+            for (auto p : s.group->partitions()) {
+                parts += (parts.empty() ? "" : ",") + std::to_string(p);
+            }
+            member = "group " + s.cfg.group + ": member " + s.group->member_id() + ", partitions [" + parts +
+                     "], rebalances " + std::to_string(s.group->rebalances()) + "\n";
         }
-        return metrics::http_response{503, "text/plain; charset=utf-8", not_ready};
+        if (not_ready.empty()) {
+            return metrics::http_response{200, "text/plain; charset=utf-8", "ready\n" + member};
+        }
+        return metrics::http_response{503, "text/plain; charset=utf-8", not_ready + member};
     });
     http.handle("/status", [s] {
         boost::json::object root;

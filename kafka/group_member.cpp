@@ -39,6 +39,8 @@ struct group_member::impl {
     metrics::counter& rebalance_count;
     metrics::histogram& rebalance_seconds;
     metrics::gauge& partitions_gauge;
+    metrics::registry& registry;
+    metrics::gauge* member_gauge = nullptr; // the current member id's series
 
     impl(group_member_config c, group_events e, metrics::registry& r)
         : config(std::move(c)),
@@ -49,13 +51,30 @@ struct group_member::impl {
                                             "Time this instance spent handling one rebalance (starting or "
                                             "releasing databases)",
                                             metrics::exponential_buckets(0.001, 2.0, 16))),
-          partitions_gauge(r.add_gauge("couch_bridge_group_partitions", "Assignment partitions this instance owns")) {}
+          partitions_gauge(r.add_gauge("couch_bridge_group_partitions", "Assignment partitions this instance owns")),
+          registry(r) {}
+
+    // couch_bridge_group_member{group,member_id} is 1 for the member id this
+    // instance has now (0 for the ones it had before a rejoin).
+    void show_member_locked(std::string const& id) {
+        if (id == member) {
+            return;
+        }
+        if (member_gauge != nullptr) {
+            member_gauge->set(0);
+        }
+        member = id;
+        member_gauge = &registry.add_gauge("couch_bridge_group_member",
+                                           "1 for this instance's member id in the group (0 for earlier ones)",
+                                           {{"group", config.group}, {"member_id", id}});
+        member_gauge->set(1);
+    }
 
     void on_rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts) {
         auto const started = std::chrono::steady_clock::now();
         if (char* id = rd_kafka_memberid(rk)) {
             std::lock_guard lock(mutex);
-            member = id;
+            show_member_locked(id);
             rd_kafka_mem_free(rk, id);
         }
         std::vector<std::int32_t> list;

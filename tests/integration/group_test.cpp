@@ -421,6 +421,14 @@ BOOST_AUTO_TEST_CASE(the_admin_api_of_any_instance_acts_for_the_group) {
         names.emplace_back(boost::json::parse(api(inst[i], "GET", "/databases").body).at("owner").as_string());
     }
     BOOST_REQUIRE(runner.size() == c.dbs.size());
+    // /readyz and the metrics say which member this is.
+    for (auto const& i : inst) {
+        auto const member = std::string(status_of(i.port).at("group").at("member_id").as_string());
+        BOOST_REQUIRE(!member.empty());
+        BOOST_TEST(api(i, "GET", "/readyz").body.find("member " + member) != std::string::npos);
+        BOOST_TEST(api(i, "GET", "/metrics").body.find("couch_bridge_group_member{group=\"" + c.group + "\",member_id=\"" +
+                                                       member + "\"} 1") != std::string::npos);
+    }
     // Every instance names the same owner for every database.
     for (std::size_t i = 0; i < inst.size(); ++i) {
         auto listed = boost::json::parse(api(inst[i], "GET", "/databases").body).at("databases").as_object();
