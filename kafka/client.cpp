@@ -56,4 +56,17 @@ rd_kafka_t* make_client(rd_kafka_type_t type, std::string const& bootstrap_serve
     return rk;
 }
 
+stored_record stored_from(rd_kafka_message_t const* m) {
+    stored_record r;
+    r.partition = m->partition;
+    r.offset = m->offset;
+    if (m->key != nullptr) {
+        r.key.assign(static_cast<char const*>(m->key), m->key_len);
+    }
+    if (m->payload != nullptr) {
+        r.value.emplace(static_cast<char const*>(m->payload), m->len);
+    }
+    return r;
+}
+
 } // namespace kafka::detail

@@ -4,6 +4,8 @@
 // (the checkpoint reader, the group member, the presence mark). Internal:
 // include only from kafka/*.cpp.
 
+#include "kafka/topic_reader.hpp"
+
 #include <librdkafka/rdkafka.h>
 
 #include <string>
@@ -25,5 +27,8 @@ rd_kafka_t* make_client(rd_kafka_type_t type, std::string const& bootstrap_serve
                         void* opaque = nullptr,
                         void (*rebalance_cb)(rd_kafka_t*, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t*,
                                              void*) = nullptr);
+
+// A consumed message as a stored_record (key, value or tombstone, offset).
+stored_record stored_from(rd_kafka_message_t const* m);
 
 } // namespace kafka::detail

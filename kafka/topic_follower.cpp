@@ -104,15 +104,7 @@ void topic_follower::start(std::chrono::milliseconds timeout) {
                 continue;
             }
             last_error.clear();
-            stored_record r;
-            r.partition = m->partition;
-            r.offset = m->offset;
-            if (m->key != nullptr) {
-                r.key.assign(static_cast<char const*>(m->key), m->key_len);
-            }
-            if (m->payload != nullptr) {
-                r.value.emplace(static_cast<char const*>(m->payload), m->len);
-            }
+            auto r = detail::stored_from(m);
             auto const next = m->offset + 1;
             rd_kafka_message_destroy(m);
             s.each(std::move(r));

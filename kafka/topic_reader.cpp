@@ -144,16 +144,7 @@ void read_topic(topic_reader_config const& config, std::string const& topic,
         if (m->offset >= target[static_cast<std::size_t>(m->partition)]) {
             continue; // written after the start: not part of this read
         }
-        stored_record r;
-        r.partition = m->partition;
-        r.offset = m->offset;
-        if (m->key != nullptr) {
-            r.key.assign(static_cast<char const*>(m->key), m->key_len);
-        }
-        if (m->payload != nullptr) {
-            r.value.emplace(static_cast<char const*>(m->payload), m->len);
-        }
-        each(std::move(r));
+        each(detail::stored_from(m.get()));
     }
     rd_kafka_assign(rk.get(), nullptr);
     rd_kafka_consumer_close(rk.get());

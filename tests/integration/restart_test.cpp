@@ -106,6 +106,15 @@ BOOST_AUTO_TEST_CASE(checkpoints_from_the_embedded_cluster_are_not_trusted_by_a_
     BOOST_TEST(listed.find(db) != std::string::npos, listed);
 }
 
+// `checkpoints set` of the real binary on a RocksDB store (no cluster id).
+void set_checkpoint(std::string const& dir, std::string const& db, std::string const& seq, std::string const& source) {
+    test_support::child_process set(integration::bridge_binary(),
+                                    {"--checkpoint-dir", dir, "checkpoints", "set", "--db", db, "--seq", seq,
+                                     "--source", source},
+                                    dir + ".set");
+    BOOST_REQUIRE_MESSAGE(set.wait_for_exit(30s).value_or(-1) == 0, read_log(dir + ".set"));
+}
+
 BOOST_AUTO_TEST_CASE(another_real_cluster_is_refused_too_and_keep_trusts_the_positions) {
     auto const couch = test_support::couch_url();
     auto const real = test_support::kafka_brokers();
@@ -150,13 +159,7 @@ BOOST_AUTO_TEST_CASE(a_store_without_a_cluster_id_is_adopted_with_a_warning) {
     put_case(db, "l2");
     auto const dir = test_support::make_temp_dir("legacy-ckpt");
     // What an earlier version left: a position and no cluster id.
-    {
-        test_support::child_process set(integration::bridge_binary(),
-                                        {"--checkpoint-dir", dir, "checkpoints", "set", "--db", db, "--seq", "1",
-                                         "--source", "legacy"},
-                                        dir + ".set");
-        BOOST_REQUIRE_MESSAGE(set.wait_for_exit(30s).value_or(-1) == 0, read_log(dir + ".set"));
-    }
+    set_checkpoint(dir, db, "1", "legacy");
     BOOST_REQUIRE(checkpoints_list(dir).find("kafka cluster: (not recorded)") != std::string::npos);
     auto port = test_support::free_port();
     auto bridge = integration::start_bridge({{db}, dir, real, {"--source-name", "legacy"}}, port);
@@ -176,13 +179,7 @@ BOOST_AUTO_TEST_CASE(a_store_without_a_cluster_id_is_adopted_with_a_warning) {
 BOOST_AUTO_TEST_CASE(health_answers_while_the_kafka_cluster_id_is_awaited) {
     auto const db = test_support::unique_name("await-cluster");
     auto const dir = test_support::make_temp_dir("await-cluster-ckpt");
-    {
-        test_support::child_process set(integration::bridge_binary(),
-                                        {"--checkpoint-dir", dir, "checkpoints", "set", "--db", db, "--seq", "1",
-                                         "--source", "await"},
-                                        dir + ".set");
-        BOOST_REQUIRE_MESSAGE(set.wait_for_exit(30s).value_or(-1) == 0, read_log(dir + ".set"));
-    }
+    set_checkpoint(dir, db, "1", "await");
     // Nothing listens there: the cluster id never comes.
     auto const nowhere = "127.0.0.1:" + std::to_string(test_support::free_port());
     auto port = test_support::free_port();
