@@ -357,7 +357,10 @@ int run_bridge(config const& cfg) {
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
                                                                cfg.deletion_memory ? store.get() : nullptr,
                                                                may_publish},
-                                        *store, positions, owns, unit_of});
+                                        *store, positions, owns, unit_of,
+                                        std::make_shared<couch::client>(ioc.get_executor(), client, couch_source,
+                                                                        &registry),
+                                        static_cast<std::size_t>(cfg.max_open_feeds), cfg.idle_close});
     running_fleet = &databases;
     if (group_txns) {
         group_txns->attach(databases);
@@ -390,8 +393,10 @@ int run_bridge(config const& cfg) {
             finder = std::make_unique<discovery>(
                 ioc.get_executor(), client, dopts,
                 discovery_hooks{[&databases](std::string const& db, bool live) { databases.found(db, live); },
-                                [&databases](std::string const& db) { databases.gone(db); }},
-                *store, positions, registry);
+                                [&databases](std::string const& db) { databases.gone(db); },
+                                [&databases](std::string const& db) { databases.updated(db); },
+                                [&databases](bool on) { databases.set_change_events(on); }},
+                *store, positions, registry, databases.couch_client());
         } catch (std::exception const& e) {
             spdlog::error("startup failed: {}", e.what());
             return 2;

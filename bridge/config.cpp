@@ -148,6 +148,19 @@ parse_result parse_command_line(int argc, char const* const* argv) {
         ->check(CLI::Range(100, 86400000))
         ->default_str("10000")
         ->group(group_couch);
+    opt("max-open-feeds", c.max_open_feeds,
+        "At most this many continuous feeds open at once; beyond it only recently changed databases keep one "
+        "(0: no cap)")
+        ->check(CLI::Range(0, 1000000))
+        ->group(group_couch);
+    app.add_option_function<int>(
+           "--idle-close", [&c](int ms) { c.idle_close = std::chrono::milliseconds(ms); },
+           "Milliseconds without a change after which a database's feed is closed, when more databases are "
+           "followed than --max-open-feeds")
+        ->envname(env_name("idle-close"))
+        ->check(CLI::Range(100, 86400000))
+        ->default_str("300000")
+        ->group(group_couch);
 
     auto* group_kafka = "Kafka";
     opt("kafka-brokers", c.kafka_brokers, "Bootstrap servers host:port,... or 'embedded' (in-process cluster)")
@@ -461,6 +474,8 @@ std::string describe(config const& c) {
         << "db-pattern = " << list(c.db_patterns) << '\n'
         << "exclude-db-pattern = " << list(c.exclude_db_patterns) << '\n'
         << "discovery-interval = " << c.discovery_interval.count() << '\n'
+        << "max-open-feeds = " << c.max_open_feeds << '\n'
+        << "idle-close = " << c.idle_close.count() << '\n'
         << "kafka-brokers = " << c.kafka_brokers << '\n'
         << "kafka-cluster-change = " << c.kafka_cluster_change << '\n'
         << "kafka-property = " << list(props) << '\n'

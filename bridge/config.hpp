@@ -32,6 +32,12 @@ struct config {
     // without _db_updates the server is polled every discovery_interval.
     std::vector<std::string> db_patterns, exclude_db_patterns;
     std::chrono::milliseconds discovery_interval{10000};
+    // More followed databases than this: continuous feeds only for the
+    // recently changed ones (0: no cap).
+    int max_open_feeds = 100;
+    // Beyond max_open_feeds, a feed silent this long is closed (the
+    // database becomes `idle` until it changes).
+    std::chrono::milliseconds idle_close{300000};
 
     std::string kafka_brokers = "embedded";
     std::vector<std::string> kafka_properties; // k=v, passed through to librdkafka

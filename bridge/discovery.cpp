@@ -65,9 +65,13 @@ constexpr std::chrono::milliseconds backoff_max{30000};
 
 struct discovery::impl : std::enable_shared_from_this<impl> {
     impl(asio::any_io_executor ex, couch::client_config client, discovery_options o, discovery_hooks h,
-         checkpoint::store& s, checkpoint::positions& p, metrics::registry& r)
+         checkpoint::store& s, checkpoint::positions& p, metrics::registry& r, std::shared_ptr<couch::client> shared)
         : strand(asio::make_strand(ex)), opt(std::move(o)), matcher(opt.patterns, opt.exclude_patterns),
-          hooks(std::move(h)), store(s), positions(p), session(strand, std::move(client), opt.request_timeout),
+          hooks(std::move(h)), store(s), positions(p), session(strand,
+                                                     shared ? std::move(shared)
+                                                            : std::make_shared<couch::client>(ex, std::move(client),
+                                                                                              nullptr, &r),
+                                                     opt.request_timeout),
           feed(session, opt.heartbeat), timer(strand), seq_meta("db_updates_seq:" + opt.source_name),
           listings(r.add_counter("couch_bridge_discovery_listings_total", "Complete _all_dbs listings by discovery")),
           errors(r.add_counter("couch_bridge_discovery_errors_total",
@@ -217,6 +221,9 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
             if (auto it = events.find(std::string_view(couch::to_string(e.type))); it != events.end()) {
                 it->second->inc();
             }
+            if (e.type == couch::db_update_type::updated && hooks.updated && !stopping) {
+                hooks.updated(e.db_name);
+            }
             bool const lifecycle = e.type == couch::db_update_type::created || e.type == couch::db_update_type::deleted;
             if (lifecycle && matcher.matches(e.db_name)) {
                 co_await on_event(e);
@@ -259,9 +266,15 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
                     x.fallback_reason = opened.message;
                 });
                 polling_gauge.set(1);
+                if (hooks.change_events) {
+                    hooks.change_events(false);
+                }
                 co_return;
             }
             bool ok = opened.outcome == couch::db_updates_feed::opened::ok;
+            if (ok && hooks.change_events) {
+                hooks.change_events(true);
+            }
             if (!ok) {
                 error("cannot open _db_updates: " + opened.message);
             }
@@ -361,9 +374,9 @@ struct discovery::impl : std::enable_shared_from_this<impl> {
 
 discovery::discovery(asio::any_io_executor ex, couch::client_config client, discovery_options options,
                      discovery_hooks hooks, checkpoint::store& store, checkpoint::positions& positions,
-                     metrics::registry& registry)
+                     metrics::registry& registry, std::shared_ptr<couch::client> shared)
     : impl_(std::make_shared<impl>(std::move(ex), std::move(client), std::move(options), std::move(hooks), store,
-                                   positions, registry)) {}
+                                   positions, registry, std::move(shared))) {}
 
 discovery::~discovery() { stop(); }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "couch/changes_feed.hpp" // client_config
+#include "couch/client.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -62,6 +63,11 @@ struct discovery_options {
 struct discovery_hooks {
     std::function<void(std::string const& db, bool live)> found;
     std::function<void(std::string const& db)> gone;
+    // An `updated` event of any database (for the fleet's idle databases),
+    // and whether such events arrive (true while `_db_updates` is
+    // followed, false once discovery falls back to polling). Optional.
+    std::function<void(std::string const& db)> updated = {};
+    std::function<void(bool)> change_events = {};
 };
 
 // Finds the databases of one CouchDB server that match the patterns, and
@@ -99,7 +105,7 @@ public:
     // pattern, an unusable URL or an unreadable CA file.
     discovery(boost::asio::any_io_executor ex, couch::client_config client, discovery_options options,
               discovery_hooks hooks, checkpoint::store& store, checkpoint::positions& positions,
-              metrics::registry& registry);
+              metrics::registry& registry, std::shared_ptr<couch::client> shared = nullptr);
     ~discovery();
     discovery(discovery const&) = delete;
     discovery& operator=(discovery const&) = delete;

@@ -102,9 +102,20 @@ std::vector<std::string> strings_of(json::value const& v) {
 } // namespace
 
 fleet::fleet(dependencies deps)
-    : deps_(std::move(deps)), probe_(std::make_unique<probe>(deps_.pipe.registry)) {}
+    : deps_(std::move(deps)), probe_(std::make_unique<probe>(deps_.pipe.registry)) {
+    if (!deps_.couch) {
+        deps_.couch = std::make_shared<couch::client>(deps_.pool, deps_.client, deps_.source, &deps_.pipe.registry);
+    }
+}
 
-fleet::~fleet() = default;
+fleet::~fleet() {
+    // A poll of an idle database (fleet_idle.cpp) refers to the fleet until
+    // it completes; its request ends within 10 s.
+    stopping_ = true;
+    for (int i = 0; i < 1100 && polls_->load() > 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+}
 
 bool fleet::valid_database_name(std::string const& name) {
     // CouchDB's rule; system databases (leading '_') are not followed here.
@@ -168,6 +179,22 @@ void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kin
         spdlog::debug("db {}: owned by another member of the group; not started here", e.db);
         return;
     }
+    if (deps_.max_open_feeds > 0 && open_feeds_locked() >= deps_.max_open_feeds) {
+        // The cap is reached: the reaper opens it when a place frees.
+        e.idle = true;
+        e.wake = true;
+        e.wake_kind = std::move(start_kind);
+        spdlog::info("db {}: waiting for one of the {} open feeds (--max-open-feeds)", e.db, deps_.max_open_feeds);
+        return;
+    }
+    launch_pipeline_locked(e, std::move(start_kind));
+}
+
+void fleet::launch_pipeline_locked(entry& e, std::optional<std::string> start_kind) {
+    e.idle = false;
+    e.wake = false;
+    e.wake_kind.reset();
+    e.opened_at = std::chrono::system_clock::now();
     checkpoint::key key{deps_.source_name, e.db};
     auto pos = deps_.positions.get(key);
     transaction_unit unit{&deps_.pipe.producer, &deps_.pipe.flusher};
@@ -206,8 +233,7 @@ void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kin
         fo.since = kind == "now" ? couch::since::now() : couch::since::beginning();
         spdlog::info("db {}: no checkpoint, starting from since={}", e.db, kind);
     }
-    e.p = std::make_unique<pipeline>(deps_.pool, deps_.client, std::move(fo), key, start, deps_.window, pipe,
-                                     deps_.source);
+    e.p = std::make_unique<pipeline>(deps_.pool, deps_.couch, std::move(fo), key, start, deps_.window, pipe);
     e.done = std::make_shared<std::atomic<bool>>(false);
     e.stopping = false;
     probe_->followed.inc();
@@ -246,6 +272,9 @@ asio::awaitable<void> fleet::reaper() {
         if (round % 10 == 0) {
             refresh_gauges_locked();
         }
+        if (round % 10 == 5 && deps_.max_open_feeds > 0) {
+            manage_open_feeds_locked();
+        }
         for (auto& [name, e] : entries_) {
             if (e->p) {
                 if (!e->stopping || !e->done->load() || !e->p->quiescent()) {
@@ -255,7 +284,12 @@ asio::awaitable<void> fleet::reaper() {
                 e->p.reset();
                 e->stopping = false;
                 spdlog::info("db {}: pipeline stopped ({})", name,
-                             e->desired == "following" ? std::string("to restart it") : e->desired);
+                             e->idle                   ? std::string("idle")
+                             : e->desired == "following" ? std::string("to restart it")
+                                                         : e->desired);
+                if (e->idle && !e->rewind_to) {
+                    continue; // opened again when it changes (fleet_idle.cpp)
+                }
             } else if (!e->rewind_to) {
                 continue; // nothing pending (a retry of a failed rewind write comes here)
             }
@@ -374,6 +408,11 @@ fleet::outcome fleet::follow(std::string const& db, std::string const& since, st
     if (!created && e.desired == "following" && e.p && !e.stopping && since.empty() && !options_changed) {
         return ok_locked(e);
     }
+    // A database recorded as deleted is another database now, if it exists
+    // at all: its old checkpoint would skip the new incarnation's first
+    // changes (CouchDB accepts an old seq and answers from there). Without
+    // an explicit since, it is followed from 0.
+    bool const was_deleted = e.desired == "deleted";
     e.desired = "following";
     e.from_api = true;
     if (new_options) {
@@ -381,8 +420,13 @@ fleet::outcome fleet::follow(std::string const& db, std::string const& since, st
     }
     if (!since.empty()) {
         e.rewind_to = since;
+    } else if (was_deleted) {
+        e.rewind_to = "0";
     }
     try {
+        if (was_deleted) {
+            forget_deletion_locked(e);
+        }
         if (e.p) {
             stop_pipeline_locked(e); // the reaper starts it again (at the target, if any)
         } else {
@@ -453,10 +497,22 @@ fleet::outcome fleet::resume(std::string const& db) {
     if (e.desired == "following") {
         return ok_locked(e);
     }
+    bool const was_deleted = e.desired == "deleted"; // a new incarnation: from 0 (see follow())
     e.desired = "following";
     e.from_api = true;
     try {
-        if (!e.p) {
+        if (was_deleted) {
+            forget_deletion_locked(e);
+            if (e.p) {
+                e.rewind_to = "0"; // the reaper drops the checkpoint durably, then starts it
+            } else {
+                if (auto ec = deps_.positions.erase(checkpoint::key{deps_.source_name, db})) {
+                    return {503, error_json("store", "cannot drop the old incarnation's checkpoint: " +
+                                                         ec.message())};
+                }
+                start_pipeline_locked(e, std::string("0"));
+            }
+        } else if (!e.p) {
             start_pipeline_locked(e, std::nullopt);
         }
         persist_locked();
@@ -465,6 +521,14 @@ fleet::outcome fleet::resume(std::string const& db) {
     }
     spdlog::info("db {}: resumed (admin API)", db);
     return ok_locked(e);
+}
+
+void fleet::forget_deletion_locked(entry& e) {
+    spdlog::warn("db {}: deleted at {} (checkpoint {}); following it now as a new incarnation, from 0", e.db,
+                 e.deleted_unix_ms, e.deleted_checkpoint.empty() ? std::string("none") : e.deleted_checkpoint);
+    e.deleted_unix_ms = 0;
+    e.deleted_checkpoint.clear();
+    persist_deleted_locked();
 }
 
 fleet::outcome fleet::rewind(std::string const& db, std::string const& since) {

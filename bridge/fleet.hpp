@@ -83,9 +83,26 @@ public:
         // reassess() after the unit opened). Empty: `pipe`'s producer and
         // flusher serve every database.
         std::function<transaction_unit(std::string const&)> unit_of = {};
+        // The source's CouchDB client, shared with discovery (null: the
+        // fleet makes one from `client` and `source`).
+        std::shared_ptr<couch::client> couch = nullptr;
+        // At most this many pipelines (continuous feeds) run at once (0: no
+        // cap). Beyond it a database whose feed was silent for idle_close
+        // is closed and becomes `idle`; it opens again (a normal-feed
+        // catch-up from its checkpoint, then continuous) when it changes:
+        // a `_db_updates` `updated` event (updated()), or, without
+        // _db_updates, a round-robin poll of GET /{db} finding its
+        // update_seq past the checkpoint. A database that must open while
+        // the cap is reached takes the place of the least recently active
+        // caught-up feed.
+        std::size_t max_open_feeds = 0;
+        std::chrono::milliseconds idle_close{300000};
     };
 
     explicit fleet(dependencies deps);
+    // The source's CouchDB client (one cookie session, one TLS context and
+    // the kept connections of every pipeline); discovery shares it.
+    std::shared_ptr<couch::client> couch_client() const { return deps_.couch; }
     ~fleet();
     fleet(fleet const&) = delete;
     fleet& operator=(fleet const&) = delete;
@@ -157,6 +174,17 @@ public:
     // database the fleet does not know but has a checkpoint of (deleted
     // while the bridge was down) is recorded as deleted too.
     void gone(std::string const& db);
+    // updated: `db` changed (a `_db_updates` `updated` event). An idle
+    // database opens again. Never throws.
+    void updated(std::string const& db);
+    // Whether `_db_updates` events arrive (discovery follows the feed):
+    // then idle databases wait for updated() instead of being polled.
+    void set_change_events(bool on);
+    // The databases that are `idle` (followed, feed closed, waiting for a
+    // change), for /status.
+    std::vector<std::string> idle_databases() const;
+    // Pipelines running now (feeds open), never more than max_open_feeds.
+    std::size_t open_feeds() const;
 
     // True when `name` is a valid CouchDB database name (and not a system
     // database, which the API does not follow).
@@ -167,9 +195,20 @@ private:
     struct probe;
     void load_deleted_locked();
     void persist_deleted_locked();
+    // A database recorded as deleted is followed again (resume, PUT): its
+    // deletion record goes; the caller starts it from 0.
+    void forget_deletion_locked(entry& e);
     void refresh_gauges_locked();
     boost::asio::awaitable<void> reaper();
     void start_pipeline_locked(entry& e, std::optional<std::string> since_override);
+    void launch_pipeline_locked(entry& e, std::optional<std::string> since_override);
+    // bridge/fleet_idle.cpp: the cap of --max-open-feeds, idle closing,
+    // reopening and polling; run by the reaper about once a second.
+    std::size_t open_feeds_locked() const;
+    void close_idle_locked(entry& e, std::string const& why);
+    void manage_open_feeds_locked();
+    void poll_idle_locked();
+    boost::asio::awaitable<void> poll(std::string db, std::string checkpoint_seq);
     void stop_pipeline_locked(entry& e);
     void persist_locked();
     outcome stop_following(std::string const& db, std::string const& desired, std::string const& what);
@@ -181,6 +220,9 @@ private:
     std::map<std::string, std::unique_ptr<entry>> entries_;
     std::vector<std::string> flag_databases_;
     std::atomic<bool> stopping_{false};
+    std::atomic<bool> change_events_{false};
+    std::string idle_cursor_;        // round-robin position among idle databases (admission and polls)
+    std::shared_ptr<std::atomic<int>> polls_ = std::make_shared<std::atomic<int>>(0); // in flight
     std::unique_ptr<probe> probe_;
 };
 

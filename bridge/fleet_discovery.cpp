@@ -41,7 +41,11 @@ fleet::probe::probe(metrics::registry& r)
       removed_deleted(r.add_counter("couch_bridge_databases_removed_total",
                                     "Databases no longer followed, by reason", {{"reason", "deleted"}})),
       removed_api(r.add_counter("couch_bridge_databases_removed_total", "Databases no longer followed, by reason",
-                                {{"reason", "admin_api"}})) {
+                                {{"reason", "admin_api"}})),
+      idle_closed(r.add_counter("couch_bridge_feeds_idle_closed_total",
+                                "Continuous feeds closed because their database was idle (--max-open-feeds)")),
+      reopened(r.add_counter("couch_bridge_feeds_reopened_total", "Idle databases whose feed opened again")),
+      polls(r.add_counter("couch_bridge_idle_polls_total", "Idle databases polled (GET /{db}) without _db_updates")) {
     for (std::size_t i = 0; i < states.size(); ++i) {
         by_state[i] = &r.add_gauge("couch_bridge_databases", "Databases the fleet knows, by state",
                                    {{"state", states[i]}});
@@ -51,7 +55,9 @@ fleet::probe::probe(metrics::registry& r)
 void fleet::refresh_gauges_locked() {
     std::array<double, probe::states.size()> n{};
     for (auto const& [name, e] : entries_) {
-        std::string_view const state = e->p ? (e->stopping ? "stopping" : "following") : std::string_view(e->desired);
+        std::string_view const state = e->p                                 ? (e->stopping ? "stopping" : "following")
+                                        : e->idle && e->desired == "following" ? std::string_view("idle")
+                                                                               : std::string_view(e->desired);
         for (std::size_t i = 0; i < n.size(); ++i) {
             if (state == probe::states[i]) {
                 n[i] += 1;

@@ -8,6 +8,7 @@
 #include <boost/json/object.hpp>
 
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -38,13 +39,22 @@ struct fleet::entry {
     // checkpoint it had then (persisted in meta "deleted_databases").
     std::int64_t deleted_unix_ms = 0;
     std::string deleted_checkpoint;
+    // --max-open-feeds: `idle` (desired following, no pipeline: the feed
+    // was closed, or could not open under the cap); `wake` once it changed
+    // (or was never caught up), with the start kind to use then.
+    bool idle = false;
+    bool wake = false;
+    std::optional<std::string> wake_kind;
+    bool polling = false;
+    std::chrono::system_clock::time_point opened_at{}; // of the running pipeline
 };
 
 // The fleet's metrics: what changed (counters) and how many databases are in
 // each state (gauges, refreshed by the reaper about once a second).
 struct fleet::probe {
     explicit probe(metrics::registry& r);
-    static constexpr std::array<char const*, 5> states = {"following", "stopping", "paused", "removed", "deleted"};
+    static constexpr std::array<char const*, 6> states = {"following", "stopping", "paused",
+                                                          "removed",   "deleted",  "idle"};
     metrics::registry& registry;
     metrics::counter& followed;
     metrics::counter& discovered;
@@ -53,6 +63,9 @@ struct fleet::probe {
     // couch_bridge_databases_recreated_total{database} is the feeds' series
     // (labelled per database), looked up when it happens.
     std::array<metrics::gauge*, states.size()> by_state{};
+    metrics::counter& idle_closed; // feeds closed for --idle-close / the cap
+    metrics::counter& reopened;    // idle databases opened again
+    metrics::counter& polls;       // GET /{db} of idle databases (no _db_updates)
 };
 
 } // namespace bridge

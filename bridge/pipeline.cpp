@@ -98,9 +98,15 @@ struct pipeline::probe {
 pipeline::pipeline(asio::any_io_executor pool, couch::client_config client, couch::feed_options feed,
                    checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits,
                    dependencies deps, std::shared_ptr<couch::source> source)
+    : pipeline(pool, std::make_shared<couch::client>(pool, std::move(client), std::move(source), &deps.registry),
+               std::move(feed), std::move(key), std::move(checkpoint_seq), limits, deps) {}
+
+pipeline::pipeline(asio::any_io_executor pool, std::shared_ptr<couch::client> client, couch::feed_options feed,
+                   checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits,
+                   dependencies deps)
     : strand_(asio::make_strand(pool)),
       initial_since_(feed.since),
-      feed_(strand_, std::move(client), std::move(feed), deps.registry, std::move(source)),
+      feed_(strand_, std::move(client), std::move(feed), deps.registry),
       key_(std::move(key)),
       limits_(limits),
       deps_(deps),

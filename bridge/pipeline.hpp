@@ -6,6 +6,7 @@
 #include "checkpoint/store.hpp"
 #include "checkpoint/watermark.hpp"
 #include "couch/changes_feed.hpp"
+#include "couch/client.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -113,6 +114,10 @@ public:
     pipeline(boost::asio::any_io_executor pool, couch::client_config client, couch::feed_options feed,
              checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits, dependencies deps,
              std::shared_ptr<couch::source> source = nullptr);
+    // On the source's shared couch::client (the fleet's): one session and
+    // one TLS context for every pipeline of the source.
+    pipeline(boost::asio::any_io_executor pool, std::shared_ptr<couch::client> client, couch::feed_options feed,
+             checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits, dependencies deps);
     ~pipeline();
     pipeline(pipeline const&) = delete;
     pipeline& operator=(pipeline const&) = delete;

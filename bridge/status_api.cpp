@@ -158,6 +158,11 @@ void register_status_endpoints(metrics::http_server& http, status_sources const&
         }
         root["checkpoint_store"] = s.cfg.checkpoint_store;
         root["databases"] = status_json(s.databases.statuses());
+        boost::json::array idle; // followed, feed closed until they change (--max-open-feeds)
+        for (auto& db : s.databases.idle_databases()) {
+            idle.emplace_back(std::move(db));
+        }
+        root["idle"] = std::move(idle);
         auto h = s.flusher.status();
         boost::json::object ck;
         ck["consecutive_failures"] = h.consecutive_failures;

@@ -22,6 +22,8 @@ class registry;
 
 namespace couch {
 
+class client;
+
 struct client_config {
     std::string url;            // base URL, e.g. http://user:pw@host:5984 or https://host; may have a path prefix
     std::string user, password; // when set, override credentials in the URL
@@ -124,7 +126,7 @@ struct feed_status { // a snapshot, for /status and metrics
 //    seqs and counted (couch_bridge_source_rewinds_total{database}): rows
 //    will come again.
 //
-// Connection attempts go through the feed's couch::source, which caps them
+// Connection attempts go through the client's couch::source, which caps them
 // per server and records the server's own errors.
 class changes_feed {
 public:
@@ -134,6 +136,12 @@ public:
     // `src` is shared by all feeds of one CouchDB server (null: a private one with default options).
     changes_feed(boost::asio::any_io_executor ex, client_config client, feed_options options,
                  metrics::registry& registry, std::shared_ptr<source> src = nullptr);
+    // The same on a shared couch::client (couch/client.hpp): the feeds of
+    // one source share its session, TLS context and kept connections.
+    // Catch-up batches in a row reuse one kept-alive connection; the
+    // continuous feed holds its own while it follows.
+    changes_feed(boost::asio::any_io_executor ex, std::shared_ptr<client> client, feed_options options,
+                 metrics::registry& registry);
     ~changes_feed();
     changes_feed(changes_feed const&) = delete;
     changes_feed& operator=(changes_feed const&) = delete;

@@ -1,33 +1,20 @@
 #include "couch/document_store.hpp"
-#include "couch/url.hpp"
 
-#include "common/redact.hpp"
+#include "couch/client.hpp"
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/context.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/beast/http/verb.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <optional>
 #include <unordered_map>
-#include <stdexcept>
 
 namespace couch {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = asio::ip::tcp;
+namespace http = boost::beast::http;
 using boost::system::error_code;
 
 namespace {
@@ -53,177 +40,27 @@ std::string server_reason(std::string const& body) {
     return out;
 }
 
-struct exchange_result {
-    std::string error;
-    http::response<http::string_body> response;
-};
-
 } // namespace
 
 struct document_store::impl {
-    impl(client_config c, std::chrono::milliseconds t) : cfg(std::move(c)), url(parse_url(cfg)), timeout(t) {
-        if (url.tls) {
-            ssl = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
-            ssl->set_default_verify_paths();
-            if (!cfg.ca_file.empty()) {
-                error_code ec;
-                ssl->load_verify_file(cfg.ca_file, ec);
-                if (ec) {
-                    throw std::invalid_argument("cannot load CA file '" + cfg.ca_file + "' for " + url.redacted +
-                                                ": " + ec.message());
-                }
-            }
-            ssl->set_verify_mode(cfg.tls_verify ? asio::ssl::verify_peer : asio::ssl::verify_none);
-        }
-    }
+    impl(client_config c, std::chrono::milliseconds t)
+        : timeout(t), cl(std::make_shared<client>(ioc.get_executor(), std::move(c), nullptr, nullptr)) {}
 
-    beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
-
-    void close() {
-        secure.reset();
-        plain.reset();
-        buffer.clear();
-    }
-
-    asio::awaitable<std::string> connect() {
-        close();
-        tcp::resolver resolver(ioc);
-        auto [rec, endpoints] =
-            co_await resolver.async_resolve(url.host, url.port, asio::as_tuple(asio::use_awaitable));
-        if (rec) {
-            co_return "cannot resolve " + url.host + ": " + rec.message();
-        }
-        if (url.tls) {
-            secure.emplace(ioc, *ssl);
-        } else {
-            plain.emplace(ioc);
-        }
-        lowest().expires_after(timeout);
-        auto [cec, ep] = co_await lowest().async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
-        if (cec) {
-            close();
-            co_return "cannot connect to " + url.redacted + ": " + cec.message();
-        }
-        if (secure) {
-            if (!SSL_set_tlsext_host_name(secure->native_handle(), url.host.c_str())) {
-                close();
-                co_return "TLS: cannot set the server name " + url.host;
-            }
-            if (cfg.tls_verify) {
-                secure->set_verify_callback(asio::ssl::host_name_verification(url.host));
-            }
-            auto [hec] = co_await secure->async_handshake(asio::ssl::stream_base::client,
-                                                          asio::as_tuple(asio::use_awaitable));
-            if (hec) {
-                close();
-                co_return "TLS handshake with " + url.redacted + " failed: " + hec.message();
-            }
-        }
-        co_return std::string{};
-    }
-
-    template <class Stream>
-    asio::awaitable<error_code> write_read(Stream& s, http::request<http::string_body> const& req,
-                                           http::response<http::string_body>& res) {
-        lowest().expires_after(timeout);
-        auto [wec, wn] = co_await http::async_write(s, req, asio::as_tuple(asio::use_awaitable));
-        if (wec) {
-            co_return wec;
-        }
-        http::response_parser<http::string_body> parser;
-        parser.body_limit(body_limit);
-        lowest().expires_after(timeout);
-        auto [rec, rn] = co_await http::async_read(s, buffer, parser, asio::as_tuple(asio::use_awaitable));
-        if (!rec) {
-            res = parser.release();
-        }
-        co_return rec;
-    }
-
-    // One request on the kept connection; a connection the server closed
-    // meanwhile is reopened once.
-    asio::awaitable<exchange_result> exchange(http::request<http::string_body> req) {
-        exchange_result out;
-        for (int attempt = 0; attempt < 2; ++attempt) {
-            bool const reused = plain.has_value() || secure.has_value();
-            if (!reused) {
-                if (auto err = co_await connect(); !err.empty()) {
-                    out.error = err;
-                    co_return out;
-                }
-            }
-            error_code ec = secure ? co_await write_read(*secure, req, out.response)
-                                   : co_await write_read(*plain, req, out.response);
-            if (!ec) {
-                if (!out.response.keep_alive()) {
-                    close();
-                }
-                co_return out;
-            }
-            close();
-            bool const stale = reused && (ec == http::error::end_of_stream || ec == asio::error::eof ||
-                                          ec == asio::error::connection_reset || ec == asio::error::broken_pipe);
-            if (!stale) {
-                out.error = "request to " + url.redacted + " failed: " + ec.message();
-                co_return out;
-            }
-        }
-        out.error = "request to " + url.redacted + " failed: the server keeps closing the connection";
-        co_return out;
-    }
-
-    exchange_result run(http::request<http::string_body> req) {
-        std::optional<exchange_result> out;
+    // Runs one request of the client on this thread's own io_context.
+    http_reply run(std::string target, std::string body) {
+        std::optional<http_reply> out;
         std::exception_ptr failure;
-        asio::co_spawn(ioc, exchange(std::move(req)), [&](std::exception_ptr e, exchange_result r) {
-            failure = e;
-            out = std::move(r);
-        });
+        asio::co_spawn(ioc, cl->request(slot, http::verb::post, std::move(target), std::move(body), body_limit, timeout),
+                       [&](std::exception_ptr e, http_reply r) {
+                           failure = e;
+                           out = std::move(r);
+                       });
         ioc.restart();
         ioc.run();
         if (failure) {
             std::rethrow_exception(failure);
         }
         return std::move(*out);
-    }
-
-    http::request<http::string_body> request(http::verb verb, std::string target) const {
-        http::request<http::string_body> req{verb, url.prefix + target, 11};
-        req.set(http::field::host, url.host);
-        req.set(http::field::user_agent, "couch-kafka-bridge");
-        req.set(http::field::accept, "application/json");
-        if (cfg.auth == client_config::auth_mode::cookie) {
-            if (!cookie.empty()) {
-                req.set(http::field::cookie, cookie);
-            }
-        } else if (!url.user.empty()) {
-            req.set(http::field::authorization, "Basic " + base64(url.user + ":" + url.password));
-        }
-        req.keep_alive(true);
-        return req;
-    }
-
-    // POST /_session; keeps the AuthSession cookie. Returns an error text.
-    std::string login() {
-        auto req = request(http::verb::post, "/_session");
-        req.set(http::field::content_type, "application/x-www-form-urlencoded");
-        req.body() = "name=" + url_encode(url.user) + "&password=" + url_encode(url.password);
-        req.prepare_payload();
-        auto r = run(std::move(req));
-        if (!r.error.empty()) {
-            return r.error;
-        }
-        if (r.response.result_int() != 200) {
-            return "CouchDB refused the session login (" + std::to_string(r.response.result_int()) + ")";
-        }
-        auto set_cookie = std::string(r.response[http::field::set_cookie]);
-        auto const end = set_cookie.find(';');
-        cookie = set_cookie.substr(0, end);
-        if (cookie.rfind("AuthSession=", 0) != 0) {
-            cookie.clear();
-            return "CouchDB's session login set no AuthSession cookie";
-        }
-        return {};
     }
 
     struct posted {
@@ -233,48 +70,24 @@ struct document_store::impl {
 
     // POST {prefix}/{db}{path} with a JSON body; a 200 body, or an error text.
     posted post_json(std::string const& database, std::string const& path, std::string const& body) {
-        bool const cookie_auth = cfg.auth == client_config::auth_mode::cookie;
-        exchange_result r;
-        for (int attempt = 0; attempt < 2; ++attempt) {
-            if (cookie_auth && cookie.empty()) {
-                if (auto err = login(); !err.empty()) {
-                    return {err, {}};
-                }
-            }
-            auto req = request(http::verb::post, "/" + url_encode(database) + path);
-            req.set(http::field::content_type, "application/json");
-            req.body() = body;
-            req.prepare_payload();
-            r = run(std::move(req));
-            if (!r.error.empty()) {
-                return {r.error, {}};
-            }
-            if (r.response.result_int() == 401 && cookie_auth && attempt == 0) {
-                cookie.clear(); // the session expired: log in again, once
-                continue;
-            }
-            break;
+        auto r = run("/" + url_encode(database) + path, body);
+        if (!r.error.empty()) {
+            return {r.error, {}};
         }
-        auto const status = r.response.result_int();
-        if (status == 200) {
-            return {{}, std::move(r.response.body())};
+        if (r.status == 200) {
+            return {{}, std::move(r.body)};
         }
-        auto reason = server_reason(r.response.body());
-        std::string what = status == 401 || status == 403 ? "CouchDB refused the credentials"
-                           : status == 404              ? "database '" + database + "' does not exist"
-                                                        : path.substr(1) + " on database '" + database + "' failed";
-        return {what + " (" + std::to_string(status) + (reason.empty() ? "" : " " + reason) + ")", {}};
+        auto reason = server_reason(r.body);
+        std::string what = r.status == 401 || r.status == 403 ? "CouchDB refused the credentials"
+                           : r.status == 404                  ? "database '" + database + "' does not exist"
+                                                              : path.substr(1) + " on database '" + database + "' failed";
+        return {what + " (" + std::to_string(r.status) + (reason.empty() ? "" : " " + reason) + ")", {}};
     }
 
-    client_config cfg;
-    parsed_url url;
     std::chrono::milliseconds timeout;
-    asio::io_context ioc;
-    std::unique_ptr<asio::ssl::context> ssl;
-    std::optional<beast::tcp_stream> plain;
-    std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
-    beast::flat_buffer buffer;
-    std::string cookie;
+    asio::io_context ioc; // declared before the client: its connections close first
+    std::shared_ptr<client> cl;
+    request_slot slot;
 };
 
 document_store::document_store(client_config config, std::chrono::milliseconds timeout)

@@ -47,11 +47,10 @@ struct fetch_result {
 // subscribers (`couch-kafka-bridge tail --fetch-docs`), never for the
 // bridge's event loop.
 //
-// Authentication as the feed does it: basic (credentials in the URL, or
-// user/password), or cookie (`POST /_session`, once, and again after a 401).
-// HTTPS verifies the server with the system CAs plus `ca_file` unless
-// `tls_verify` is false. One keep-alive connection, reopened when the server
-// closes it. Every request has a deadline of `timeout`.
+// Built on a couch::client of its own (couch/client.hpp): authentication as
+// the feeds do it (basic, or one cookie login, renewed after a 401), HTTPS
+// verified the same way, a kept-alive connection reopened when the server
+// closed it. Every request has a deadline of `timeout`.
 //
 // Thread safety: none (one user at a time).
 class document_store {

@@ -1,6 +1,6 @@
 #pragma once
 
-#include "couch/changes_feed.hpp" // client_config
+#include "couch/client.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -11,16 +11,6 @@
 #include <string>
 
 namespace couch {
-
-// The answer to one request. `error` empty: the server answered with
-// `status` and `body`. Otherwise the request failed in transport (connect,
-// TLS, a deadline, a reset, a body past its limit) and `error` says how, as a
-// sentence without credentials.
-struct http_reply {
-    std::string error;
-    unsigned status = 0;
-    std::string body;
-};
 
 // One piece of a streamed response body, already de-chunked. `data` empty
 // and `ended` true: the body is complete. `error` set: the stream broke (a
@@ -34,12 +24,10 @@ struct stream_piece {
 };
 
 // The requests of the server-wide part of the bridge (database discovery) to
-// one CouchDB server: short requests on one kept connection, and one
-// streamed response (a continuous feed) on a connection of its own.
-// Authentication as the feeds do it: basic (credentials in the URL or in
-// client_config), or cookie (`POST /_session` before the first request and
-// once more after a 401). HTTPS verifies the server with the system CAs plus
-// ca_file unless tls_verify is false.
+// one CouchDB server, on its couch::client: short requests on the client's
+// kept connections (with its session: basic, or one cookie login for the
+// whole source, renewed once after a 401), and one streamed response (a
+// continuous feed) on a connection of its own.
 //
 // Thread safety: none. Every member must be called from `ex` (a strand),
 // one request and one stream at a time. Lifetime: outlives every call in
@@ -50,6 +38,9 @@ public:
     // every read of a short request. Throws std::invalid_argument for an
     // unusable URL or an unreadable CA file (named).
     http_session(boost::asio::any_io_executor ex, client_config cfg, std::chrono::milliseconds timeout);
+    // On a shared client (the fleet's): one session and one TLS context for
+    // the whole source.
+    http_session(boost::asio::any_io_executor ex, std::shared_ptr<client> cl, std::chrono::milliseconds timeout);
     ~http_session();
     http_session(http_session const&) = delete;
     http_session& operator=(http_session const&) = delete;

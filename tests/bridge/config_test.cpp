@@ -98,6 +98,19 @@ BOOST_AUTO_TEST_CASE(invalid_value_error_names_the_flag) {
     BOOST_TEST(captured.str().find("--log-format") != std::string::npos, captured.str());
 }
 
+BOOST_AUTO_TEST_CASE(max_open_feeds_and_idle_close) {
+    auto const d = parse({});
+    BOOST_TEST(d.cfg.max_open_feeds == 100);
+    BOOST_TEST(d.cfg.idle_close.count() == 300000);
+    auto const r = parse({"--max-open-feeds", "10", "--idle-close", "500"});
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST(r.cfg.max_open_feeds == 10);
+    BOOST_TEST(r.cfg.idle_close.count() == 500);
+    BOOST_TEST(bridge::describe(r.cfg).find("max-open-feeds = 10\nidle-close = 500\n") != std::string::npos);
+    BOOST_TEST(parse({"--idle-close", "5"}).exit_code != 0); // below 100 ms
+    BOOST_TEST(parse({"--max-open-feeds", "-1"}).exit_code != 0);
+}
+
 BOOST_AUTO_TEST_CASE(discovery_patterns_repeat_and_a_bad_regex_is_a_clear_error) {
     auto r = parse({"--db-pattern", "tenant-[0-9]+", "--db-pattern", "hq_.*", "--exclude-db-pattern", "hq_test.*",
                     "--discovery-interval", "1000", "--db", "extra"});

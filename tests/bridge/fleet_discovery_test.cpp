@@ -166,4 +166,71 @@ BOOST_AUTO_TEST_CASE(db_updates_events_stop_record_and_restart_a_recreated_datab
     BOOST_TEST(metrics.find("couch_bridge_databases{state=\"following\"} 2\n") != std::string::npos);
 }
 
+// A database recorded as deleted, then resumed (POST .../resume) or put
+// (PUT /databases/{db}) through the admin API: a new incarnation, followed
+// from 0, never from the old incarnation's checkpoint; the deletion record
+// goes, and an explicit since still wins.
+BOOST_AUTO_TEST_CASE(resume_or_put_of_a_deleted_database_follows_a_new_incarnation_from_0) {
+    asio::io_context io;
+    fault_server server(io);
+    metrics::registry registry;
+    auto store = checkpoint::store::open(test_support::make_temp_dir("fleet-deleted"));
+    BOOST_REQUIRE(!store->write({{{"src", "dz_r"}, {"\"5-old\"", 0, "test"}},
+                                 {{"src", "dz_p"}, {"\"6-old\"", 0, "test"}},
+                                 {{"src", "dz_s"}, {"\"7-old\"", 0, "test"}}}));
+    BOOST_REQUIRE(!store->put_meta(
+        "deleted_databases",
+        R"({"dz_r":{"deleted_unix_ms":1000,"checkpoint":"\"5-old\""},"dz_p":{"deleted_unix_ms":1000,"checkpoint":"\"6-old\""},)"
+        R"("dz_s":{"deleted_unix_ms":1000,"checkpoint":"\"7-old\""}})"));
+    server.route = [&](std::string const&, std::string const& target) -> std::optional<script> {
+        if (target.find("/_changes") == std::string::npos) {
+            return answer(200, R"({"db_name":"x","update_seq":"1-x"})");
+        }
+        return std::nullopt; // _changes: held open, no rows
+    };
+    kafka::embedded_cluster cluster{1};
+    kafka::producer_config pcfg;
+    pcfg.bootstrap_servers = cluster.bootstrap_servers();
+    kafka::producer producer(io.get_executor(), pcfg, registry);
+    auto const routes = bridge::router::from_spec("commcare", {});
+    checkpoint::flusher flusher(io.get_executor(), *store, 100ms, registry, "test");
+    asio::co_spawn(io, flusher.run(), asio::detached);
+    couch::client_config client;
+    client.url = server.url();
+    couch::feed_options feed;
+    feed.heartbeat = 5s;
+    feed.request_timeout = 10s;
+    bridge::fleet fleet({io.get_executor(), client, nullptr, "src", "0", {}, feed,
+                         {producer, routes, flusher, registry, {}, nullptr}, *store, *store});
+    fleet.start({});
+    auto const resumed = fleet.resume("dz_r");
+    auto const put = fleet.follow("dz_p", "");
+    auto const explicit_since = fleet.follow("dz_s", "\"7-old\"");
+    auto const deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           !(has_target(server, "/dz_r/_changes", "") && has_target(server, "/dz_p/_changes", "") &&
+             has_target(server, "/dz_s/_changes", ""))) {
+        io.run_for(20ms);
+    }
+    auto const record = store->get_meta("deleted_databases").value_or("");
+    fleet.stop_all();
+    for (int i = 0; i < 100 && fleet.in_flight() > 0; ++i) {
+        io.run_for(10ms);
+    }
+    io.run_for(300ms);
+    flusher.stop();
+    server.stop();
+    io.run_for(200ms);
+
+    BOOST_TEST(resumed.status == 200u, resumed.json);
+    BOOST_TEST(put.status == 200u, put.json);
+    BOOST_TEST(explicit_since.status == 200u, explicit_since.json);
+    BOOST_TEST(has_target(server, "/dz_r/_changes", "since=0"));
+    BOOST_TEST(!has_target(server, "/dz_r/_changes", "5-old"));
+    BOOST_TEST(has_target(server, "/dz_p/_changes", "since=0"));
+    BOOST_TEST(!has_target(server, "/dz_p/_changes", "6-old"));
+    BOOST_TEST(has_target(server, "/dz_s/_changes", "since=7-old"));
+    BOOST_TEST(record == "{}", record);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

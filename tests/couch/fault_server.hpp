@@ -62,10 +62,12 @@ public:
     std::vector<std::string> targets;
     std::vector<std::string> methods, bodies; // of each request, in order
     std::vector<std::string> auth_headers;
+    std::vector<std::string> cookies; // the Cookie field of each request ("" without); route() may read back()
     std::string db_info = R"({"db_name":"db","update_seq":"999-x"})";
     // When set: the whole answer to the n-th (from 0) GET /<db>; else 200 with db_info.
     std::function<std::string(int)> db_answer;
     int db_requests = 0;
+    int connections = 0; // connections accepted
     // Before answering a _changes request: wait this long. Requests accepted
     // and not yet answered are counted (max_unanswered).
     std::chrono::milliseconds answer_delay{0};
@@ -87,6 +89,18 @@ private:
     }
     fs_asio::awaitable<void> session(fs_tcp::socket sock) {
         sockets_.push_back(&sock);
+        ++connections;
+        // A script that ends in hold() keeps the connection: a client that
+        // reuses it (keep-alive) gets its next request answered here.
+        for (;;) { // (not `while (co_await ...)`: GCC 12 miscompiles it)
+            bool const more = co_await serve_one(sock);
+            if (!more) {
+                break;
+            }
+        }
+        std::erase(sockets_, &sock);
+    }
+    fs_asio::awaitable<bool> serve_one(fs_tcp::socket& sock) {
         boost::system::error_code ec;
         std::string req;
         char buf[4096];
@@ -112,6 +126,8 @@ private:
             bodies.push_back(req.substr(req.find("\r\n\r\n") + 4));
             auto const a = req.find("Authorization: ");
             auth_headers.push_back(a == std::string::npos ? "" : req.substr(a, req.find("\r\n", a) - a));
+            auto const c = req.find("Cookie: ");
+            cookies.push_back(c == std::string::npos ? "" : req.substr(c + 8, req.find("\r\n", c) - c - 8));
             script s;
             std::optional<script> routed = route ? route(methods.back(), target) : std::nullopt;
             if (routed) {
@@ -131,11 +147,12 @@ private:
                 co_await t.async_wait(fs_asio::redirect_error(fs_asio::use_awaitable, ec));
                 --unanswered;
             }
-            co_await run(sock, s);
+            co_return co_await run(sock, s);
         }
-        std::erase(sockets_, &sock);
+        co_return false;
     }
-    fs_asio::awaitable<void> run(fs_tcp::socket& sock, script const& s) {
+    // True when the script ended in hold() with the connection still open.
+    fs_asio::awaitable<bool> run(fs_tcp::socket& sock, script const& s) {
         boost::system::error_code ec;
         fs_asio::steady_timer t(sock.get_executor());
         for (auto const& a : s) {
@@ -149,19 +166,15 @@ private:
                 break;
             case action::close:
                 sock.close(ec);
-                co_return;
-            case action::hold: {
-                char b[256];
-                while (!ec) {
-                    co_await sock.async_read_some(fs_asio::buffer(b), fs_asio::redirect_error(fs_asio::use_awaitable, ec));
-                }
-                co_return;
-            }
+                co_return false;
+            case action::hold:
+                co_return sock.is_open();
             }
             if (ec) {
-                co_return;
+                co_return false;
             }
         }
+        co_return false;
     }
     fs_tcp::acceptor acceptor_;
     std::deque<script> scripts_;
