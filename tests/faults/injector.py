@@ -23,6 +23,7 @@ class Sample:
     rows_read: dict
     checkpoint_failures: int
     rss_kib: int
+    t_end: float = 0.0  # when the answers arrived
 
 
 @dataclass
@@ -42,6 +43,9 @@ class Monitor(threading.Thread):
         self.latest = None
         self.restarts_after_crash = 0
         self.errors = []
+        # db -> when /status first showed a checkpoint for it (what a store
+        # check may expect to find once the flusher ran)
+        self.checkpointed_at = {}
         self._halt = threading.Event()
 
     def run(self):
@@ -67,11 +71,15 @@ class Monitor(threading.Thread):
         code, text = self.bridge.ready() if alive else (None, "")
         st = self.bridge.status() if alive else None
         dbs = (st or {}).get("databases", {})
+        for d, v in dbs.items():
+            if v.get("checkpoint_seq") and d not in self.checkpointed_at:
+                self.checkpointed_at[d] = t
         return Sample(t, alive, code == 200, text if code != 200 else "",
                       {d: v.get("state") for d, v in dbs.items()},
                       {d: v.get("in_flight", 0) for d, v in dbs.items()},
                       {d: v.get("rows_read", 0) for d, v in dbs.items()},
-                      (st or {}).get("checkpoints", {}).get("consecutive_failures", 0), self.bridge.rss_kib())
+                      (st or {}).get("checkpoints", {}).get("consecutive_failures", 0), self.bridge.rss_kib(),
+                      time.time())
 
     def stop(self):
         self._halt.set()
@@ -142,9 +150,13 @@ class Injector:
 
     def _lock(self, resource):
         with self._guard:
-            if resource == "bridge":
-                return self.w.bridge.lock
+            if resource == "bridge" or resource.startswith("bridge:"):
+                return self.w.members[int(resource.split(":")[1]) if ":" in resource else 0].bridge.lock
             return self.locks.setdefault(resource, threading.Lock())
+
+    def _member(self, o):
+        """The bridge instance a fault hits (group mode: params["member"])."""
+        return self.w.members[o.fault.params.get("member", 0)]
 
     def run(self):
         t0 = time.monotonic()
@@ -163,7 +175,8 @@ class Injector:
     def _rss_during_kafka_outages(self):
         while not self._done.wait(0.2):
             if self.active_kafka_outages > 0:
-                self.kafka_outage_rss_kib = max(self.kafka_outage_rss_kib, self.w.bridge.rss_kib())
+                self.kafka_outage_rss_kib = max([self.kafka_outage_rss_kib] + [m.bridge.rss_kib()
+                                                                               for m in self.w.members])
 
     def _one(self, t0, o):
         f = o.fault
@@ -208,7 +221,7 @@ class Injector:
     # -- the bridge process ------------------------------------------------
 
     def _bridge_sigkill(self, o):
-        b = self.w.bridge
+        b = self._member(o).bridge
         b.signal(signal.SIGKILL)
         b.wait(30)
         time.sleep(o.fault.duration)
@@ -216,7 +229,7 @@ class Injector:
         o.healed = time.time()
 
     def _bridge_sigterm(self, o):
-        b = self.w.bridge
+        b = self._member(o).bridge
         b.signal(signal.SIGTERM)
         rc = b.wait(self.w.shutdown_timeout_s + 30)
         if rc is None:
@@ -229,7 +242,7 @@ class Injector:
         o.healed = time.time()
 
     def _bridge_sigstop(self, o):
-        b = self.w.bridge
+        b = self._member(o).bridge
         b.stopped_by_signal = True
         b.signal(signal.SIGSTOP)
         time.sleep(o.fault.duration)
@@ -240,14 +253,15 @@ class Injector:
     # -- links ----------------------------------------------------------------
 
     def _partition(self, o, link):
-        self.w.netns.cut(link)
+        netns = self._member(o).netns
+        netns.cut(link)
         kafka = link == "kafka"
         if kafka:
             self._kafka_outage(+1)
         try:
             time.sleep(o.fault.duration)
         finally:
-            self.w.netns.heal(link)
+            netns.heal(link)
             if kafka:
                 self._kafka_outage(-1)
         o.healed = time.time()
@@ -330,7 +344,7 @@ class Injector:
                     raise
                 time.sleep(2)
 
-    _toxic_latency = _toxic_slicer = _toxic_bandwidth = _toxic_reset_peer = _toxic
+    _toxic_latency = _toxic_slicer = _toxic_bandwidth = _toxic_reset_peer = _toxic_timeout = _toxic
 
     # -- servers ----------------------------------------------------------------
 
@@ -353,7 +367,7 @@ class Injector:
     # -- the checkpoint disk ---------------------------------------------------
 
     def _disk_full(self, o):
-        w = self.w
+        w = self._member(o)  # its bridge, disk and checkpoint directory
         w.spaces.fill()
         o.notes["free_kib_when_full"] = w.spaces.usage()[1]
         try:
@@ -375,13 +389,13 @@ class Injector:
                 if w.bridge.pid() is None:  # another fault may have started it meanwhile
                     w.bridge.start()
         freed = time.time()
-        during = w.monitor.between(o.started, freed)
+        during = self.w.monitor.between(o.started, freed)
         o.notes["readyz_showed_it"] = any("checkpoints" in s.readyz for s in during)
         o.notes["status_showed_it"] = any(s.checkpoint_failures > 0 for s in during)
         # Space is back: the flusher must succeed again by itself.
         deadline = time.time() + self.recovery_timeout
         while time.time() < deadline:
-            s = w.monitor.latest
+            s = w.monitor.latest  # this instance's own samples
             if s and s.t > freed and s.alive and s.checkpoint_failures == 0:
                 o.notes["checkpoints_resumed_after"] = s.t - freed
                 break
@@ -389,14 +403,30 @@ class Injector:
         # Reopen the store with the bridge down: no corruption, every database listed.
         with w.bridge.lock:
             w.bridge.signal(signal.SIGTERM)
-            if w.bridge.wait(w.shutdown_timeout_s + 30) is None:
+            if w.bridge.wait(self.w.shutdown_timeout_s + 30) is None:
                 w.bridge.signal(signal.SIGKILL)
                 w.bridge.wait(30)
-            rc, out = w.bridge.checkpoints_list(w.checkpoint_dir)
-            listed = sum(1 for db in w.databases if db in out)
-            o.notes["store_reopened"] = rc == 0 and listed == len(w.databases)
+            try:
+                rc, out = w.bridge.checkpoints_list(w.checkpoint_dir)
+            except Exception as e:  # could not even run it
+                rc, out = None, f"{e!r}"
+            listed = [db for db in self.w.databases if db in out]
+            # Every database whose checkpoint /status showed a second before
+            # the disk filled must be listed (one that had none yet cannot be:
+            # early in a run, or when its first records were held up).
+            seen = {}
+            for m in self.w.members:
+                for db, t in list(m.monitor.checkpointed_at.items()):
+                    seen[db] = min(t, seen.get(db, t))
+            expected = [db for db in self.w.databases if seen.get(db, o.started) < o.started - 1.0]
+            missing = [db for db in expected if db not in listed]
+            o.notes["store_reopened"] = rc == 0 and not missing
+            o.notes["store_not_yet_checkpointed"] = len(self.w.databases) - len(expected)
             if not o.notes["store_reopened"]:
-                o.notes["store_check_output"] = out[-1000:]
+                # Keep the evidence: the exit code, what it listed and said.
+                o.notes["store_check"] = {"exit": rc, "missing": missing, "output": out[-3000:]}
+                self.log(f"fault {o.fault.index} disk_full: store check FAILED: `checkpoints list` exit {rc}, "
+                         f"databases missing {missing}; its output:\n{out[-3000:]}")
             w.bridge.start()
         o.healed = time.time()
 

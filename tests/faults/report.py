@@ -8,6 +8,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import group
 import schedule
 
 
@@ -34,6 +35,7 @@ class Result:
     duration_s: float
     databases: list
     toxiproxy_restarts: list = None  # (time, reason)
+    group: object = None  # group.GroupResult in group mode
 
 
 # A fault's influence: from its start until it recovered (or was healed),
@@ -77,13 +79,21 @@ def render(r):
         failures.append(f"{len(f['lost'])} change(s) lost")
     if f["phantoms"]:
         failures.append(f"{len(f['phantoms'])} record(s) for documents/revisions CouchDB never had")
-    if a.mode == "exactly-once" and f["duplicate_count"]:
+    if a.mode in ("exactly-once", "group-exactly-once") and f["duplicate_count"]:
         failures.append(f"{f['duplicate_count']} duplicate(s) in exactly-once mode")
     if r.header_mismatches:
         failures.append(f"{r.header_mismatches} record(s) whose key/headers disagree with the value")
     states = {db: (r.final_status or {}).get("databases", {}).get(db, {}).get("state") for db in r.databases}
     if any(s != "following" for s in states.values()):
         failures.append(f"final /status not following everywhere: {states}")
+    # A bridge that dies of a signal on SIGTERM (other than the lab's SIGKILL
+    # after a hang, -9) crashed on its way out: abort, segfault.
+    finals = r.final_rc if isinstance(r.final_rc, list) else [r.final_rc]
+    crashes = [o.notes.get("exit_code") for o in r.outcomes if o.fault.kind == "bridge_sigterm"]
+    crashes = [c for c in crashes + finals if isinstance(c, int) and c < 0 and c != -9]
+    if crashes:
+        failures.append(f"the bridge died of a signal on SIGTERM {len(crashes)} time(s) (exit codes {crashes}: "
+                        "-6 abort, -11 segfault)")
     if r.bridge.unexpected_exits:
         failures.append(f"the bridge exited by itself {len(r.bridge.unexpected_exits)} time(s)")
     if r.kafka_outage_rss_kib > a.rss_limit_mib * 1024:
@@ -93,6 +103,11 @@ def render(r):
     bad_store = [o.fault.index for o in disk if not o.notes.get("store_reopened")]
     if bad_store:
         failures.append(f"checkpoint store did not reopen cleanly after disk-full fault(s) {bad_store}")
+    group_lines = []
+    if r.group:
+        t0 = min((o.started for o in r.outcomes if o.started), default=0.0)
+        group_lines, group_failures = group.report_lines(r.group, t0)
+        failures += group_failures
     if r.final_store[0] != 0:
         failures.append(f"final `checkpoints list` failed: {r.final_store[1][-300:]}")
     not_recovered = [o.fault.index for o in r.outcomes if not o.recovered and not o.notes.get("skipped")]
@@ -123,6 +138,11 @@ def render(r):
         f"{len(r.databases)} databases, writer {a.writes_per_s:g} writes/s "
         f"({', '.join(f'{k} {v}' for k, v in r.writer.ops.items())}; {r.writer.errors} writer errors while "
         "CouchDB was down)",
+        *([f"- group: {r.group.members} bridge instances, `--group <name> --checkpoint-store kafka "
+           f"--assignment-partitions {a.assignment_partitions} --group-session-timeout {a.session_timeout_ms}"
+           + (" --delivery exactly-once" if a.mode == "group-exactly-once" else "") + "`; the bridge's faults, "
+           "partitions and full disks hit one instance each (drawn from the seed); toxics and server restarts "
+           "hit all"] if r.group else []),
         f"- bridge: `--couch-heartbeat {a.heartbeat_ms} --max-in-flight {a.max_in_flight} --checkpoint-interval 200 "
         f"--shutdown-timeout 5000`, checkpoints on a {a.tmpfs_mib} MiB tmpfs; {r.bridge.starts} starts, "
         f"{r.bridge.startup_failures} failed starts, {len(r.bridge.unexpected_exits)} unexpected exits",
@@ -163,9 +183,10 @@ def render(r):
         f"- Peak RSS while Kafka was unreachable: {r.kafka_outage_rss_kib / 1024:.0f} MiB (limit {a.rss_limit_mib} MiB);"
         f" peak over the run {r.peak_rss_kib / 1024:.0f} MiB.",
     ]
-    lines += _watchdog(r) + _kafka_window(r) + _disk(r) + _sigterm(r)
+    lines += group_lines + _watchdog(r) + _kafka_window(r) + _disk(r) + _sigterm(r)
     if failures:
         lines += ["", "## Failed checks", ""] + [f"- {x}" for x in failures]
+    lines += _store_evidence(r, bad_store)
     if f["lost"]:
         lines += ["", "First lost changes: " + ", ".join(str(k) for k in f["lost"][:10])]
     if f["phantoms"]:
@@ -189,6 +210,22 @@ def write(path, text):
         pass
     with open(path, "w") as f:
         f.write(text + "\n" + KEEP_MARKER + kept)
+
+
+def _store_evidence(r, bad_store):
+    """What `checkpoints list` said when a store check failed: the next
+    failure is then diagnosable from the report alone."""
+    out = []
+    for o in r.outcomes:
+        if o.fault.index in bad_store:
+            c = o.notes.get("store_check", {})
+            out += ["", f"Store check after disk-full fault {o.fault.index}: `checkpoints list` exit {c.get('exit')}, "
+                    f"databases missing {c.get('missing')}; its output (last 3,000 characters):", "", "```",
+                    (c.get("output") or "(nothing)").rstrip(), "```"]
+    if r.final_store[0] != 0:
+        out += ["", f"Final `checkpoints list`: exit {r.final_store[0]}; its output:", "", "```",
+                r.final_store[1][-3000:].rstrip(), "```"]
+    return out
 
 
 def _toxiproxy(r):
@@ -247,9 +284,16 @@ def _disk(r):
     return [f"- Checkpoint disk full ({len(disk)} episodes, free KiB right after filling: {sorted(set(free))}): shown in `/readyz` in {shown}, in `/status` "
             f"`checkpoints.consecutive_failures` in {status}; checkpoints written again after the space came back in "
             f"{len(resumed)} (after {_fmt(max(resumed, default=None))} s at most); the store reopened cleanly "
-            f"(`checkpoints list` with the bridge down) after {reopened} of {len(disk)}. Killed and restarted while the "
+            f"(`checkpoints list` with the bridge down, listing every database whose checkpoint `/status` showed "
+            f"before the disk filled) after {reopened} of {len(disk)}"
+            f"{_not_yet(disk)}. Killed and restarted while the "
             f"disk was full: {len(restarts)} times, it came up {sum(restarts)} times (otherwise it kept exiting "
             "until the space came back; the lab counts those as failed starts)."]
+
+
+def _not_yet(disk):
+    n = sum(1 for o in disk if o.notes.get("store_not_yet_checkpointed"))
+    return f" ({n} episode(s) began before some database had a first checkpoint)" if n else ""
 
 
 def _sigterm(r):

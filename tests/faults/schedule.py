@@ -1,11 +1,15 @@
 """Fault kinds and the randomized schedule. The schedule is a pure function
 of (seed, count, profile): the same arguments give the same list of faults,
 start times, durations and parameters (its digest is printed so a replay
-can be compared). Adding a mode (exactly-once, group) adds kinds or targets
-here and a handler in injector.py; nothing else changes.
+can be compared). Adding a mode adds kinds or targets here and a handler in
+injector.py.
 
 Each kind names the resource it holds while it runs: faults on different
-resources overlap freely, faults on the same one queue."""
+resources overlap freely, faults on the same one queue. With several bridge
+instances (group mode) the kinds of MEMBER_KINDS also name the instance they
+hit (params["member"], drawn from a stream of its own so that the rest of
+the schedule is the same as with one instance), and hold that instance's
+resource only."""
 
 import hashlib
 import json
@@ -23,10 +27,17 @@ KINDS = {
     "toxic_slicer": "toxics",
     "toxic_bandwidth": "toxics",
     "toxic_reset_peer": "toxics",
+    "toxic_timeout": "toxics",
     "couch_restart": "server:couch",
     "kafka_restart": "server:kafka",
     "disk_full": "disk",
 }
+
+# Kinds that hit one bridge instance: its process, its own veth links, its
+# own checkpoint disk. The others (toxics, server restarts) hit every
+# instance: one Toxiproxy, one CouchDB, one broker.
+MEMBER_KINDS = {"bridge_sigkill", "bridge_sigterm", "bridge_sigstop", "partition_couch", "partition_kafka",
+                "disk_full"}
 
 # Kinds that make Kafka unreachable: peak RSS is sampled while they last.
 KAFKA_UNREACHABLE = {"partition_kafka", "kafka_restart"}
@@ -71,11 +82,14 @@ class Fault:
 
     @property
     def resource(self):
+        if "member" in self.params:
+            return f"{KINDS[self.kind]}:{self.params['member']}"
         return KINDS[self.kind]
 
 
-def make_schedule(seed, count, profile_name, min_each=3, only=None):
-    """`only`: restrict to these kinds (a targeted run, e.g. partitions alone)."""
+def make_schedule(seed, count, profile_name, min_each=3, only=None, members=1):
+    """`only`: restrict to these kinds (a targeted run, e.g. partitions alone).
+    `members` > 1: the bridge instances of group mode; MEMBER_KINDS name one."""
     profile = PROFILES[profile_name]
     rng = random.Random(seed)
     kinds = sorted(only or KINDS)
@@ -88,6 +102,7 @@ def make_schedule(seed, count, profile_name, min_each=3, only=None):
         chosen.append(rng.choices(kinds, weights)[0])
     rng.shuffle(chosen)
     faults, t = [], 0.0
+    member_rng = random.Random(f"members/{seed}")
     for i, kind in enumerate(chosen):
         t += rng.uniform(*profile.gap)
         params = {}
@@ -117,8 +132,14 @@ def make_schedule(seed, count, profile_name, min_each=3, only=None):
                                         "delay": rng.randrange(0, 2000)}
             elif kind == "toxic_bandwidth":
                 params["attributes"] = {"rate": rng.randrange(1, 64)}  # KB/s
+            elif kind == "toxic_timeout":
+                # No byte passes; the proxy closes the connection after
+                # `timeout` ms, or never (0: a silent stall until removed).
+                params["attributes"] = {"timeout": rng.choice([0, rng.randrange(100, 4000)])}
             else:
                 params["attributes"] = {"timeout": rng.randrange(0, 2000)}  # ms before the reset
+        if members > 1 and kind in MEMBER_KINDS:
+            params["member"] = member_rng.randrange(members)
         faults.append(Fault(i, kind, round(t, 3), round(duration, 3), params))
     return faults
 

@@ -29,6 +29,29 @@ class ScheduleTest(unittest.TestCase):
         for kind in schedule.KINDS:
             self.assertGreaterEqual(sum(1 for f in faults if f.kind == kind), 3, kind)
 
+    def test_group_mode_aims_at_members_and_keeps_the_rest(self):
+        one = schedule.make_schedule(14, 60, "ci")
+        three = schedule.make_schedule(14, 60, "ci", members=3)
+        self.assertEqual(schedule.make_schedule(14, 60, "ci", members=3), three)
+        for a, b in zip(one, three):
+            self.assertEqual((a.kind, a.at, a.duration), (b.kind, b.at, b.duration))
+            extra = {k: v for k, v in b.params.items() if k != "member"}
+            self.assertEqual(a.params, extra)
+            if a.kind in schedule.MEMBER_KINDS:
+                self.assertIn(b.params["member"], (0, 1, 2))
+                self.assertEqual(b.resource, f"{schedule.KINDS[a.kind]}:{b.params['member']}")
+            else:
+                self.assertNotIn("member", b.params)
+                self.assertEqual(b.resource, a.resource)
+        hit = {f.params["member"] for f in three if "member" in f.params}
+        self.assertEqual(hit, {0, 1, 2})
+
+    def test_timeout_toxic_stalls_or_closes(self):
+        faults = schedule.make_schedule(14, 1000, "soak")
+        timeouts = [f.params["attributes"]["timeout"] for f in faults if f.kind == "toxic_timeout"]
+        self.assertIn(0, timeouts)  # a stall until removed
+        self.assertTrue(any(100 <= t < 4000 for t in timeouts))  # closed after a while
+
     def test_faults_overlap(self):
         # Some fault starts before an earlier one on another resource ends.
         faults = schedule.make_schedule(14, 60, "ci")

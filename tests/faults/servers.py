@@ -10,7 +10,6 @@ created), never by name.
 import http.client
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -19,19 +18,13 @@ import time
 import urllib.error
 import urllib.request
 
+from network import Netns, ServiceAddresses, run  # noqa: F401 (the lab uses them as servers.*)
+
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def run(cmd, check=True, **kw):
-    """Runs a short command; raises with its output when it fails and check is set."""
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} -> {r.returncode}: {r.stdout.strip()[-2000:]}")
-    return r
 
 
 def http_get(url, timeout=3.0):
@@ -53,79 +46,6 @@ def kill_group(proc, sig=signal.SIGKILL):
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
-
-
-class Netns:
-    """A network namespace with three veth links to the host: `couch` and
-    `kafka` (cut to partition the bridge from one server: the host side is set
-    down, packets vanish, nothing sends a reset) and `mgmt` (never cut: the
-    lab reads /status through it)."""
-
-    LINKS = ("couch", "kafka", "mgmt")
-
-    def __init__(self, tag):
-        self.name = f"ckbf-{tag}"
-        used = run(["ip", "-4", "-o", "addr"]).stdout
-        rng = random.Random(os.getpid())
-        for _ in range(200):
-            octet = rng.randrange(16, 250)
-            if f"10.213.{octet}." not in used:
-                break
-        else:
-            raise RuntimeError("no free 10.213.x.0/24 subnet for the lab's veth links")
-        self.host_ip, self.ns_ip, self.host_if = {}, {}, {}
-        for i, link in enumerate(self.LINKS):
-            self.host_ip[link] = f"10.213.{octet}.{4 * i + 1}"
-            self.ns_ip[link] = f"10.213.{octet}.{4 * i + 2}"
-            self.host_if[link] = f"ckf{tag[-6:]}{link[0]}"
-        self.created = False
-        self.mac = {}
-
-    def create(self):
-        run(["ip", "netns", "add", self.name])
-        self.created = True
-        self.ns(["ip", "link", "set", "lo", "up"])
-        for link in self.LINKS:
-            h, n = self.host_if[link], self.host_if[link] + "n"
-            run(["ip", "link", "add", h, "type", "veth", "peer", "name", n, "netns", self.name])
-            run(["ip", "addr", "add", self.host_ip[link] + "/30", "dev", h])
-            run(["ip", "link", "set", h, "up"])
-            self.ns(["ip", "addr", "add", self.ns_ip[link] + "/30", "dev", n])
-            self.ns(["ip", "link", "set", n, "up"])
-            self.mac[link] = (self._mac(h), self._mac(n, inside=True))
-            self._pin_neighbours(link)
-
-    def _mac(self, dev, inside=False):
-        cmd = ["ip", "-o", "link", "show", dev]
-        out = (self.ns(cmd) if inside else run(cmd)).stdout
-        return out.split("link/ether ")[1].split()[0]
-
-    def _pin_neighbours(self, link):
-        # Permanent ARP entries: without them a cut link turns into "No route
-        # to host" errors after ARP gives up (about 3 s), which is a signal,
-        # not a silent partition. With them packets just vanish.
-        host_mac, ns_mac = self.mac[link]
-        run(["ip", "neigh", "replace", self.ns_ip[link], "lladdr", ns_mac, "dev", self.host_if[link], "nud",
-             "permanent"])
-        self.ns(["ip", "neigh", "replace", self.host_ip[link], "lladdr", host_mac, "dev", self.host_if[link] + "n",
-                 "nud", "permanent"])
-
-    def ns(self, cmd, check=True):
-        return run(["ip", "netns", "exec", self.name] + cmd, check=check)
-
-    def cut(self, link):
-        run(["ip", "link", "set", self.host_if[link], "down"])
-
-    def heal(self, link):
-        run(["ip", "link", "set", self.host_if[link], "up"])
-        self._pin_neighbours(link)  # setting a link down flushes its neighbours
-
-    def destroy(self):
-        if self.created:
-            run(["ip", "netns", "del", self.name], check=False)
-            for link in self.LINKS:  # normally gone with the namespace
-                run(["ip", "link", "del", self.host_if[link]], check=False)
-            self.created = False
 
 
 class Couch:
