@@ -605,6 +605,9 @@ int run_bridge(config const& cfg) {
     }
     // Leaving the group revokes this member's partitions through the fleet:
     // before the fleet goes.
+    if (group) {
+        group->drop_assigned_hook(); // an assignment during the stop must not reach `commands`
+    }
     commands.reset(); // it acts on the fleet for the group
     group.reset();
     if (committer) {

@@ -49,8 +49,8 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
     bootstrap_ = bootstrap_servers;
     properties_ = kafka_client_properties(cfg);
     kafka::group_events events;
-    events.assigned = [this, &databases, &store, transactions,
-                       assigned_hook = std::move(assigned_hook)](std::vector<std::int32_t> const& parts) {
+    assigned_hook_ = std::move(assigned_hook);
+    events.assigned = [this, &databases, &store, transactions](std::vector<std::int32_t> const& parts) {
         if (transactions != nullptr) {
             // Fences the last owners first: what they left open is aborted
             // before their checkpoints are read.
@@ -80,8 +80,9 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
             owned_.insert(parts.begin(), parts.end());
         }
         databases.reassess();
-        if (assigned_hook) {
-            assigned_hook();
+        std::lock_guard hook_lock(hook_mutex_);
+        if (assigned_hook_) {
+            assigned_hook_();
         }
     };
     events.revoked = [this, &databases, &flusher, transactions](std::vector<std::int32_t> const& parts, bool lost) {
@@ -139,6 +140,11 @@ void group_ownership::fenced(std::int32_t p) {
 bool group_ownership::may_publish() const noexcept {
     auto const* m = member_ready_.load(std::memory_order_acquire);
     return m != nullptr && m->lease_valid();
+}
+
+void group_ownership::drop_assigned_hook() {
+    std::lock_guard lock(hook_mutex_);
+    assigned_hook_ = nullptr;
 }
 
 void group_ownership::refresh_owners() {

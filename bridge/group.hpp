@@ -73,6 +73,9 @@ public:
     // failure); owner_of() answers from the last view: the client.id of the
     // member whose partitions include `database`'s ("" when unknown).
     void refresh_owners();
+    // Shutdown: the assigned hook is not called any more once this returns
+    // (waits for a call under way), so what it refers to may go.
+    void drop_assigned_hook();
     std::string owner_of(std::string const& database) const;
 
     // Exactly-once: partition `p`'s producer was fenced (another member
@@ -94,6 +97,8 @@ private:
     std::string group_, topic_, bootstrap_;
     std::vector<std::pair<std::string, std::string>> properties_;
     std::map<std::int32_t, std::string> owners_; // the last view: partition -> member's client.id
+    std::mutex hook_mutex_;
+    std::function<void()> assigned_hook_;
     std::unique_ptr<kafka::group_member> member_;
     std::atomic<kafka::group_member const*> member_ready_{nullptr}; // member_, once started
 };

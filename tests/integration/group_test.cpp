@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <csignal>
+#include <functional>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -108,13 +109,15 @@ void wait_all_members(std::vector<instance*> const& live) {
     }
 }
 
-// Three instances of the group, started at once.
-std::array<instance, 3> start_three(group_case const& c, std::string const& name) {
+// Three instances of the group, started at once (with `options` instead of
+// the case's own when given).
+std::array<instance, 3> start_three(group_case const& c, std::string const& name,
+                                    std::function<bridge_options(std::string const&)> const& options = {}) {
     std::array<instance, 3> inst;
     for (std::size_t i = 0; i < inst.size(); ++i) {
         inst[i].dir = test_support::make_temp_dir(name + "-" + std::to_string(i));
         inst[i].port = test_support::free_port();
-        inst[i].proc = start_bridge(c.options(inst[i].dir), inst[i].port);
+        inst[i].proc = start_bridge(options ? options(inst[i].dir) : c.options(inst[i].dir), inst[i].port);
     }
     return inst;
 }
@@ -498,12 +501,7 @@ BOOST_AUTO_TEST_CASE(databases_discovered_while_running_start_on_their_owner_onl
         o.extra.insert(o.extra.end(), {"--db-pattern", found_prefix + "-.*", "--discovery-interval", "500"});
         return o;
     };
-    std::array<instance, 3> inst;
-    for (std::size_t i = 0; i < inst.size(); ++i) {
-        inst[i].dir = test_support::make_temp_dir("grp-disc-" + std::to_string(i));
-        inst[i].port = test_support::free_port();
-        inst[i].proc = start_bridge(options(inst[i].dir), inst[i].port);
-    }
+    auto inst = start_three(c, "grp-disc", options);
     std::vector<instance*> live{&inst[0], &inst[1], &inst[2]};
     wait_all_members(live);
     group_case found = c;
