@@ -30,11 +30,12 @@ struct message_deleter {
     void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
 };
 
-std::unique_ptr<rd_kafka_t, handle_deleter> make_consumer(topic_reader_config const& config) {
+std::unique_ptr<rd_kafka_t, handle_deleter> make_consumer(topic_reader_config const& config,
+                                                          char const* isolation = "read_committed") {
     // assign() needs no group; librdkafka still wants an id for its state.
     return std::unique_ptr<rd_kafka_t, handle_deleter>(detail::make_client(
         RD_KAFKA_CONSUMER, config.bootstrap_servers,
-        {{"isolation.level", "read_committed"},
+        {{"isolation.level", isolation},
          {"enable.partition.eof", "true"},
          {"enable.auto.commit", "false"},
          {"auto.offset.reset", "earliest"},
@@ -82,26 +83,37 @@ void read_topic(topic_reader_config const& config, std::string const& topic,
         throw std::runtime_error("cannot read topic '" + topic + "': " + rd_kafka_err2str(err));
     }
 
-    // The end: a partition is done when the position reaches the high
-    // watermark seen now (the position steps over transaction markers, which
-    // are never returned), or at an EOF (under read_committed the EOF comes at
-    // the last stable offset, below the watermark while a transaction is
-    // open). The watermark alone is needed too: while others keep writing,
-    // an EOF may never come.
+    // The end: a partition is done when the position reaches its high
+    // watermark as it was at the start (the position steps over transaction
+    // markers, which are never returned). The watermark is the log's true end,
+    // asked of a read_uncommitted handle: a read_committed one would answer
+    // the last stable offset, and so would its EOF, both stuck below a
+    // transaction still open. Stopping there would hide every record
+    // committed after it, by anyone: a new owner would resume from older
+    // checkpoints. So a transaction open at the start is waited for (it ends
+    // by a commit, an abort, a fencing init_transactions, or the broker's
+    // transaction timeout). And while others keep writing an EOF may never
+    // come, hence the fixed target.
     std::set<int> open;
     std::vector<std::int64_t> target(static_cast<std::size_t>(partitions), 0);
-    for (int p = 0; p < partitions; ++p) {
-        std::int64_t lo = 0, hi = 0;
-        auto err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), p, &lo, &hi, remaining_ms(deadline));
-        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            throw std::runtime_error("cannot read topic '" + topic + "': watermark query failed: " +
-                                     rd_kafka_err2str(err));
-        }
-        target[static_cast<std::size_t>(p)] = hi;
-        if (hi > lo) {
-            open.insert(p);
+    {
+        auto probe = make_consumer(config, "read_uncommitted");
+        for (int p = 0; p < partitions; ++p) {
+            std::int64_t lo = 0, hi = 0;
+            auto err =
+                rd_kafka_query_watermark_offsets(probe.get(), topic.c_str(), p, &lo, &hi, remaining_ms(deadline));
+            if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                throw std::runtime_error("cannot read topic '" + topic + "': watermark query failed: " +
+                                         rd_kafka_err2str(err));
+            }
+            target[static_cast<std::size_t>(p)] = hi;
+            if (hi > lo) {
+                open.insert(p);
+            }
         }
     }
+    auto const started = std::chrono::steady_clock::now();
+    bool said_waiting = false;
     auto reached = [&](int p) {
         std::unique_ptr<rd_kafka_topic_partition_list_t, list_deleter> pos(rd_kafka_topic_partition_list_new(1));
         rd_kafka_topic_partition_list_add(pos.get(), topic.c_str(), p);
@@ -117,7 +129,8 @@ void read_topic(topic_reader_config const& config, std::string const& topic,
             rd_kafka_assign(rk.get(), nullptr);
             throw std::runtime_error("cannot read topic '" + topic + "' to its end within " +
                                      std::to_string(timeout.count()) + " ms (" + std::to_string(open.size()) +
-                                     " partition(s) unfinished): are the brokers reachable?");
+                                     " partition(s) unfinished): are the brokers reachable, or is a transaction "
+                                     "left open there?");
         }
         std::unique_ptr<rd_kafka_message_t, message_deleter> m(rd_kafka_consumer_poll(rk.get(), std::min(left, 100)));
         for (auto it = open.begin(); it != open.end();) {
@@ -127,7 +140,16 @@ void read_topic(topic_reader_config const& config, std::string const& topic,
             continue;
         }
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            open.erase(m->partition);
+            // Below the target: the last stable offset, held by a transaction
+            // still open. Wait for it, and say so once it takes a while.
+            if (open.contains(m->partition) && !said_waiting &&
+                std::chrono::steady_clock::now() - started > std::chrono::seconds(2)) {
+                said_waiting = true;
+                spdlog::warn("reading topic {}: partition {} is readable up to offset {} of {}: waiting for a "
+                             "transaction still open there to end (a commit, an abort, or the broker's "
+                             "transaction timeout)",
+                             topic, m->partition, m->offset, target[static_cast<std::size_t>(m->partition)]);
+            }
             continue;
         }
         if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {

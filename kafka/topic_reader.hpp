@@ -27,11 +27,13 @@ struct topic_reader_config {
     std::vector<std::pair<std::string, std::string>> properties;
 };
 
-// Reads every partition of `topic` from its beginning to its end, with
-// isolation.level=read_committed: records of aborted transactions and of
-// transactions still open are not returned (the end is the last stable
-// offset). `each` is called in offset order per partition. No consumer group
-// is joined and no offset is committed.
+// Reads every partition of `topic` from its beginning to its end as it was
+// when the read started, with isolation.level=read_committed: records of
+// aborted transactions are not returned. A transaction still open at the
+// start is waited for (until it ends, or `timeout`), never skipped: the
+// records committed after it, by anyone, are part of the read. `each` is
+// called in offset order per partition. No consumer group is joined and no
+// offset is committed.
 //
 // Throws std::runtime_error naming the topic and librdkafka's reason when
 // the topic does not exist, the brokers cannot be reached, or the end is not

@@ -6,16 +6,20 @@
 //  - --checkpoint-migrate carries RocksDB positions into the topic;
 //  - a corrupt or foreign record in the topic is skipped with a warning;
 //  - a second bridge with the same transactional id fences the first, which
-//    exits nonzero, and read_committed consumers see each change once.
+//    exits nonzero, and read_committed consumers see each change once;
+//  - a read of the topic waits for a transaction open at its start instead
+//    of stopping below it.
 #include "bridge_process.hpp"
 #include "helpers.hpp"
 
 #include "kafka/producer.hpp"
+#include "kafka/topic_reader.hpp"
 #include "metrics/registry.hpp"
 #include "tests/support/couch_http.hpp"
 #include "tests/support/kafka_consume.hpp"
 #include "tests/support/test_env.hpp"
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/system_executor.hpp>
 #include <boost/test/unit_test.hpp>
@@ -218,6 +222,52 @@ BOOST_AUTO_TEST_CASE(a_second_bridge_with_the_same_transactional_id_fences_the_f
     for (auto const& id : {"f0", "f4", "g0", "g1"}) {
         BOOST_TEST(got.count(id) == 1u, id);
     }
+}
+
+// The checkpoint topic's reader must not stop at the last stable offset: a
+// transaction left open there (an owner cut off or killed mid-transaction)
+// would hide every checkpoint committed after it, and a new owner would
+// resume from older positions. The reader waits for it instead.
+BOOST_AUTO_TEST_CASE(a_read_waits_for_a_transaction_open_at_its_start) {
+    auto const topic = test_support::unique_name("ks-open-txn");
+    metrics::registry registry;
+    boost::asio::io_context ioc;
+    auto guard = boost::asio::make_work_guard(ioc);
+    std::thread loop([&ioc] { ioc.run(); });
+    struct joiner {
+        boost::asio::io_context& ioc;
+        std::thread& t;
+        ~joiner() {
+            ioc.stop();
+            t.join();
+        }
+    } join_loop{ioc, loop};
+
+    kafka::producer_config txc{test_support::kafka_brokers(), {}, test_support::unique_name("ks-open-txn-id")};
+    kafka::producer holder(ioc.get_executor(), txc, registry);
+    BOOST_REQUIRE(!holder.create_topics({topic}, 1, 1, 30s));
+    BOOST_REQUIRE(holder.init_transactions(30s).ok());
+    BOOST_REQUIRE(holder.begin_transaction().ok());
+    std::promise<kafka::delivery_report> held_ack;
+    BOOST_REQUIRE(!holder.try_produce({topic, "held", "1", {}, false}, boost::asio::system_executor(),
+                                      [&held_ack](kafka::delivery_report const& r) { held_ack.set_value(r); }));
+    auto held = held_ack.get_future();
+    BOOST_REQUIRE(held.wait_for(30s) == std::future_status::ready);
+    BOOST_REQUIRE(!held.get().ec); // written, inside a transaction still open
+    produce_raw(topic, "later", "2");  // committed after it (no transaction)
+
+    auto reading = std::async(std::launch::async, [&topic] {
+        std::vector<std::string> keys;
+        kafka::read_topic({test_support::kafka_brokers(), {}}, topic,
+                          [&keys](kafka::stored_record&& r) { keys.push_back(r.key); }, 60s);
+        return keys;
+    });
+    // While the transaction is open the read cannot be complete.
+    BOOST_TEST((reading.wait_for(3s) == std::future_status::timeout));
+    BOOST_REQUIRE(holder.commit_transaction(30s).ok());
+    BOOST_REQUIRE(reading.wait_for(60s) == std::future_status::ready);
+    auto const keys = reading.get();
+    BOOST_TEST((keys == std::vector<std::string>{"held", "later"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
