@@ -63,6 +63,17 @@ namespace asio = boost::asio;
 
 namespace bridge {
 
+namespace {
+
+// The event loop of run_bridge, whose pending work can be destroyed
+// explicitly (see the end of run_bridge): execution_context::shutdown is what
+// ~io_context does first, made callable earlier.
+class event_loop : public asio::io_context {
+public:
+    using asio::execution_context::shutdown;
+};
+
+} // namespace
 
 std::string checkpoint_source(config const& cfg) {
     if (!cfg.source_name.empty()) {
@@ -80,7 +91,7 @@ int run_bridge(config const& cfg) {
         spdlog::warn("no --db given: following only the databases the admin API added (PUT /databases/NAME); "
                      "give --db NAME (repeatable) or COUCH_BRIDGE_DB=a,b");
     }
-    asio::io_context ioc;
+    event_loop ioc;
     auto work = asio::make_work_guard(ioc);
     metrics::registry registry;
     metrics::register_process_metrics(registry);
@@ -603,6 +614,14 @@ int run_bridge(config const& cfg) {
     for (auto& t : threads) {
         t.join();
     }
+    // Nothing runs the event loop any more, but coroutines may still wait in
+    // it: a pipeline stopped in the middle of a batch (holding its records
+    // because the group lease is not valid, or waiting for queue space)
+    // holds the producer's batch gate, released by the destructors of its
+    // frame. Left to ~io_context, those ran after the producer and the fleet
+    // were gone (an abort or a segfault after "stopped (exit 0)"); destroyed
+    // here, everything they refer to still exists.
+    ioc.shutdown();
     // Leaving the group revokes this member's partitions through the fleet:
     // before the fleet goes.
     if (group) {
