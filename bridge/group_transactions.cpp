@@ -71,6 +71,9 @@ group_transactions::~group_transactions() {
     for (auto& [p, u] : left) {
         retire(std::move(u), false);
     }
+    for (auto& u : kept_) {
+        end(std::move(u));
+    }
     kept_.clear();
     exec_.reset();
 }
@@ -221,16 +224,22 @@ void group_transactions::retire(std::unique_ptr<unit> u, bool commit, bool keep)
         }
     }
     u->flusher->stop();
+    if (keep) {
+        // Its loop ends on its own (a commit under way may wait for the
+        // brokers up to the commit timeout): the destructor waits for it.
+        std::lock_guard lock(mutex_);
+        kept_.push_back(std::move(u));
+        return;
+    }
+    end(std::move(u));
+}
+
+void group_transactions::end(std::unique_ptr<unit> u) {
     if (u->run_ended.wait_for(30s) != std::future_status::ready) {
         // Destroying the flusher under its own loop would be worse than
         // keeping one unit alive until the process ends.
         spdlog::error("group: the flusher of partition {} did not stop; leaving it to process exit", u->partition);
         (void)u.release();
-        return;
-    }
-    if (keep) {
-        std::lock_guard lock(mutex_);
-        kept_.push_back(std::move(u));
     }
 }
 
