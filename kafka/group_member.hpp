@@ -58,6 +58,12 @@ public:
     // partitions that may have moved while it did not run.
     bool lease_valid() const noexcept;
 
+    // Shutdown: leaving the group (destruction) waits for the coordinator
+    // until `deadline` at the most; past it the member is dropped without
+    // the coordinator's answer (the group then moves its partitions after
+    // the session timeout). Thread-safe; call before destruction.
+    void leave_by(std::chrono::steady_clock::time_point deadline);
+
     // Thread-safe snapshots.
     std::string member_id() const;
     std::vector<std::int32_t> partitions() const;
