@@ -126,6 +126,22 @@ std::unique_ptr<group_transactions::unit> group_transactions::make_unit(std::int
         if (raw->fenced.exchange(true)) {
             return;
         }
+        bool current = false;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = units_.find(raw->partition);
+            current = it != units_.end() && it->second.get() == raw;
+        }
+        if (!current) {
+            // A closed unit still in use (a lost partition's databases were
+            // stopping), fenced by this instance's own new unit of the
+            // partition: the ownership is the new unit's, not to be dropped.
+            spdlog::info("group: a released transactional producer of partition {} failed ({}); its databases "
+                         "were already released",
+                         raw->partition, why);
+            raw->flusher->stop();
+            return;
+        }
         spdlog::error("group: the transactional producer {} failed for good ({}). Another member has most likely "
                       "taken partition {} over and fenced this one: its databases stop here, and what this "
                       "instance did not commit for them is invisible to read_committed consumers",
