@@ -139,8 +139,20 @@ void pipeline::stop() {
 std::size_t pipeline::in_flight() const { return in_flight_atomic_.load(std::memory_order_relaxed); }
 
 pipeline_status pipeline::status() const {
-    std::lock_guard lock(status_mutex_);
-    return status_;
+    pipeline_status s;
+    {
+        std::lock_guard lock(status_mutex_);
+        s = status_;
+    }
+    // Group mode: while the group has not confirmed that this instance still
+    // owns its partitions, nothing is published (see may_publish in
+    // publish_batch); a feed still reading must not look like an owner at
+    // work. Asked live: the lease changes between the status ticks.
+    if (deps_.may_publish && !deps_.may_publish() && (s.state == "following" || s.state == "catching_up")) {
+        s.state = "held";
+        s.ready = false;
+    }
+    return s;
 }
 
 metrics::counter& pipeline::published_counter(std::string_view topic) {

@@ -67,7 +67,9 @@ struct publish_options {
 // pipeline's strand at least once a second.
 struct pipeline_status {
     std::string database;
-    std::string state;         // the feed's state, or "failing" after a delivery failure
+    // The feed's state; "failing" after a delivery failure; "held" in group
+    // mode while publishing waits for the group to confirm ownership.
+    std::string state;
     std::string last_seq_read; // raw JSON
     std::string checkpoint_seq; // raw JSON of the committed (acknowledged) position
     std::uint64_t rows_read = 0;

@@ -1,5 +1,7 @@
 #include "kafka/client.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <array>
 #include <stdexcept>
@@ -24,7 +26,8 @@ rd_kafka_t* make_client(rd_kafka_type_t type, std::string const& bootstrap_serve
                         std::vector<std::pair<std::string, std::string>> const& settings,
                         std::vector<std::pair<std::string, std::string>> const& properties, void* opaque,
                         void (*rebalance_cb)(rd_kafka_t*, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t*,
-                                             void*)) {
+                                             void*),
+                        int (*stats_cb)(rd_kafka_t*, char*, size_t, void*)) {
     char errstr[512] = {};
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
     auto set = [&](std::string const& name, std::string const& value) {
@@ -48,12 +51,26 @@ rd_kafka_t* make_client(rd_kafka_type_t type, std::string const& bootstrap_serve
     if (rebalance_cb != nullptr) {
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     }
+    if (stats_cb != nullptr) {
+        rd_kafka_conf_set_stats_cb(conf, stats_cb);
+    }
+    rd_kafka_conf_set_log_cb(conf, &log_to_spdlog);
     rd_kafka_t* rk = rd_kafka_new(type, conf, errstr, sizeof errstr);
     if (rk == nullptr) {
         rd_kafka_conf_destroy(conf);
         throw std::runtime_error(std::string("kafka client configuration refused: ") + errstr);
     }
     return rk;
+}
+
+void log_to_spdlog(rd_kafka_t const* rk, int level, char const* fac, char const* buf) {
+    // syslog levels, as librdkafka uses them.
+    auto lvl = level <= 2   ? spdlog::level::critical
+               : level == 3 ? spdlog::level::err
+               : level == 4 ? spdlog::level::warn
+               : level <= 6 ? spdlog::level::info
+                            : spdlog::level::debug;
+    spdlog::log(lvl, "kafka: {} [{}] {}", rd_kafka_name(rk), fac, buf);
 }
 
 stored_record stored_from(rd_kafka_message_t const* m) {

@@ -26,7 +26,12 @@ rd_kafka_t* make_client(rd_kafka_type_t type, std::string const& bootstrap_serve
                         std::vector<std::pair<std::string, std::string>> const& properties,
                         void* opaque = nullptr,
                         void (*rebalance_cb)(rd_kafka_t*, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t*,
-                                             void*) = nullptr);
+                                             void*) = nullptr,
+                        int (*stats_cb)(rd_kafka_t*, char*, size_t, void*) = nullptr);
+
+// librdkafka's log lines into the process' log (spdlog), at the matching
+// level. Every client of this module logs through it.
+void log_to_spdlog(rd_kafka_t const* rk, int level, char const* fac, char const* buf);
 
 // A consumed message as a stored_record (key, value or tombstone, offset).
 stored_record stored_from(rd_kafka_message_t const* m);

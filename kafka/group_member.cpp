@@ -6,6 +6,9 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -41,6 +44,9 @@ struct group_member::impl {
     // Time spent in rebalance callbacks since the loop last looked (only
     // touched by the member's thread): not a pause of the process.
     std::chrono::steady_clock::duration in_callbacks{};
+    // steady_clock nanoseconds when the coordinator connection last received
+    // anything, from the statistics (0: not known yet). See lease_valid.
+    std::atomic<std::int64_t> coordinator_heard{0};
     metrics::counter& rebalance_count;
     metrics::histogram& rebalance_seconds;
     metrics::gauge& partitions_gauge;
@@ -168,6 +174,18 @@ void rebalance_cb(rd_kafka_t*, rd_kafka_resp_err_t err, rd_kafka_topic_partition
     static_cast<group_member::impl*>(opaque)->on_rebalance(err, parts);
 }
 
+std::int64_t steady_ns(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+int stats_cb(rd_kafka_t*, char* json, size_t len, void* opaque) {
+    if (auto silence = detail::coordinator_silence(std::string_view(json, len))) {
+        auto* self = static_cast<group_member::impl*>(opaque);
+        self->coordinator_heard.store(steady_ns(std::chrono::steady_clock::now() - *silence));
+    }
+    return 0; // librdkafka frees the text
+}
+
 } // namespace
 
 group_member::group_member(group_member_config config, group_events events, metrics::registry& registry)
@@ -180,8 +198,10 @@ group_member::group_member(group_member_config config, group_events events, metr
          {"partition.assignment.strategy", "cooperative-sticky"},
          {"session.timeout.ms", std::to_string(c.session_timeout.count())},
          {"heartbeat.interval.ms", std::to_string(std::max<std::int64_t>(100, c.session_timeout.count() / 5))},
-         {"enable.auto.commit", "false"}},
-        c.properties, impl_.get(), &rebalance_cb);
+         {"enable.auto.commit", "false"},
+         // How long the coordinator has been silent (see lease_valid).
+         {"statistics.interval.ms", "500"}},
+        c.properties, impl_.get(), &rebalance_cb, &stats_cb);
     rd_kafka_poll_set_consumer(impl_->rk);
     rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, c.topic.c_str(), RD_KAFKA_PARTITION_UA);
@@ -197,9 +217,12 @@ group_member::group_member(group_member_config config, group_events events, metr
         auto const heartbeat = std::max(std::chrono::milliseconds(100), self->config.session_timeout / 5);
         auto last = clock::now();
         auto hold_until = clock::time_point{};
+        bool out_of_contact = false;
         while (!self->stop.load()) {
             auto const now = clock::now();
             auto const gap = now - last - std::exchange(self->in_callbacks, clock::duration{});
+            auto const heard = self->coordinator_heard.load();
+            auto const silence = heard == 0 ? clock::duration{} : now - clock::time_point(std::chrono::nanoseconds(heard));
             if (gap >= lease) {
                 // This thread did not run for a long while: the group may
                 // have moved the partitions meanwhile. No lease until the
@@ -211,7 +234,29 @@ group_member::group_member(group_member_config config, group_events events, metr
                              self->config.group,
                              std::chrono::duration_cast<std::chrono::milliseconds>(gap).count(),
                              std::chrono::duration_cast<std::chrono::milliseconds>(2 * heartbeat).count());
+            } else if (silence >= lease) {
+                // The coordinator has not answered a heartbeat for a third of
+                // the session timeout: it may evict this member, and give the
+                // partitions away, without this member hearing of it.
+                self->lease_until.store(0);
+                hold_until = now + 2 * heartbeat;
+                bool owns_some = false;
+                {
+                    std::lock_guard lock(self->mutex);
+                    owns_some = !self->owned.empty();
+                }
+                // (A join in progress is silent too; nothing is held then.)
+                if (owns_some && !std::exchange(out_of_contact, true)) {
+                    spdlog::warn("group {}: nothing heard from the group coordinator for {} ms; holding its "
+                                 "databases until it answers again and the group confirms or moves them",
+                                 self->config.group,
+                                 std::chrono::duration_cast<std::chrono::milliseconds>(silence).count());
+                }
             } else if (now >= hold_until) {
+                if (std::exchange(out_of_contact, false)) {
+                    spdlog::info("group {}: the group coordinator answers again; its databases go on",
+                                 self->config.group);
+                }
                 self->lease_until.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                             (now + lease).time_since_epoch())
                                             .count());
@@ -268,5 +313,35 @@ std::vector<std::int32_t> group_member::partitions() const {
 }
 
 std::uint64_t group_member::rebalances() const { return impl_->rebalances.load(); }
+
+namespace detail {
+
+std::optional<std::chrono::microseconds> coordinator_silence(std::string_view stats_json) {
+    boost::system::error_code ec;
+    auto const doc = boost::json::parse(stats_json, ec);
+    if (ec || !doc.is_object()) {
+        return std::nullopt;
+    }
+    auto const* brokers = doc.as_object().if_contains("brokers");
+    if (brokers == nullptr || !brokers->is_object()) {
+        return std::nullopt;
+    }
+    for (auto const& [name, b] : brokers->as_object()) {
+        // The logical broker the consumer group talks to; its name carries
+        // no address. rxidle: microseconds since the last bytes received,
+        // -1 before any.
+        if (name != "GroupCoordinator" || !b.is_object()) {
+            continue;
+        }
+        auto const* idle = b.as_object().if_contains("rxidle");
+        if (idle == nullptr || !idle->is_int64() || idle->as_int64() < 0) {
+            return std::nullopt;
+        }
+        return std::chrono::microseconds(idle->as_int64());
+    }
+    return std::nullopt;
+}
+
+} // namespace detail
 
 } // namespace kafka

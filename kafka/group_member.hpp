@@ -4,7 +4,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -56,6 +58,15 @@ public:
     // without the group taking its partitions away (had it, `revoked` with
     // lost=true has run by then). So a paused member does not act on
     // partitions that may have moved while it did not run.
+    //
+    // The same holds when the process runs but hears nothing from the group
+    // coordinator (a broker down, a network partition, a link that drops or
+    // stalls): heartbeats answer every fifth of the session timeout, so a
+    // coordinator connection that received nothing for a third of it
+    // (librdkafka's statistics, twice a second) ends the lease, and contact
+    // regained gives it back after two heartbeat intervals. The coordinator
+    // evicts a member only after the whole session timeout: by then this one
+    // has stopped acting.
     bool lease_valid() const noexcept;
 
     // Shutdown: leaving the group (destruction) waits for the coordinator
@@ -74,5 +85,15 @@ public:
 private:
     std::unique_ptr<impl> impl_;
 };
+
+namespace detail {
+
+// From one librdkafka statistics text: how long ago the client's connection
+// to its group coordinator last received anything ("rxidle" of the logical
+// "GroupCoordinator" broker), growing while it is down. Empty when the text
+// names no coordinator yet, or is not statistics.
+std::optional<std::chrono::microseconds> coordinator_silence(std::string_view stats_json);
+
+} // namespace detail
 
 } // namespace kafka

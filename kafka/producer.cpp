@@ -1,6 +1,7 @@
 #include "kafka/producer.hpp"
 #include "kafka/producer_impl.hpp"
 
+#include "kafka/client.hpp"
 #include "kafka/error.hpp"
 #include "metrics/registry.hpp"
 
@@ -64,16 +65,6 @@ int stats_cb(rd_kafka_t*, char* json, size_t len, void* opaque) {
     return 0; // librdkafka frees the text
 }
 
-void log_cb(rd_kafka_t const* rk, int level, char const* fac, char const* buf) {
-    // syslog levels, as librdkafka uses them.
-    auto lvl = level <= 2   ? spdlog::level::critical
-               : level == 3 ? spdlog::level::err
-               : level == 4 ? spdlog::level::warn
-               : level <= 6 ? spdlog::level::info
-                            : spdlog::level::debug;
-    spdlog::log(lvl, "kafka: {} [{}] {}", rd_kafka_name(rk), fac, buf);
-}
-
 } // namespace
 
 producer::impl::impl(boost::asio::any_io_executor ex, producer_config config, metrics::registry& registry)
@@ -135,7 +126,7 @@ rd_kafka_t* producer::impl::create_handle() {
     rd_kafka_conf_set_dr_msg_cb(conf, &delivery_cb);
     rd_kafka_conf_set_error_cb(conf, &error_cb);
     rd_kafka_conf_set_stats_cb(conf, &stats_cb);
-    rd_kafka_conf_set_log_cb(conf, &log_cb);
+    rd_kafka_conf_set_log_cb(conf, &detail::log_to_spdlog);
     rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (rk == nullptr) {
         rd_kafka_conf_destroy(conf);
