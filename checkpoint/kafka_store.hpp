@@ -41,8 +41,11 @@ position decode_record_value(std::string_view raw);
 struct kafka_store_options {
     std::string topic = "couch-bridge-checkpoints";
     // How long startup may take to read the topic to its end, and a write
-    // to be acknowledged.
-    std::chrono::milliseconds timeout{60000};
+    // to be acknowledged. A read waits for a transaction left open in the
+    // topic (a crashed exactly-once writer's) until the broker aborts it:
+    // librdkafka's transaction.timeout.ms (60 s) plus the broker's 10 s
+    // cleanup interval, hence more than 70 s.
+    std::chrono::milliseconds timeout{90000};
     // Shard uuids of a seq (for the record value); empty function: none.
     std::function<std::vector<std::string>(std::string_view seq_json)> shard_uuids;
 };

@@ -215,6 +215,11 @@ group_member::group_member(group_member_config config, group_events events, metr
         using clock = std::chrono::steady_clock;
         auto const lease = self->config.session_timeout / 3;
         auto const heartbeat = std::max(std::chrono::milliseconds(100), self->config.session_timeout / 5);
+        // Heartbeats answer every heartbeat interval plus a round trip; the
+        // coordinator evicts after the whole session timeout without one.
+        // Half of it leaves room for slow links (a round trip of over a
+        // second), and the eviction is still 2-3 s away when this holds.
+        auto const silence_limit = self->config.session_timeout / 2;
         auto last = clock::now();
         auto hold_until = clock::time_point{};
         bool out_of_contact = false;
@@ -234,9 +239,9 @@ group_member::group_member(group_member_config config, group_events events, metr
                              self->config.group,
                              std::chrono::duration_cast<std::chrono::milliseconds>(gap).count(),
                              std::chrono::duration_cast<std::chrono::milliseconds>(2 * heartbeat).count());
-            } else if (silence >= lease) {
-                // The coordinator has not answered a heartbeat for a third of
-                // the session timeout: it may evict this member, and give the
+            } else if (silence >= silence_limit) {
+                // The coordinator has not answered a heartbeat for half the
+                // session timeout: it may evict this member, and give the
                 // partitions away, without this member hearing of it.
                 self->lease_until.store(0);
                 hold_until = now + 2 * heartbeat;

@@ -62,7 +62,7 @@ public:
     // The same holds when the process runs but hears nothing from the group
     // coordinator (a broker down, a network partition, a link that drops or
     // stalls): heartbeats answer every fifth of the session timeout, so a
-    // coordinator connection that received nothing for a third of it
+    // coordinator connection that received nothing for half of it
     // (librdkafka's statistics, twice a second) ends the lease, and contact
     // regained gives it back after two heartbeat intervals. The coordinator
     // evicts a member only after the whole session timeout: by then this one
