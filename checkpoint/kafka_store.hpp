@@ -123,7 +123,8 @@ private:
     std::map<key, position> positions_;
     std::string last_error_;
     // steady_clock ticks of stop_by's deadline (max: none).
-    std::atomic<std::chrono::steady_clock::rep> stop_by_{std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
+    std::atomic<std::chrono::steady_clock::rep> stop_by_{
+        std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
 };
 
 // Creates the checkpoint topic when it is missing: 1 partition,

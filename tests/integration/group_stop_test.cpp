@@ -38,7 +38,8 @@ struct member_case {
                                       "topic.metadata.refresh.interval.ms=1000"};
         args.insert(args.end(), extra.begin(), extra.end());
         auto p = start_bridge({dbs, dir, brokers, args}, test_support::free_port());
-        BOOST_REQUIRE_MESSAGE(wait_for_log(log_path(), "assigned 4 partition(s)"), "no assignment; log: " << log_path());
+        BOOST_REQUIRE_MESSAGE(wait_for_log(log_path(), "assigned 4 partition(s)"),
+                              "no assignment; log: " << log_path());
         return p;
     }
     void write(std::string const& id) const {
