@@ -1,13 +1,14 @@
 #pragma once
 
 // A real broker of a test's own, started with the fixture's script in its
-// own state dir: a test may stop it (a Kafka outage) without touching the
+// own state dir: a test may freeze it (a Kafka outage) without touching the
 // broker the other tests share.
 
 #include "helpers.hpp"
 
 #include <boost/test/unit_test.hpp>
 
+#include <csignal>
 #include <cstdlib>
 #include <string>
 
@@ -24,17 +25,26 @@ public:
             brokers_.pop_back();
         }
     }
-    ~own_broker() { run("stop"); }
+    ~own_broker() {
+        (void)signal(SIGCONT);
+        run("stop");
+    }
     own_broker(own_broker const&) = delete;
     own_broker& operator=(own_broker const&) = delete;
 
     std::string const& brokers() const { return brokers_; }
-    // Stops the broker, keeping its data and port (an outage); restart()
-    // brings it back at the same address.
-    void halt() { BOOST_REQUIRE(run("halt")); }
-    void restart() { BOOST_REQUIRE_MESSAGE(run("restart"), "own broker: " << read_log(state_ + "/start.log")); }
+    // Freezes the broker (SIGSTOP) at once: its connections stay open and
+    // nothing answers, as in a network partition (until it is stopped).
+    void freeze() { BOOST_REQUIRE(signal(SIGSTOP)); }
 
 private:
+    bool signal(int sig) {
+        try {
+            return ::kill(std::stoi(test_support::read_file(state_ + "/kafka.pid")), sig) == 0;
+        } catch (std::exception const&) {
+            return false; // not started
+        }
+    }
     bool run(std::string const& action) {
         // An empty CKB_TEST_KAFKA_BROKERS: the script starts a broker even
         // when the tests were pointed at an external one.
