@@ -564,7 +564,18 @@ std::string fleet::describe_all(std::function<std::string(std::string const&)> c
         } else if (auto pos = deps_.positions.get(checkpoint::key{deps_.source_name, name})) {
             checkpoint_seq = pos->seq_json;
         }
+        // --max-open-feeds: whether the database has a feed open, or is
+        // idle (its feed closed until it changes) and perhaps woken
+        // (changed, waiting for a place), as /status's `idle` list says.
+        char const* feed = "none";
+        if (e->p) {
+            feed = "open";
+        } else if (e->idle && e->desired == "following") {
+            state = "idle";
+            feed = e->wake ? "waking" : "idle";
+        }
         o["state"] = state;
+        o["feed"] = feed;
         o["desired"] = e->desired;
         o["seq"] = last_seq.empty() ? json::value(nullptr) : json::value(last_seq);
         o["checkpoint"] = checkpoint_seq.empty() ? json::value(nullptr) : json::value(checkpoint_seq);
