@@ -125,6 +125,7 @@ void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kin
         e.idle = true;
         e.wake = true;
         e.wake_kind = std::move(start_kind);
+        woken_since_round_ = true;
         spdlog::info("db {}: waiting for one of the {} open feeds (--max-open-feeds)", e.db, deps_.max_open_feeds);
         return;
     }
@@ -213,8 +214,11 @@ asio::awaitable<void> fleet::reaper() {
         if (round % 10 == 0) {
             refresh_gauges_locked();
         }
-        if (round % 10 == 5 && deps_.max_open_feeds > 0) {
-            manage_open_feeds_locked();
+        // Once a second, and at the next tick after an `updated` event woke
+        // an idle database, so that its change waits for a tick (100 ms)
+        // rather than a round.
+        if (deps_.max_open_feeds > 0 && (round % 10 == 5 || woken_since_round_)) {
+            manage_open_feeds_locked(round % 10 == 5);
         }
         for (auto& [name, e] : entries_) {
             if (e->p) {
