@@ -170,14 +170,7 @@ asio::awaitable<bool> serve_db_updates(tcp::socket& sock, request const& req, qu
         body += "\n],\n\"last_seq\":" + seq_text(pos) + "}\n";
         co_return co_await send_json(sock, req, http::status::ok, std::move(body));
     }
-    std::string head =
-        "HTTP/1.1 200 OK\r\nServer: ckb-bench-source\r\nContent-Type: application/json\r\n"
-        "Cache-Control: must-revalidate\r\nTransfer-Encoding: chunked\r\n";
-    if (!req.keep_alive()) {
-        head += "Connection: close\r\n";
-    }
-    head += "\r\n";
-    if (!co_await write_raw(sock, head)) {
+    if (!co_await write_chunked_head(sock, req)) {
         co_return false;
     }
     auto const ok = co_await unless_client_leaves(

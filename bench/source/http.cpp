@@ -124,6 +124,18 @@ asio::awaitable<bool> write_raw(tcp::socket& sock, std::string_view data)
     co_return !ec;
 }
 
+asio::awaitable<bool> write_chunked_head(tcp::socket& sock, request const& req)
+{
+    std::string head =
+        "HTTP/1.1 200 OK\r\nServer: ckb-bench-source\r\nContent-Type: application/json\r\n"
+        "Cache-Control: must-revalidate\r\nTransfer-Encoding: chunked\r\n";
+    if (!req.keep_alive()) {
+        head += "Connection: close\r\n";
+    }
+    head += "\r\n";
+    co_return co_await write_raw(sock, head);
+}
+
 namespace {
 
 asio::awaitable<void> client_leaves(tcp::socket& sock)

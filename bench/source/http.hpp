@@ -41,6 +41,8 @@ boost::asio::awaitable<bool> send_json(boost::asio::ip::tcp::socket& sock, reque
 boost::asio::awaitable<bool> write_chunk(boost::asio::ip::tcp::socket& sock, std::atomic<std::uint64_t>& bytes,
                                          std::string& data);
 boost::asio::awaitable<bool> write_raw(boost::asio::ip::tcp::socket& sock, std::string_view data);
+// The header of a 200 chunked JSON response (a feed). False: the write failed.
+boost::asio::awaitable<bool> write_chunked_head(boost::asio::ip::tcp::socket& sock, request const& req);
 
 // Runs `feed` (a streaming response that only writes) while watching the
 // socket for the client's hang-up, which a writer that idles between

@@ -397,14 +397,7 @@ asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::r
         }
     } const release{lasting ? &st.gate : nullptr};
 
-    std::string head =
-        "HTTP/1.1 200 OK\r\nServer: ckb-bench-source\r\nContent-Type: application/json\r\n"
-        "Cache-Control: must-revalidate\r\nTransfer-Encoding: chunked\r\n";
-    if (!req.keep_alive()) {
-        head += "Connection: close\r\n";
-    }
-    head += "\r\n";
-    if (!co_await write_raw(sock, head)) {
+    if (!co_await write_chunked_head(sock, req)) {
         co_return false;
     }
     auto const ok = lasting ? co_await unless_client_leaves(sock, stream_changes(sock, st, r))

@@ -49,19 +49,6 @@ json::object source_stats(std::string const& url) {
 
 std::int64_t stat(json::object const& s, char const* name) { return s.at(name).to_number<std::int64_t>(); }
 
-// GET /databases of the bridge (empty until it answers).
-json::object listing(unsigned short port) {
-    try {
-        auto r = test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/databases");
-        if (r.status == 200) {
-            return json::parse(r.body).at("databases").as_object();
-        }
-    } catch (std::exception const&) {
-        // not listening yet
-    }
-    return {};
-}
-
 // The databases of `prefix` whose checkpoint is `seq` (bench-source's
 // integer seqs), and how many feeds are open and idle.
 struct fleet_view {
@@ -72,7 +59,7 @@ struct fleet_view {
 
 fleet_view view(unsigned short port, std::string const& seq) {
     fleet_view v;
-    for (auto const& [name, d] : listing(port)) {
+    for (auto const& [name, d] : databases_of(port)) {
         auto const& c = d.at("checkpoint");
         v.at_seq += c.is_string() && c.as_string() == seq ? 1 : 0;
         v.open += d.at("feed").as_string() == "open" ? 1 : 0;
