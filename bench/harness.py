@@ -19,6 +19,10 @@ Runs, side by side on one machine and one Kafka broker:
            500/s x 10 and 10/s x 100 databases: a plain read
            (curl) of the paced feed, then the bridge catching up on it; CPU per
            change of both, and catch-up / plain read.
+  fleet    (not run by default; bench/fleet.py) discovery of 10,000 databases
+           by pattern under --max-open-feeds: time until every database has a
+           checkpoint, memory, connections to the source, and the latency of
+           a write to an idle database.
 Figures come from /proc (CPU: utime+stime; memory: VmRSS/VmHWM) and from the
 bridge's /metrics; timing windows start at the first row read, so process
 startup is not counted. Nothing here passes or fails on a timing: a scenario
@@ -39,6 +43,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+import fleet
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -63,7 +69,9 @@ SIZES = {
                  memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 300),
                          ("stub, 1 MiB docs, 64 MiB window", "stub", 1 << 20, 64 << 20, 300),
                          ("stub+doc, 0.9 MiB docs, 8 MiB window", "stub+doc", 900_000, 8 << 20, 300),
-                         ("stub+doc, 0.9 MiB docs, 64 MiB window", "stub+doc", 900_000, 64 << 20, 300)]),
+                         ("stub+doc, 0.9 MiB docs, 64 MiB window", "stub+doc", 900_000, 64 << 20, 300)],
+                 fleet_dbs=10_000, fleet_changes=5, fleet_max_open_feeds=100, fleet_idle_close_ms=300_000,
+                 fleet_latency_writes=100, fleet_idle_window_s=10),
     "smoke": dict(source_dbs=2, source_changes=3_000, baseline_changes=300, idle_dbs=20, idle_changes=5,
                   idle_settle_s=1, idle_window_s=2, ckpt_dbs=[1, 5], ckpt_total=4_000,
                   ckpt_live_interval_ms=100, ckpt_live_window_s=2, micro_min_time=0.01,
@@ -72,7 +80,9 @@ SIZES = {
                          ("500/s x 10", 500, 10, 250), ("200/s x 1", 200, 1, 200),
                          ("10/s x 100", 10, 100, 5)],
                   memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 20),
-                          ("stub+doc, 0.9 MiB docs, 8 MiB window", "stub+doc", 900_000, 8 << 20, 20)]),
+                          ("stub+doc, 0.9 MiB docs, 8 MiB window", "stub+doc", 900_000, 8 << 20, 20)],
+                  fleet_dbs=60, fleet_changes=3, fleet_max_open_feeds=10, fleet_idle_close_ms=1000,
+                  fleet_latency_writes=5, fleet_idle_window_s=2),
 }
 
 GOALS = {
@@ -573,6 +583,9 @@ class Runner:
                              exit_code=rc))
         self.results["memory"] = rows
 
+    def scenario_fleet(self):
+        fleet.run(self, sys.modules[__name__])
+
     def scenario_micro(self):
         log("microbenchmarks")
         out = subprocess.run([self.args.micro_binary, "--benchmark_format=json",
@@ -721,15 +734,7 @@ def pace_section(args, runner, old):
 def splice_pace(text, section):
     """Puts `section` in place of the marked pace section of `text`, or
     before "## How it is measured", or at the end."""
-    if PACE_BEGIN in text and PACE_END in text:
-        before = text.split(PACE_BEGIN, 1)[0]
-        after = text.split(PACE_END, 1)[1]
-        return before + section + after
-    anchor = "## How it is measured"
-    if anchor in text:
-        before, after = text.split(anchor, 1)
-        return before + section + "\n\n" + anchor + after
-    return text.rstrip("\n") + "\n\n" + section + "\n"
+    return fleet.splice_marked(text, PACE_BEGIN, PACE_END, section)
 
 
 def run_text(cmd):
@@ -796,10 +801,13 @@ def write_report(args, runner, table, goals, machine):
             old = f.read()
         if NOTES_BEGIN in old and NOTES_END in old:
             kept = old.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0].strip("\n")
-    if set(r) <= {"pace", "perf_6000"} and old:
-        # Only the pace scenario ran: update its section, keep the rest.
+    fleet_sec = fleet.section(args.command, args.mode, r["fleet"], sys.modules[__name__]) if "fleet" in r \
+        else fleet.kept_section(old)
+    if set(r) <= {"pace", "perf_6000", "fleet"} and old:
+        # Only the pace or fleet scenarios ran: update their sections, keep the rest.
+        text = splice_pace(old, pace_section(args, runner, old)) if "pace" in r else old
         with open(args.output, "w") as f:
-            f.write(splice_pace(old, pace_section(args, runner, old)))
+            f.write(fleet.splice(text, fleet_sec) if fleet_sec else text)
         return
     pace = pace_section(args, runner, old) if "pace" in r else ""
     if not pace and PACE_BEGIN in old and PACE_END in old:
@@ -848,6 +856,8 @@ def write_report(args, runner, table, goals, machine):
     ]
     if pace:
         parts += [pace, ""]
+    if fleet_sec:
+        parts += [fleet_sec, ""]
     parts += [
         "## How it is measured",
         "",
@@ -909,7 +919,8 @@ def main():
     try:
         for name, fn in [("micro", runner.scenario_micro), ("throughput", runner.scenario_source_and_bridge),
                          ("idle", runner.scenario_idle), ("checkpoints", runner.scenario_checkpoints),
-                         ("pace", runner.scenario_pace), ("memory", runner.scenario_memory)]:
+                         ("pace", runner.scenario_pace), ("memory", runner.scenario_memory),
+                         ("fleet", runner.scenario_fleet)]:
             if name not in wanted:
                 continue
             try:
@@ -939,6 +950,9 @@ def main():
     if "memory" in runner.results:
         print()
         print(memory_table(runner.results["memory"]))
+    if "fleet" in runner.results:
+        print()
+        print(fleet.section(args.command, args.mode, runner.results["fleet"], sys.modules[__name__]))
     for line in runner.results.get("perf_6000", {}).get("symbols", []):
         print(line)
     print()

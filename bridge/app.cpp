@@ -13,6 +13,7 @@
 #include "bridge/routing.hpp"
 #include "bridge/startup.hpp"
 #include "bridge/status_api.hpp"
+#include "checkpoint/deletion_memory.hpp"
 #include "checkpoint/flusher.hpp"
 #include "checkpoint/kafka_store.hpp"
 #include "checkpoint/store.hpp"
@@ -258,6 +259,8 @@ int run_bridge(config const& cfg) {
     // topic, or the exactly-once transaction. The last two block on the
     // network, so their flusher runs on a thread of its own.
     cluster_bound_writer rocksdb_writer(*store, cluster_of, cluster);
+    // Before every flusher below (they write its buffer first), after the store.
+    checkpoint::deletion_memory memory(*store, registry);
     fleet* running_fleet = nullptr; // set once the fleet exists (the transaction hooks need it)
     checkpoint::flusher* flusher_ptr = nullptr;
     std::unique_ptr<transaction_writer> txn_writer;
@@ -370,7 +373,7 @@ int run_bridge(config const& cfg) {
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
                                         window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
-                                                               cfg.deletion_memory ? store.get() : nullptr,
+                                                               cfg.deletion_memory ? &memory : nullptr,
                                                                may_publish},
                                         *store, positions, owns, unit_of,
                                         std::make_shared<couch::client>(ioc.get_executor(), client, couch_source,

@@ -32,65 +32,6 @@ std::string instance_name() {
 
 namespace {
 
-std::string error_json(std::string const& error, std::string const& reason) {
-    return json::serialize(json::object{{"error", error}, {"reason", reason}}) + "\n";
-}
-
-
-bool valid_since(std::string const& s) {
-    return s.empty() || s == "0" || s == "now" || checkpoint::is_valid_seq_json(s);
-}
-
-} // namespace
-
-
-namespace {
-
-// Checks per-database options; returns an error text, empty when fine.
-std::string check_options(json::object const& o) {
-    int server_filters = 0;
-    for (auto const& [k, v] : o) {
-        auto strings = [&v] {
-            if (!v.is_array()) {
-                return false;
-            }
-            for (auto const& x : v.as_array()) {
-                if (!x.is_string()) {
-                    return false;
-                }
-            }
-            return true;
-        };
-        if (k == "selector") {
-            ++server_filters;
-            if (!v.is_object()) {
-                return "selector must be a JSON object (a Mango selector)";
-            }
-        } else if (k == "doc_ids") {
-            ++server_filters;
-            if (!strings() || v.as_array().empty()) {
-                return "doc_ids must be a non-empty array of strings";
-            }
-        } else if (k == "filter") {
-            ++server_filters;
-            if (!v.is_string() || v.as_string().find('/') == json::string::npos) {
-                return "filter must be \"ddoc/name\"";
-            }
-        } else if (k == "include_doc_types" || k == "exclude_doc_types") {
-            if (!strings()) {
-                return std::string(k) + " must be an array of strings";
-            }
-        } else {
-            return "unknown option '" + std::string(k) +
-                   "' (selector, doc_ids, filter, include_doc_types, exclude_doc_types)";
-        }
-    }
-    if (server_filters > 1) {
-        return "give at most one of selector, doc_ids and filter";
-    }
-    return {};
-}
-
 std::vector<std::string> strings_of(json::value const& v) {
     std::vector<std::string> out;
     for (auto const& x : v.as_array()) {
@@ -143,7 +84,7 @@ void fleet::start(std::vector<std::string> const& flag_databases) {
                 e->desired = std::string(st->as_string());
                 e->from_api = true;
                 if (auto const* opts = val.as_object().if_contains("options");
-                    opts != nullptr && opts->is_object() && check_options(opts->as_object()).empty()) {
+                    opts != nullptr && opts->is_object() && check_database_options(opts->as_object()).empty()) {
                     e->options = opts->as_object();
                 }
                 entries_[e->db] = std::move(e);
@@ -184,6 +125,7 @@ void fleet::start_pipeline_locked(entry& e, std::optional<std::string> start_kin
         e.idle = true;
         e.wake = true;
         e.wake_kind = std::move(start_kind);
+        woken_since_round_ = true;
         spdlog::info("db {}: waiting for one of the {} open feeds (--max-open-feeds)", e.db, deps_.max_open_feeds);
         return;
     }
@@ -272,8 +214,11 @@ asio::awaitable<void> fleet::reaper() {
         if (round % 10 == 0) {
             refresh_gauges_locked();
         }
-        if (round % 10 == 5 && deps_.max_open_feeds > 0) {
-            manage_open_feeds_locked();
+        // Once a second, and at the next tick after an `updated` event woke
+        // an idle database, so that its change waits for a tick (100 ms)
+        // rather than a round.
+        if (deps_.max_open_feeds > 0 && (round % 10 == 5 || woken_since_round_)) {
+            manage_open_feeds_locked(round % 10 == 5);
         }
         for (auto& [name, e] : entries_) {
             if (e->p) {
@@ -356,195 +301,6 @@ void fleet::persist_locked() {
     persist_deleted_locked();
 }
 
-fleet::outcome fleet::ok_locked(entry const& e, unsigned status) const {
-    std::string state = e.p && !e.stopping ? std::string("following") : e.p ? std::string("stopping") : e.desired;
-    return {status, json::serialize(json::object{{"ok", true}, {"database", e.db}, {"state", state}}) + "\n"};
-}
-
-fleet::outcome fleet::check_command(std::string const& db, std::string const& since, std::string const& options) {
-    if (!valid_database_name(db)) {
-        return {400, error_json("bad_request", "invalid database name '" + db + "'")};
-    }
-    if (!valid_since(since)) {
-        return {400, error_json("bad_request", "since must be 0, now, or a seq's JSON text (a CouchDB 2+ seq with "
-                                                "its quotes)")};
-    }
-    if (options.find_first_not_of(" \t\r\n") != std::string::npos) {
-        boost::system::error_code ec;
-        auto v = json::parse(options, ec);
-        if (ec || !v.is_object()) {
-            return {400, error_json("bad_request", "the body must be a JSON object of options")};
-        }
-        if (auto why = check_options(v.as_object()); !why.empty()) {
-            return {400, error_json("bad_request", why)};
-        }
-    }
-    return {200, {}};
-}
-
-fleet::outcome fleet::follow(std::string const& db, std::string const& since, std::string const& options) {
-    if (auto bad = check_command(db, since, options); bad.status != 200) {
-        return bad;
-    }
-    if (!since.empty() && deps_.owns && !deps_.owns(db)) {
-        // Group mode: a start position is the owner's to write.
-        return {409, error_json("not_owner", "database '" + db +
-                                                 "' runs in another member of the group: send the start position "
-                                                 "or rewind to that instance (its /status lists it)")};
-    }
-    std::optional<json::object> new_options;
-    if (options.find_first_not_of(" \t\r\n") != std::string::npos) {
-        new_options = json::parse(options).as_object(); // checked by check_command
-    }
-    std::lock_guard lock(mutex_);
-    auto& slot = entries_[db];
-    bool const created = !slot;
-    if (created) {
-        slot = std::make_unique<entry>();
-        slot->db = db;
-    }
-    auto& e = *slot;
-    bool const options_changed = new_options && *new_options != e.options;
-    if (!created && e.desired == "following" && e.p && !e.stopping && since.empty() && !options_changed) {
-        return ok_locked(e);
-    }
-    // A database recorded as deleted is another database now, if it exists
-    // at all: its old checkpoint would skip the new incarnation's first
-    // changes (CouchDB accepts an old seq and answers from there). Without
-    // an explicit since, it is followed from 0.
-    bool const was_deleted = e.desired == "deleted";
-    e.desired = "following";
-    e.from_api = true;
-    if (new_options) {
-        e.options = std::move(*new_options);
-    }
-    if (!since.empty()) {
-        e.rewind_to = since;
-    } else if (was_deleted) {
-        e.rewind_to = "0";
-    }
-    try {
-        if (was_deleted) {
-            forget_deletion_locked(e);
-        }
-        if (e.p) {
-            stop_pipeline_locked(e); // the reaper starts it again (at the target, if any)
-        } else {
-            std::optional<std::string> kind;
-            if (e.rewind_to) {
-                auto target = *std::exchange(e.rewind_to, std::nullopt);
-                checkpoint::key key{deps_.source_name, db};
-                boost::system::error_code ec;
-                if (target == "0" || target == "now") {
-                    ec = deps_.positions.erase(key);
-                    kind = target;
-                } else {
-                    flusher_for(db).update(key, target);
-                    ec = flusher_for(db).flush_now();
-                }
-                if (ec) {
-                    return {503, error_json("store", "cannot store the start position: " + ec.message())};
-                }
-            }
-            start_pipeline_locked(e, kind);
-        }
-        persist_locked();
-    } catch (std::exception const& err) {
-        return {503, error_json("store", err.what())};
-    }
-    spdlog::info("db {}: followed through the admin API{}", db, since.empty() ? "" : " from since=" + since);
-    return ok_locked(e, created ? 201 : 200);
-}
-
-// remove() and pause(): stop the pipeline, keep the checkpoint, record why.
-fleet::outcome fleet::stop_following(std::string const& db, std::string const& desired, std::string const& what) {
-    std::lock_guard lock(mutex_);
-    auto it = entries_.find(db);
-    if (it == entries_.end() || it->second->desired == "removed") {
-        return {404, error_json("not_found", "database '" + db + "' is not followed")};
-    }
-    auto& e = *it->second;
-    e.desired = desired;
-    e.from_api = true;
-    e.rewind_to.reset();
-    stop_pipeline_locked(e);
-    try {
-        persist_locked();
-    } catch (std::exception const& err) {
-        return {503, error_json("store", err.what())};
-    }
-    spdlog::info("db {}: {} (admin API); its checkpoint is kept", db, what);
-    return ok_locked(e);
-}
-
-fleet::outcome fleet::remove(std::string const& db) {
-    auto out = stop_following(db, "removed", "no longer followed");
-    if (out.status == 200) {
-        probe_->removed_api.inc();
-    }
-    return out;
-}
-
-fleet::outcome fleet::pause(std::string const& db) { return stop_following(db, "paused", "paused"); }
-
-fleet::outcome fleet::resume(std::string const& db) {
-    std::lock_guard lock(mutex_);
-    auto it = entries_.find(db);
-    if (it == entries_.end() || it->second->desired == "removed") {
-        return {404, error_json("not_found", "database '" + db + "' is not followed")};
-    }
-    auto& e = *it->second;
-    if (e.desired == "following") {
-        return ok_locked(e);
-    }
-    bool const was_deleted = e.desired == "deleted"; // a new incarnation: from 0 (see follow())
-    e.desired = "following";
-    e.from_api = true;
-    try {
-        if (was_deleted) {
-            forget_deletion_locked(e);
-            if (e.p) {
-                e.rewind_to = "0"; // the reaper drops the checkpoint durably, then starts it
-            } else {
-                if (auto ec = deps_.positions.erase(checkpoint::key{deps_.source_name, db})) {
-                    return {503, error_json("store", "cannot drop the old incarnation's checkpoint: " +
-                                                         ec.message())};
-                }
-                start_pipeline_locked(e, std::string("0"));
-            }
-        } else if (!e.p) {
-            start_pipeline_locked(e, std::nullopt);
-        }
-        persist_locked();
-    } catch (std::exception const& err) {
-        return {503, error_json("store", err.what())};
-    }
-    spdlog::info("db {}: resumed (admin API)", db);
-    return ok_locked(e);
-}
-
-void fleet::forget_deletion_locked(entry& e) {
-    spdlog::warn("db {}: deleted at {} (checkpoint {}); following it now as a new incarnation, from 0", e.db,
-                 e.deleted_unix_ms, e.deleted_checkpoint.empty() ? std::string("none") : e.deleted_checkpoint);
-    e.deleted_unix_ms = 0;
-    e.deleted_checkpoint.clear();
-    persist_deleted_locked();
-}
-
-fleet::outcome fleet::rewind(std::string const& db, std::string const& since) {
-    if (since.empty() || !valid_since(since)) {
-        return {400, error_json("bad_request", "rewind needs ?since=0, now, or a seq's JSON text")};
-    }
-    {
-        std::lock_guard lock(mutex_);
-        auto it = entries_.find(db);
-        if (it == entries_.end() || it->second->desired == "removed") {
-            return {404, error_json("not_found", "database '" + db + "' is not followed")};
-        }
-    }
-    return follow(db, since);
-}
-
 std::string fleet::describe_all(std::function<std::string(std::string const&)> const& owner_of) const {
     std::lock_guard lock(mutex_);
     json::object dbs;
@@ -564,7 +320,18 @@ std::string fleet::describe_all(std::function<std::string(std::string const&)> c
         } else if (auto pos = deps_.positions.get(checkpoint::key{deps_.source_name, name})) {
             checkpoint_seq = pos->seq_json;
         }
+        // --max-open-feeds: whether the database has a feed open, or is
+        // idle (its feed closed until it changes) and perhaps woken
+        // (changed, waiting for a place), as /status's `idle` list says.
+        char const* feed = "none";
+        if (e->p) {
+            feed = "open";
+        } else if (e->idle && e->desired == "following") {
+            state = "idle";
+            feed = e->wake ? "waking" : "idle";
+        }
         o["state"] = state;
+        o["feed"] = feed;
         o["desired"] = e->desired;
         o["seq"] = last_seq.empty() ? json::value(nullptr) : json::value(last_seq);
         o["checkpoint"] = checkpoint_seq.empty() ? json::value(nullptr) : json::value(checkpoint_seq);

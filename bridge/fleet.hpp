@@ -206,7 +206,9 @@ private:
     // reopening and polling; run by the reaper about once a second.
     std::size_t open_feeds_locked() const;
     void close_idle_locked(entry& e, std::string const& why);
-    void manage_open_feeds_locked();
+    // `full`: the once-a-second round (idle closing, admission and polls);
+    // otherwise only the admission of databases woken since.
+    void manage_open_feeds_locked(bool full);
     void poll_idle_locked();
     boost::asio::awaitable<void> poll(std::string db, std::string checkpoint_seq);
     void stop_pipeline_locked(entry& e);
@@ -221,6 +223,7 @@ private:
     std::vector<std::string> flag_databases_;
     std::atomic<bool> stopping_{false};
     std::atomic<bool> change_events_{false};
+    bool woken_since_round_ = false; // a database waits to open (woken, or started at the cap)
     std::string idle_cursor_;        // round-robin position among idle databases (admission and polls)
     std::shared_ptr<std::atomic<int>> polls_ = std::make_shared<std::atomic<int>>(0); // in flight
     std::unique_ptr<probe> probe_;

@@ -49,6 +49,10 @@ struct fleet::entry {
     std::chrono::system_clock::time_point opened_at{}; // of the running pipeline
 };
 
+// Checks a database's per-database options (see fleet::follow); returns
+// an error text, empty when they are fine (fleet_commands.cpp).
+std::string check_database_options(boost::json::object const& o);
+
 // The fleet's metrics: what changed (counters) and how many databases are in
 // each state (gauges, refreshed by the reaper about once a second).
 struct fleet::probe {

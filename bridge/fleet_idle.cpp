@@ -3,7 +3,8 @@
 // is only started (a normal-feed catch-up from its checkpoint, then a
 // continuous feed) or stopped (its feed closed, its checkpoint kept).
 //
-// Once a second, under the fleet's lock:
+// Once a second (step 2 alone also at the reaper's next tick, 100 ms,
+// while databases wait to open), under the fleet's lock:
 //  1. With more databases following than the cap, a caught-up feed
 //     (state `following`) without a row for idle_close is closed: the
 //     database becomes `idle`.
@@ -88,7 +89,7 @@ void fleet::close_idle_locked(entry& e, std::string const& why) {
     spdlog::info("db {}: feed closed, the database is idle ({})", e.db, why);
 }
 
-void fleet::manage_open_feeds_locked() {
+void fleet::manage_open_feeds_locked(bool full) {
     auto const now = clock_type::now();
     auto const cap = deps_.max_open_feeds;
     std::size_t following = 0;
@@ -108,7 +109,7 @@ void fleet::manage_open_feeds_locked() {
         }
     }
     // 1. Idle closing, beyond the cap only.
-    if (following > cap) {
+    if (full && following > cap) {
         for (auto& f : open) {
             if (f.caught_up && now - f.last_active >= deps_.idle_close) {
                 close_idle_locked(*f.e, "no change for " + std::to_string(deps_.idle_close.count()) + " ms");
@@ -135,6 +136,7 @@ void fleet::manage_open_feeds_locked() {
     collect(entries_.begin(), cursor);
     std::size_t open_now = open.size();
     std::size_t next_victim = 0;
+    std::size_t admitted = 0;
     for (auto* e : woken) {
         if (open_now >= cap) {
             while (next_victim < open.size() &&
@@ -157,9 +159,12 @@ void fleet::manage_open_feeds_locked() {
             continue;
         }
         ++open_now;
+        ++admitted;
     }
+    // Some still wait for a place: look again at the next tick.
+    woken_since_round_ = admitted < woken.size();
     // 3. Polls, where no _db_updates events tell what changed.
-    if (!change_events_) {
+    if (full && !change_events_) {
         poll_idle_locked();
     }
 }
@@ -226,6 +231,7 @@ void fleet::updated(std::string const& db) {
     std::lock_guard lock(mutex_);
     if (auto it = entries_.find(db); it != entries_.end() && it->second->idle && !it->second->p) {
         it->second->wake = true;
+        woken_since_round_ = true;
     }
 }
 

@@ -84,7 +84,7 @@ struct pipeline::probe {
     metrics::counter& skipped_filter;
     metrics::counter& tombstones_recalled;
     metrics::counter& tombstones_unknown;
-    metrics::counter& memory_errors;
+    metrics::counter& memory_errors; // registered here (0 from the start), counted by checkpoint::deletion_memory
     metrics::counter& produce_errors;
     metrics::counter& rewinds;
     metrics::gauge& in_flight;
@@ -115,6 +115,9 @@ pipeline::pipeline(asio::any_io_executor pool, std::shared_ptr<couch::client> cl
       start_seq_(std::move(checkpoint_seq)),
       window_timer_(strand_),
       status_timer_(strand_) {
+    if (deps_.memory != nullptr) {
+        deps_.flusher.write_first(*deps_.memory);
+    }
     status_.database = key_.database;
     status_.state = "connecting";
     if (committed_) {
@@ -371,7 +374,9 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
         std::string forget_id;
         if (deps_.memory != nullptr) {
             if (row.deleted && !meta.document_type) {
-                // A hard delete: route it like the document it was.
+                // A hard delete: route it like the document it was (which
+                // may be earlier in this very batch: hand those over first).
+                write_memory();
                 if (auto m = deps_.memory->recall(key_, row.id)) {
                     meta.document_type = m->doc_type;
                     if (!m->domain.empty()) {
@@ -515,18 +520,18 @@ void pipeline::release_lease() {
 
 // Before anything can move the checkpoint past a published document (an
 // acknowledgement handled while publish() waits, or the end of publish()),
-// what it was goes to the store, through the WAL the synced checkpoint write
-// comes after. A failure is counted and logged: the memory is a cache, and
-// the tombstone of that document would go to the default topic.
+// what it was goes to the memory. The memory only buffers it; the flusher
+// writes the buffer to the store before the positions that cover it
+// (flusher::write_first). A failure is counted and logged there (or here,
+// when a full buffer is written at once): the memory is a cache, and the
+// tombstone of that document would go to the default topic.
 void pipeline::write_memory() {
     if (memo_.empty() || deps_.memory == nullptr) {
         memo_.clear();
         return;
     }
-    if (auto ec = deps_.memory->remember(key_, memo_)) {
-        probe_->memory_errors.inc();
-        spdlog::warn("db {}: cannot write the hard-delete memory of {} document(s): {}", key_.database, memo_.size(),
-                     ec.message());
+    if (auto ec = deps_.memory->remember(key_, std::move(memo_))) {
+        spdlog::warn("db {}: cannot write the hard-delete memory: {}", key_.database, ec.message());
     }
     memo_.clear();
 }

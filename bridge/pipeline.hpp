@@ -2,6 +2,7 @@
 
 #include "bridge/change_meta.hpp"
 #include "bridge/routing.hpp"
+#include "checkpoint/deletion_memory.hpp"
 #include "checkpoint/flusher.hpp"
 #include "checkpoint/store.hpp"
 #include "checkpoint/watermark.hpp"
@@ -103,8 +104,9 @@ public:
         checkpoint::flusher& flusher;
         metrics::registry& registry;
         publish_options options = {};
-        // Hard-delete memory (--deletion-memory): null when off.
-        checkpoint::store* memory = nullptr;
+        // Hard-delete memory (--deletion-memory): null when off. The
+        // pipeline registers it with its flusher (flusher::write_first).
+        checkpoint::deletion_memory* memory = nullptr;
         // Group mode: false while this instance may not act on its
         // databases (it was paused and the group may have moved them); the
         // pipeline then holds every record until it is true again or the
@@ -202,7 +204,7 @@ private:
     // Rows (id + '\n' + rev) whose record a broker refused for good after it
     // was produced: when the rewind reads them again they go by policy.
     std::unordered_map<std::string, std::string> poison_;
-    // Live documents of the batch being published, written to the memory
+    // Live documents of the batch being published, handed to the memory
     // before anything can move the checkpoint past them (see write_memory).
     std::vector<std::pair<std::string, checkpoint::store::remembered>> memo_;
     // Looked up by string_view on every acknowledgement: no allocation.

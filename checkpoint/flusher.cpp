@@ -1,5 +1,7 @@
 #include "checkpoint/flusher.hpp"
 
+#include "checkpoint/deletion_memory.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
@@ -7,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -80,10 +83,18 @@ boost::system::error_code flusher::flush_once(bool thorough) {
         ~finish_guard() { w.finish(); }
     } finish{writer_};
     std::map<key, std::string> batch;
+    std::vector<deletion_memory*> memories;
     {
         std::lock_guard lock(mutex_);
         batch.swap(dirty_);
         dirty_entries_.set(0);
+        memories = memories_;
+    }
+    // After taking the positions: every document they cover was remembered
+    // before its position reached update(). Failures are counted and logged
+    // by the memory; the positions still go (the memory is a cache).
+    for (auto* m : memories) {
+        (void)m->write_pending();
     }
     auto const written = now_();
     if (batch.empty() && !writer_.write_when_clean()) {
@@ -180,6 +191,13 @@ std::optional<std::string> flusher::durable_seq(key const& k) const {
 std::size_t flusher::dirty_count() const {
     std::lock_guard lock(mutex_);
     return dirty_.size();
+}
+
+void flusher::write_first(deletion_memory& m) {
+    std::lock_guard lock(mutex_);
+    if (std::find(memories_.begin(), memories_.end(), &m) == memories_.end()) {
+        memories_.push_back(&m);
+    }
 }
 
 void flusher::discard_dirty() {

@@ -19,8 +19,11 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace checkpoint {
+
+class deletion_memory;
 
 // Wall clock used for written_unix_ms and ages; injectable for tests.
 using clock_fn = std::function<std::chrono::system_clock::time_point()>;
@@ -83,6 +86,12 @@ public:
     // Entries waiting for the next write.
     std::size_t dirty_count() const;
 
+    // Every flush first writes what `m` buffered, after taking the dirty
+    // positions and before writing them: a durable position never covers a
+    // document whose memory is not in the store. Thread-safe, idempotent
+    // (pipelines register the memory they use); `m` must outlive the flusher.
+    void write_first(deletion_memory& m);
+
     // Forgets every dirty entry (exactly-once, after an abort: they belonged
     // to records that were aborted). Thread-safe.
     void discard_dirty();
@@ -128,6 +137,7 @@ private:
     mutable std::mutex mutex_; // guards the members below; never held during the write
     std::map<key, std::string> dirty_;
     std::map<key, durable_entry> durable_;
+    std::vector<deletion_memory*> memories_;
     health health_;
 };
 

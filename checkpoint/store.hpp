@@ -196,14 +196,21 @@ public:
         std::string doc_type;
         std::string domain; // empty when the document had none
     };
-    // One WriteBatch for all `docs` of `k` (latest wins), not synced.
-    boost::system::error_code remember(key const& k,
-                                       std::vector<std::pair<std::string, remembered>> const& docs);
-    // What `doc_id` of `k` was; nullopt when unknown. Never throws (a read
-    // error is nullopt, logged by the caller's metrics).
+    // One change of the memory: `what` null forgets `doc_id` of `*k` (its
+    // tombstone was published).
+    struct memory_change {
+        key const* k = nullptr;
+        std::string_view doc_id;
+        remembered const* what = nullptr;
+    };
+    // All `changes` in ONE WriteBatch, in the given order (latest wins), not
+    // synced. Callers batch them (checkpoint::deletion_memory): a write per
+    // change cost a WAL append and a RocksDB write each. Keys sorted in
+    // ascending order insert faster (the memtable keeps an insert hint).
+    boost::system::error_code write_memory(std::vector<memory_change> const& changes);
+    // What `doc_id` of `k` was, as written by write_memory(); nullopt when
+    // unknown. Never throws (a read error is nullopt).
     std::optional<remembered> recall(key const& k, std::string_view doc_id) const;
-    // Forgets `doc_id` of `k` (its tombstone was published). Not synced.
-    boost::system::error_code forget(key const& k, std::string_view doc_id);
 
     std::string last_error_detail() const override;
 

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <stdexcept>
 
 namespace metrics {
@@ -168,11 +169,30 @@ struct registry::family {
     std::vector<double> bounds;
     labels label_names; // the first series' labels; only the names matter
     bool label_names_known = false;
-    // Series in registration order, keyed by their rendered label text.
+    // Series in registration order (one kind per family), and where each
+    // label set is among them: a fleet of 10,000 databases registers tens
+    // of thousands of series, and a linear search per registration made
+    // every pipeline start slower than the one before.
     std::vector<std::pair<labels, std::unique_ptr<metrics::counter>>> counters;
     std::vector<std::pair<labels, std::unique_ptr<metrics::gauge>>> gauges;
     std::vector<std::pair<labels, std::unique_ptr<metrics::histogram>>> histograms;
+    std::map<labels, std::size_t> index;
 };
+
+namespace {
+
+// The series of `series` with labels `l`, made by `make` when new.
+template <typename T, typename Make>
+T& series_of(std::vector<std::pair<labels, std::unique_ptr<T>>>& series, std::map<labels, std::size_t>& index,
+             labels const& l, Make make) {
+    auto const [it, added] = index.try_emplace(l, series.size());
+    if (added) {
+        series.emplace_back(l, make());
+    }
+    return *series[it->second].second;
+}
+
+} // namespace
 
 registry::registry() = default;
 registry::~registry() = default;
@@ -205,25 +225,13 @@ registry::family& registry::family_for(std::string_view name, std::string_view h
 counter& registry::add_counter(std::string_view name, std::string_view help, labels const& l) {
     std::lock_guard lock(mutex_);
     auto& f = family_for(name, help, metric_type::counter, l);
-    for (auto& [ls, c] : f.counters) {
-        if (ls == l) {
-            return *c;
-        }
-    }
-    f.counters.emplace_back(l, std::make_unique<metrics::counter>());
-    return *f.counters.back().second;
+    return series_of(f.counters, f.index, l, [] { return std::make_unique<metrics::counter>(); });
 }
 
 gauge& registry::add_gauge(std::string_view name, std::string_view help, labels const& l) {
     std::lock_guard lock(mutex_);
     auto& f = family_for(name, help, metric_type::gauge, l);
-    for (auto& [ls, g] : f.gauges) {
-        if (ls == l) {
-            return *g;
-        }
-    }
-    f.gauges.emplace_back(l, std::make_unique<metrics::gauge>());
-    return *f.gauges.back().second;
+    return series_of(f.gauges, f.index, l, [] { return std::make_unique<metrics::gauge>(); });
 }
 
 histogram& registry::add_histogram(std::string_view name, std::string_view help, std::vector<double> const& upper_bounds,
@@ -235,13 +243,7 @@ histogram& registry::add_histogram(std::string_view name, std::string_view help,
     } else if (f.bounds != upper_bounds) {
         throw std::logic_error("histogram '" + std::string(name) + "' registered with different buckets");
     }
-    for (auto& [ls, h] : f.histograms) {
-        if (ls == l) {
-            return *h;
-        }
-    }
-    f.histograms.emplace_back(l, std::make_unique<metrics::histogram>(upper_bounds));
-    return *f.histograms.back().second;
+    return series_of(f.histograms, f.index, l, [&] { return std::make_unique<metrics::histogram>(upper_bounds); });
 }
 
 void registry::on_collect(std::function<void()> fn) {

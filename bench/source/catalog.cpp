@@ -146,6 +146,14 @@ void catalog::append_row(std::string& out, std::size_t db, std::uint64_t n, bool
     out += '}';
 }
 
+std::string catalog::doc_id(std::size_t db, std::uint64_t n) const
+{
+    auto const key = change_key(opt_.docs.seed, db, n);
+    std::string out;
+    append_hex128(out, key, mix64(key + 1));
+    return out;
+}
+
 std::size_t catalog::average_row_bytes() const
 {
     std::string row;

@@ -60,6 +60,9 @@ public:
     // seq_interval rows).
     void append_row(std::string& out, std::size_t db, std::uint64_t n, bool include_docs, bool with_seq) const;
 
+    // The `_id` of change n of database `db` (as in its row).
+    std::string doc_id(std::size_t db, std::uint64_t n) const;
+
     // Average whole-row size with include_docs, for the log line.
     std::size_t average_row_bytes() const;
     // The pool, for tests and for size statistics.

@@ -7,9 +7,20 @@
 // into a pool before the first request, and a response is a sequence of large
 // chunks assembled by copying. `GET /_bench/stats` reports what was served.
 //
-// Not a CouchDB: no writes, no filters, no auth; the data never changes after
-// startup, so a continuous feed sends heartbeats forever once it has served
-// the backlog (the "many idle databases" scenario).
+// Not a CouchDB: no document writes, no filters, no auth. The data changes
+// only through `POST /_bench/write?db=NAME&count=N` (N more changes to NAME,
+// one `updated` event in `_db_updates`, answered with the new changes' ids)
+// and --live-interval-ms; otherwise a continuous feed sends heartbeats forever
+// once it has served the backlog (the "many idle databases" scenario). A
+// write wakes the feeds of its database and of `_db_updates` at once.
+//
+// Fleets: `_all_dbs` pages with start_key/end_key/limit/skip, and
+// `_db_updates` (feed=normal|continuous) lists the writes. --max-open-feeds
+// caps the continuous and longpoll `_changes` feeds open at once, as a
+// CouchDB out of file handles does: beyond it a feed is answered `500`
+// `{"error":"emfile",...}`. A feed counts from its request until the client
+// hangs up (noticed at once, not at the next heartbeat). `/_bench/stats`
+// reports open and peak feeds and connections, and the refusals.
 //
 // --couchdb-like frames responses as CouchDB 3.4.3 does (see the recordings
 // under tests/data/couchdb-3.4.3, e.g. 03b and 05c): a continuous feed sends
@@ -20,6 +31,9 @@
 // (default 6,000 with --couchdb-like, about what a real CouchDB served on
 // this kind of machine), and seqs become opaque strings of ~130 characters.
 #include "bench/source/catalog.hpp"
+#include "bench/source/fleet_endpoints.hpp"
+#include "bench/source/http.hpp"
+#include "bench/source/live.hpp"
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -30,6 +44,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -41,6 +56,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <charconv>
@@ -60,7 +76,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
 using asio::ip::tcp;
-using bench_source::catalog;
+using namespace bench_source;
 
 namespace {
 
@@ -72,7 +88,9 @@ struct server_stats {
     std::atomic<std::uint64_t> requests{0};
     std::atomic<std::uint64_t> changes_requests{0};
     std::atomic<std::int64_t> open_connections{0};
-    std::atomic<std::int64_t> open_feeds{0};
+    std::atomic<std::int64_t> peak_connections{0};
+    std::atomic<std::uint64_t> connections_accepted{0};
+    std::atomic<std::int64_t> open_feeds{0}; // continuous feeds past their backlog
 };
 
 // CouchDB's chunked_response_buffer_size: a normal feed flushes its
@@ -104,6 +122,11 @@ private:
 
 struct server_state {
     catalog const& cat;
+    live_state& live;
+    feed_gate& gate;
+    std::vector<std::string> const& names;        // by index
+    std::vector<std::string> const& sorted_names; // in byte order, for _all_dbs
+
     server_stats stats;
     std::size_t batch_bytes;
     // Live mode: every database gains one change per interval after startup
@@ -121,10 +144,10 @@ struct server_state {
         return std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 / row_rate));
     }
 
-    // The current last seq of every database.
-    std::uint64_t update_seq_now() const
+    // The current last seq of database `db`.
+    std::uint64_t update_seq_now(std::size_t db) const
     {
-        auto n = cat.changes_per_db();
+        auto n = cat.changes_per_db() + live.writes(db);
         if (live_interval_ms > 0) {
             auto const ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                                   started)
@@ -134,103 +157,6 @@ struct server_state {
         return n;
     }
 };
-
-std::string percent_decode(std::string_view s)
-{
-    std::string out;
-    out.reserve(s.size());
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '%' && i + 2 < s.size()) {
-            unsigned v = 0;
-            auto const [p, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
-            if (ec == std::errc{} && p == s.data() + i + 3) {
-                out += static_cast<char>(v);
-                i += 2;
-                continue;
-            }
-        }
-        out += s[i] == '+' ? ' ' : s[i];
-    }
-    return out;
-}
-
-std::map<std::string, std::string, std::less<>> parse_query(std::string_view q)
-{
-    std::map<std::string, std::string, std::less<>> out;
-    while (!q.empty()) {
-        auto const amp = q.find('&');
-        auto const part = q.substr(0, amp);
-        q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
-        auto const eq = part.find('=');
-        if (eq == std::string_view::npos) {
-            out[percent_decode(part)] = "";
-        } else {
-            out[percent_decode(part.substr(0, eq))] = percent_decode(part.substr(eq + 1));
-        }
-    }
-    return out;
-}
-
-std::optional<std::uint64_t> to_uint(std::string_view s)
-{
-    std::uint64_t v = 0;
-    auto const [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc{} || p != s.data() + s.size()) {
-        return std::nullopt;
-    }
-    return v;
-}
-
-// A small JSON response (everything except _changes).
-asio::awaitable<bool> send_json(tcp::socket& sock, http::request<http::string_body> const& req, http::status status,
-                                std::string body)
-{
-    http::response<http::string_body> res{status, req.version()};
-    res.set(http::field::server, "ckb-bench-source");
-    res.set(http::field::content_type, "application/json");
-    res.keep_alive(req.keep_alive());
-    if (req.method() == http::verb::head) {
-        res.content_length(body.size());
-    } else {
-        res.body() = std::move(body);
-        res.prepare_payload();
-    }
-    http::response_serializer<http::string_body> sr{res};
-    if (req.method() == http::verb::head) {
-        sr.split(true);
-        auto [ec, n] = co_await http::async_write_header(sock, sr, tuple_awaitable);
-        co_return !ec;
-    }
-    auto [ec, n] = co_await http::async_write(sock, sr, tuple_awaitable);
-    co_return !ec;
-}
-
-std::string error_body(std::string_view error, std::string_view reason)
-{
-    return json::serialize(json::object{{"error", error}, {"reason", reason}}) + "\n";
-}
-
-// Writes `data` as one HTTP chunk (nothing for empty data) and clears it.
-asio::awaitable<bool> write_chunk(tcp::socket& sock, server_state& st, std::string& data)
-{
-    if (data.empty()) {
-        co_return true;
-    }
-    char head[24];
-    auto const len = std::snprintf(head, sizeof head, "%zx\r\n", data.size());
-    std::array<asio::const_buffer, 3> bufs{asio::buffer(head, static_cast<std::size_t>(len)), asio::buffer(data),
-                                           asio::buffer("\r\n", 2)};
-    auto [ec, n] = co_await asio::async_write(sock, bufs, tuple_awaitable);
-    st.stats.bytes.fetch_add(data.size(), std::memory_order_relaxed);
-    data.clear();
-    co_return !ec;
-}
-
-asio::awaitable<bool> write_raw(tcp::socket& sock, std::string_view data)
-{
-    auto [ec, n] = co_await asio::async_write(sock, asio::buffer(data), tuple_awaitable);
-    co_return !ec;
-}
 
 // Writes rows of one _changes response into large chunks.
 struct feed_writer {
@@ -259,7 +185,7 @@ struct feed_writer {
             if (st.row_rate > 0) {
                 auto const slot = st.pacers[db].reserve(st.row_period());
                 if (slot > clock_type::now()) {
-                    if (!co_await write_chunk(sock, st, buf)) {
+                    if (!co_await write_chunk(sock, st.stats.bytes, buf)) {
                         co_return false;
                     }
                     if (!timer) {
@@ -283,7 +209,7 @@ struct feed_writer {
             st.stats.rows.fetch_add(1, std::memory_order_relaxed);
             pos = n;
             if (buf.size() >= flush_at) {
-                if (!co_await write_chunk(sock, st, buf)) {
+                if (!co_await write_chunk(sock, st.stats.bytes, buf)) {
                     co_return false;
                 }
             }
@@ -292,69 +218,51 @@ struct feed_writer {
     }
 };
 
-// Serves one _changes request. Returns false when the connection must close.
-asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::request<http::string_body> const& req,
-                                    std::size_t db, std::string_view query)
-{
-    auto const& cat = st.cat;
-    auto const params = parse_query(query);
-    auto param = [&](std::string_view name) -> std::string_view {
-        auto const it = params.find(name);
-        return it == params.end() ? std::string_view{} : std::string_view{it->second};
-    };
-
-    auto const feed = param("feed").empty() ? std::string_view{"normal"} : param("feed");
-    if (feed != "normal" && feed != "longpoll" && feed != "continuous") {
-        co_return co_await send_json(sock, req, http::status::bad_request,
-                                     error_body("bad_request", "bench-source supports feed=normal|longpoll|continuous"));
-    }
-    auto const since = cat.parse_since(param("since"));
-    if (!since) {
-        co_return co_await send_json(sock, req, http::status::bad_request,
-                                     error_body("bad_request", "Malformed sequence supplied in 'since' parameter."));
-    }
+// What one _changes request asked for.
+struct changes_request {
+    std::size_t db;
+    std::string_view feed;
+    std::uint64_t since;
     std::optional<std::uint64_t> limit;
-    if (!param("limit").empty()) {
-        limit = to_uint(param("limit"));
-        if (!limit) {
-            co_return co_await send_json(sock, req, http::status::bad_request,
-                                         error_body("query_parse_error", "Invalid value for integer: limit"));
-        }
-    }
-    auto const include_docs = param("include_docs") == "true";
-    auto const heartbeat = to_uint(param("heartbeat")).value_or(0);
-    auto const timeout = to_uint(param("timeout")).value_or(60000);
-    auto const seq_interval = std::max<std::uint64_t>(1, to_uint(param("seq_interval")).value_or(1));
-    auto const continuous = feed == "continuous";
+    bool include_docs;
+    std::uint64_t heartbeat;
+    std::uint64_t timeout;
+    std::uint64_t seq_interval;
+};
 
-    st.stats.changes_requests.fetch_add(1, std::memory_order_relaxed);
-    std::string head =
-        "HTTP/1.1 200 OK\r\nServer: ckb-bench-source\r\nContent-Type: application/json\r\n"
-        "Cache-Control: must-revalidate\r\nTransfer-Encoding: chunked\r\n";
-    if (!req.keep_alive()) {
-        head += "Connection: close\r\n";
-    }
-    head += "\r\n";
-    if (!co_await write_raw(sock, head)) {
-        co_return false;
-    }
-
-    // "now" is the current end of the database, which moves in live mode.
-    auto const since_n = param("since") == "now" ? st.update_seq_now() : *since;
-    feed_writer w{sock, st, db, include_docs, continuous, seq_interval};
-    w.pos = std::min(since_n, st.update_seq_now());
+// Streams the body of a _changes response after its header. False: the
+// client is gone.
+asio::awaitable<bool> stream_changes(tcp::socket& sock, server_state& st, changes_request const& r)
+{
+    auto const continuous = r.feed == "continuous";
+    auto const db = r.db;
+    // Subscribed before the first look at the database, so that no write
+    // between that look and a wait goes unnoticed.
+    change_signal::subscription sub(st.live.signal_of(db), sock.get_executor());
+    feed_writer w{sock, st, db, r.include_docs, continuous, r.seq_interval};
+    w.pos = std::min(r.since, st.update_seq_now(db));
     auto const remaining = [&] {
-        return limit ? *limit - w.rows_in_response : std::numeric_limits<std::uint64_t>::max();
+        return r.limit ? *r.limit - w.rows_in_response : std::numeric_limits<std::uint64_t>::max();
     };
     // The last row this response may send now: the database's end, capped
     // by what `limit` still allows (without overflowing when there is none).
     auto const target_now = [&] {
         auto const room = std::min(remaining(), std::numeric_limits<std::uint64_t>::max() - w.pos);
-        return std::min(st.update_seq_now(), w.pos + room);
+        return std::min(st.update_seq_now(db), w.pos + room);
+    };
+    // Waits until `deadline` or a write to the database. False: the client left.
+    auto const wait_until = [&](clock_type::time_point deadline) -> asio::awaitable<bool> {
+        if (st.live_interval_ms > 0) {
+            deadline = std::min(deadline, clock_type::now() + std::chrono::milliseconds(st.live_interval_ms));
+        }
+        sub.timer().expires_at(deadline);
+        co_await sub.timer().async_wait(tuple_awaitable); // aborted: woken by a write
+        auto const cs = co_await asio::this_coro::cancellation_state;
+        co_return cs.cancelled() == asio::cancellation_type::none;
     };
     if (!continuous) {
         w.buf += "{\"results\":[\n";
-        if (st.couch_like && !co_await write_chunk(sock, st, w.buf)) {
+        if (st.couch_like && !co_await write_chunk(sock, st.stats.bytes, w.buf)) {
             co_return false;
         }
     }
@@ -370,24 +278,19 @@ asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::r
             st.cat.append_seq(out, w.pos);
         }
         out += ",\"pending\":";
-        out += std::to_string(st.update_seq_now() - w.pos);
+        out += std::to_string(st.update_seq_now(db) - w.pos);
         out += "}\n";
     };
 
     if (!continuous) {
-        if (feed == "longpoll" && w.rows_in_response == 0) {
+        if (r.feed == "longpoll" && w.rows_in_response == 0) {
             // Answer with the first change to come, or empty at the timeout.
-            if (!co_await write_chunk(sock, st, w.buf)) {
+            if (!co_await write_chunk(sock, st.stats.bytes, w.buf)) {
                 co_return false;
             }
-            auto const deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout);
-            asio::steady_timer t(sock.get_executor());
-            while (w.rows_in_response == 0 && std::chrono::steady_clock::now() < deadline) {
-                t.expires_after(std::chrono::milliseconds(st.live_interval_ms > 0 ? st.live_interval_ms : timeout));
-                if (auto [ec] = co_await t.async_wait(tuple_awaitable); ec) {
-                    co_return false;
-                }
-                if (!co_await w.emit_to(target_now())) {
+            auto const deadline = clock_type::now() + std::chrono::milliseconds(r.timeout);
+            while (w.rows_in_response == 0 && clock_type::now() < deadline) {
+                if (!co_await wait_until(deadline) || !co_await w.emit_to(target_now())) {
                     co_return false;
                 }
             }
@@ -395,37 +298,32 @@ asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::r
         w.buf += "\n],\n";
         append_tail(w.buf);
     } else {
-        // Backlog served: follow. Without live changes the feed is idle and
-        // only heartbeats (blank lines) keep it open; without heartbeats
-        // CouchDB ends the feed `timeout` ms after the last change.
-        if (!co_await write_chunk(sock, st, w.buf)) {
+        // Backlog served: follow. Without changes the feed is idle and only
+        // heartbeats (blank lines) keep it open; without heartbeats CouchDB
+        // ends the feed `timeout` ms after the last change.
+        if (!co_await write_chunk(sock, st.stats.bytes, w.buf)) {
             co_return false;
         }
         st.stats.open_feeds.fetch_add(1, std::memory_order_relaxed);
-        asio::steady_timer t(sock.get_executor());
-        auto last_write = std::chrono::steady_clock::now();
-        auto tick_ms = heartbeat > 0 ? heartbeat : timeout;
-        if (st.live_interval_ms > 0) {
-            tick_ms = std::min<std::uint64_t>(tick_ms, st.live_interval_ms);
-        }
+        auto last_write = clock_type::now();
         bool alive = true;
         while (alive && remaining() > 0) {
-            t.expires_after(std::chrono::milliseconds(tick_ms));
-            if (auto [ec] = co_await t.async_wait(tuple_awaitable); ec) {
-                alive = false;
-                break;
+            auto const now = clock_type::now();
+            if (st.update_seq_now(db) > w.pos) {
+                alive = co_await w.emit_to(target_now()) && co_await write_chunk(sock, st.stats.bytes, w.buf);
+                last_write = clock_type::now();
+                continue;
             }
-            auto const now = std::chrono::steady_clock::now();
-            if (st.update_seq_now() > w.pos) {
-                alive = co_await w.emit_to(target_now()) && co_await write_chunk(sock, st, w.buf);
-                last_write = now;
-            } else if (heartbeat > 0 && now - last_write >= std::chrono::milliseconds(heartbeat)) {
+            if (r.heartbeat > 0 && now - last_write >= std::chrono::milliseconds(r.heartbeat)) {
                 std::string nl = "\n";
-                alive = co_await write_chunk(sock, st, nl);
+                alive = co_await write_chunk(sock, st.stats.bytes, nl);
                 last_write = now;
-            } else if (heartbeat == 0 && now - last_write >= std::chrono::milliseconds(timeout)) {
+                continue;
+            }
+            if (r.heartbeat == 0 && now - last_write >= std::chrono::milliseconds(r.timeout)) {
                 break;
             }
+            alive = co_await wait_until(last_write + std::chrono::milliseconds(r.heartbeat > 0 ? r.heartbeat : r.timeout));
         }
         st.stats.open_feeds.fetch_sub(1, std::memory_order_relaxed);
         if (!alive) {
@@ -434,26 +332,192 @@ asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::r
         w.buf += '{';
         append_tail(w.buf);
     }
-    if (!co_await write_chunk(sock, st, w.buf)) {
+    if (!co_await write_chunk(sock, st.stats.bytes, w.buf)) {
         co_return false;
     }
     if (st.couch_like) {
         // CouchDB ends every feed with a lone newline chunk.
         std::string nl = "\n";
-        if (!co_await write_chunk(sock, st, nl)) {
+        if (!co_await write_chunk(sock, st.stats.bytes, nl)) {
             co_return false;
         }
     }
-    co_return co_await write_raw(sock, "0\r\n\r\n") && req.keep_alive();
+    co_return co_await write_raw(sock, "0\r\n\r\n");
+}
+
+// Serves one _changes request. Returns false when the connection must close.
+asio::awaitable<bool> serve_changes(tcp::socket& sock, server_state& st, http::request<http::string_body> const& req,
+                                    std::size_t db, std::string_view query)
+{
+    auto const& cat = st.cat;
+    auto const params = parse_query(query);
+    auto const feed = param(params, "feed").empty() ? std::string_view{"normal"} : param(params, "feed");
+    if (feed != "normal" && feed != "longpoll" && feed != "continuous") {
+        co_return co_await send_json(sock, req, http::status::bad_request,
+                                     error_body("bad_request", "bench-source supports feed=normal|longpoll|continuous"));
+    }
+    auto const since = cat.parse_since(param(params, "since"));
+    if (!since) {
+        co_return co_await send_json(sock, req, http::status::bad_request,
+                                     error_body("bad_request", "Malformed sequence supplied in 'since' parameter."));
+    }
+    std::optional<std::uint64_t> limit;
+    if (!param(params, "limit").empty()) {
+        limit = to_uint(param(params, "limit"));
+        if (!limit) {
+            co_return co_await send_json(sock, req, http::status::bad_request,
+                                         error_body("query_parse_error", "Invalid value for integer: limit"));
+        }
+    }
+    // "now" is the current end of the database, which moves with writes.
+    changes_request const r{db,
+                            feed,
+                            param(params, "since") == "now" ? st.update_seq_now(db) : *since,
+                            limit,
+                            param(params, "include_docs") == "true",
+                            to_uint(param(params, "heartbeat")).value_or(0),
+                            to_uint(param(params, "timeout")).value_or(60000),
+                            std::max<std::uint64_t>(1, to_uint(param(params, "seq_interval")).value_or(1))};
+    st.stats.changes_requests.fetch_add(1, std::memory_order_relaxed);
+
+    // A feed that stays open holds its database's files in CouchDB: past the
+    // cap, the answer of a CouchDB out of file handles.
+    auto const lasting = feed != "normal";
+    if (lasting && !st.gate.try_open()) {
+        co_return co_await send_json(sock, req, http::status::internal_server_error,
+                                     error_body("emfile", "Too many open files"));
+    }
+    struct gate_release {
+        feed_gate* gate;
+        ~gate_release()
+        {
+            if (gate != nullptr) {
+                gate->close();
+            }
+        }
+    } const release{lasting ? &st.gate : nullptr};
+
+    if (!co_await write_chunked_head(sock, req)) {
+        co_return false;
+    }
+    auto const ok = lasting ? co_await unless_client_leaves(sock, stream_changes(sock, st, r))
+                            : co_await stream_changes(sock, st, r);
+    co_return ok && req.keep_alive();
+}
+
+std::string stats_body(server_state const& st)
+{
+    json::object o{{"rows_served", st.stats.rows.load()},
+                   {"bytes_served", st.stats.bytes.load()},
+                   {"requests", st.stats.requests.load()},
+                   {"changes_requests", st.stats.changes_requests.load()},
+                   {"open_connections", st.stats.open_connections.load()},
+                   {"peak_open_connections", st.stats.peak_connections.load()},
+                   {"connections_accepted", st.stats.connections_accepted.load()},
+                   {"idle_continuous_feeds", st.stats.open_feeds.load()},
+                   {"open_feeds", st.gate.open()},
+                   {"peak_open_feeds", st.gate.peak()},
+                   {"feed_cap", st.gate.cap()},
+                   {"emfile_refusals", st.gate.refused()},
+                   {"db_updates_seq", st.live.last_update_seq()}};
+    return json::serialize(o) + "\n";
+}
+
+// POST /_bench/write?db=NAME&count=N: N more changes to NAME. Answers the
+// database's new update_seq and the ids of the new changes.
+asio::awaitable<bool> serve_write(tcp::socket& sock, server_state& st, http::request<http::string_body> const& req,
+                                  std::string_view query)
+{
+    auto const q = parse_query(query);
+    auto const db = st.cat.find_db(param(q, "db"));
+    auto const count = param(q, "count").empty() ? std::optional<std::uint64_t>(1) : to_uint(param(q, "count"));
+    if (!db) {
+        co_return co_await send_json(sock, req, http::status::not_found,
+                                     error_body("not_found", "Database does not exist."));
+    }
+    if (!count || *count == 0 || *count > 100000) {
+        co_return co_await send_json(sock, req, http::status::bad_request,
+                                     error_body("bad_request", "count must be 1..100000"));
+    }
+    // The ids first: the new changes are visible to feeds once written.
+    auto const first = st.update_seq_now(*db) + 1;
+    json::array ids;
+    for (std::uint64_t n = first; n < first + *count; ++n) {
+        ids.emplace_back(st.cat.doc_id(*db, n));
+    }
+    st.live.write(*db, *count);
+    std::string seq;
+    st.cat.append_seq(seq, st.update_seq_now(*db));
+    co_return co_await send_json(sock, req, http::status::ok,
+                                 R"({"ok":true,"update_seq":)" + seq + R"(,"ids":)" + json::serialize(ids) + "}\n");
+}
+
+// Answers one request. False: the connection must close.
+asio::awaitable<bool> route(tcp::socket& sock, server_state& st, http::request<http::string_body> const& req,
+                            std::string_view path, std::string_view query)
+{
+    auto const& cat = st.cat;
+    if (req.method() == http::verb::post && path == "/_bench/write") {
+        co_return co_await serve_write(sock, st, req, query);
+    }
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+        co_return co_await send_json(sock, req, http::status::method_not_allowed,
+                                     error_body("method_not_allowed", "bench-source only serves GET and HEAD"));
+    }
+    if (path == "/") {
+        co_return co_await send_json(
+            sock, req, http::status::ok,
+            R"({"couchdb":"Welcome","version":"3.4.3","vendor":{"name":"couch-kafka-bridge bench-source"}})"
+            "\n");
+    }
+    if (path == "/_up") {
+        co_return co_await send_json(sock, req, http::status::ok, "{\"status\":\"ok\"}\n");
+    }
+    if (path == "/_all_dbs") {
+        std::string error;
+        auto body = all_dbs_body(st.sorted_names, parse_query(query), error);
+        if (!body) {
+            co_return co_await send_json(sock, req, http::status::bad_request, error_body("query_parse_error", error));
+        }
+        co_return co_await send_json(sock, req, http::status::ok, std::move(*body));
+    }
+    if (path == "/_db_updates") {
+        co_return co_await serve_db_updates(sock, req, parse_query(query), st.live, st.names, st.stats.bytes);
+    }
+    if (path == "/_bench/stats") {
+        co_return co_await send_json(sock, req, http::status::ok, stats_body(st));
+    }
+    auto const rest = path.substr(1);
+    auto const slash = rest.find('/');
+    auto const db_name = percent_decode(rest.substr(0, slash));
+    auto const sub = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+    auto const db = cat.find_db(db_name);
+    if (!db) {
+        co_return co_await send_json(sock, req, http::status::not_found,
+                                     error_body("not_found", "Database does not exist."));
+    }
+    if (sub.empty() || sub == "/") {
+        auto const seq_now = st.update_seq_now(*db);
+        std::string update_seq;
+        cat.append_seq(update_seq, seq_now);
+        std::string body = R"({"db_name":")" + db_name + R"(","doc_count":)" + std::to_string(seq_now) +
+                           R"(,"doc_del_count":0,"update_seq":)" + update_seq +
+                           R"(,"purge_seq":0,"compact_running":false})" + "\n";
+        co_return co_await send_json(sock, req, http::status::ok, std::move(body));
+    }
+    if (sub == "/_changes" && req.method() == http::verb::get) {
+        co_return co_await serve_changes(sock, st, req, *db, query);
+    }
+    co_return co_await send_json(sock, req, http::status::not_found, error_body("not_found", "missing"));
 }
 
 asio::awaitable<void> session(tcp::socket sock, server_state& st)
 {
-    st.stats.open_connections.fetch_add(1, std::memory_order_relaxed);
+    st.stats.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+    raise_peak(st.stats.peak_connections, st.stats.open_connections.fetch_add(1, std::memory_order_relaxed) + 1);
     beast::error_code ignored;
     sock.set_option(tcp::no_delay(true), ignored);
     beast::flat_buffer buffer;
-    auto const& cat = st.cat;
     for (;;) {
         http::request_parser<http::string_body> parser;
         parser.body_limit(1024 * 1024);
@@ -468,54 +532,7 @@ asio::awaitable<void> session(tcp::socket sock, server_state& st)
         auto const path = target.substr(0, qmark);
         auto const query = qmark == std::string_view::npos ? std::string_view{} : target.substr(qmark + 1);
 
-        bool keep = true;
-        if (req.method() != http::verb::get && req.method() != http::verb::head) {
-            keep = co_await send_json(sock, req, http::status::method_not_allowed,
-                                      error_body("method_not_allowed", "bench-source only serves GET and HEAD"));
-        } else if (path == "/") {
-            keep = co_await send_json(
-                sock, req, http::status::ok,
-                R"({"couchdb":"Welcome","version":"3.4.3","vendor":{"name":"couch-kafka-bridge bench-source"}})"
-                "\n");
-        } else if (path == "/_up") {
-            keep = co_await send_json(sock, req, http::status::ok, "{\"status\":\"ok\"}\n");
-        } else if (path == "/_all_dbs") {
-            json::array names;
-            for (std::size_t i = 0; i < cat.databases(); ++i) {
-                names.emplace_back(cat.db_name(i));
-            }
-            keep = co_await send_json(sock, req, http::status::ok, json::serialize(names) + "\n");
-        } else if (path == "/_bench/stats") {
-            json::object o{{"rows_served", st.stats.rows.load()},
-                           {"bytes_served", st.stats.bytes.load()},
-                           {"requests", st.stats.requests.load()},
-                           {"changes_requests", st.stats.changes_requests.load()},
-                           {"open_connections", st.stats.open_connections.load()},
-                           {"idle_continuous_feeds", st.stats.open_feeds.load()}};
-            keep = co_await send_json(sock, req, http::status::ok, json::serialize(o) + "\n");
-        } else {
-            auto const rest = path.substr(1);
-            auto const slash = rest.find('/');
-            auto const db_name = percent_decode(rest.substr(0, slash));
-            auto const sub = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
-            auto const db = cat.find_db(db_name);
-            if (!db) {
-                keep = co_await send_json(sock, req, http::status::not_found,
-                                          error_body("not_found", "Database does not exist."));
-            } else if (sub.empty() || sub == "/") {
-                auto const seq_now = st.update_seq_now();
-                std::string update_seq;
-                cat.append_seq(update_seq, seq_now);
-                std::string body = R"({"db_name":")" + db_name + R"(","doc_count":)" +
-                                   std::to_string(seq_now) + R"(,"doc_del_count":0,"update_seq":)" +
-                                   update_seq + R"(,"purge_seq":0,"compact_running":false})" + "\n";
-                keep = co_await send_json(sock, req, http::status::ok, std::move(body));
-            } else if (sub == "/_changes" && req.method() == http::verb::get) {
-                keep = co_await serve_changes(sock, st, req, *db, query);
-            } else {
-                keep = co_await send_json(sock, req, http::status::not_found, error_body("not_found", "missing"));
-            }
-        }
+        auto const keep = co_await route(sock, st, req, path, query);
         if (!keep || !req.keep_alive()) {
             break;
         }
@@ -559,6 +576,7 @@ int main(int argc, char** argv)
     std::uint64_t live_interval_ms = 0;
     bool couch_like = false;
     std::optional<double> row_rate;
+    std::size_t max_open_feeds = 0;
     app.add_option("--listen", listen, "Address to bind")->capture_default_str();
     app.add_option("--port", port, "Port to bind (0: any free port)")->capture_default_str();
     app.add_option("--port-file", port_file, "Write the bound port to this file once listening");
@@ -589,6 +607,10 @@ int main(int argc, char** argv)
         ->check(CLI::Range(0.0, 1e9));
     app.add_option("--seq-bytes", opt.seq_bytes,
                    "Opaque seqs: pad to about this many characters (default 130 with --couchdb-like, else short)");
+    app.add_option("--max-open-feeds", max_open_feeds,
+                   "At most this many continuous and longpoll _changes feeds open at once; beyond it a feed is "
+                   "answered 500 emfile, as by a CouchDB out of file handles (0: no cap)")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     if (couch_like) {
         seqs = "opaque";
@@ -603,7 +625,15 @@ int main(int argc, char** argv)
         catalog const cat(opt);
         auto const gen_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                                   started);
-        server_state st{cat, {}, batch_kib * 1024, live_interval_ms};
+        std::vector<std::string> names;
+        for (std::size_t i = 0; i < cat.databases(); ++i) {
+            names.push_back(cat.db_name(i));
+        }
+        auto sorted_names = names;
+        std::sort(sorted_names.begin(), sorted_names.end());
+        live_state live(cat.databases());
+        feed_gate gate(max_open_feeds);
+        server_state st{cat, live, gate, names, sorted_names, {}, batch_kib * 1024, live_interval_ms};
         st.couch_like = couch_like;
         st.row_rate = row_rate.value_or(couch_like ? 6000.0 : 0.0);
         st.pacers = std::vector<row_pacer>(cat.databases());
@@ -618,6 +648,7 @@ int main(int argc, char** argv)
                   << cat.average_row_bytes() << " bytes with include_docs, seqs " << seqs
                   << (couch_like ? ", CouchDB framing" : "") << ", row rate "
                   << (st.row_rate > 0 ? std::to_string(st.row_rate) + "/s per database" : std::string{"unpaced"})
+                  << (max_open_feeds > 0 ? ", at most " + std::to_string(max_open_feeds) + " open feeds" : std::string{})
                   << ")" << std::endl;
         if (!port_file.empty()) {
             // Write then rename, so a reader never sees a half-written port.

@@ -19,6 +19,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
@@ -124,6 +125,7 @@ BOOST_AUTO_TEST_CASE(an_updated_event_opens_an_idle_database_again_and_the_cap_h
     // Every database caught up once, then all four idle.
     bool const all_idle = run_until([&] { return fleet.idle_databases().size() == dbs.size(); }, 30s);
     auto const idle_before = fleet.idle_databases();
+    auto const listed_idle = boost::json::parse(fleet.describe_all()).at("databases");
     auto const polls_before = registry.expose();
     // The event: ix_c changed.
     update_sent_at = server.targets.size();
@@ -133,6 +135,7 @@ BOOST_AUTO_TEST_CASE(an_updated_event_opens_an_idle_database_again_and_the_cap_h
     auto const catch_up = find_target(server, update_sent_at, "/ix_c/_changes", "feed=normal");
     auto const continuous = find_target(server, update_sent_at, "/ix_c/_changes", "feed=continuous");
     auto const metrics = registry.expose();
+    auto const listed_after = boost::json::parse(fleet.describe_all()).at("databases");
     finder.stop();
     fleet.stop_all();
     run_until([&] { return finder.stopped() && fleet.in_flight() == 0; }, 10s);
@@ -154,6 +157,18 @@ BOOST_AUTO_TEST_CASE(an_updated_event_opens_an_idle_database_again_and_the_cap_h
     // Only ix_c opened again; the others stayed idle (no poll wakes them).
     for (auto const* other : {"/ix_a/_changes", "/ix_b/_changes", "/ix_d/_changes"}) {
         BOOST_TEST(find_target(server, update_sent_at, other, "") == -1, other);
+    }
+    // GET /databases tells idle from open, as /status's `idle` list does.
+    for (auto const& db : dbs) {
+        auto const& d = listed_idle.at(db);
+        BOOST_TEST(d.at("state").as_string() == "idle", db);
+        BOOST_TEST(d.at("feed").as_string() == "idle", db);
+        BOOST_TEST(d.at("desired").as_string() == "following", db);
+    }
+    BOOST_TEST(listed_after.at("ix_c").at("feed").as_string() == "open");
+    BOOST_TEST(listed_after.at("ix_c").at("state").as_string() != "idle");
+    for (auto const* other : {"ix_a", "ix_b", "ix_d"}) {
+        BOOST_TEST(listed_after.at(other).at("feed").as_string() == "idle", other);
     }
     BOOST_TEST(polls_before.find("couch_bridge_idle_polls_total 0\n") != std::string::npos);
     BOOST_TEST(metrics.find("couch_bridge_feeds_idle_closed_total 4\n") != std::string::npos);

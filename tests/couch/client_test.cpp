@@ -252,6 +252,9 @@ BOOST_AUTO_TEST_CASE(catch_up_batches_reuse_one_connection) {
     auto const changes = std::count_if(server.targets.begin(), server.targets.end(),
                                        [](auto const& t) { return t.find("/_changes") != std::string::npos; });
     BOOST_TEST(changes == batches + 1);
+    // The figure docs/BENCHMARKS.md quotes (--log_level=message).
+    BOOST_TEST_MESSAGE("catch-up of " << batches << " batches and the continuous feed: " << server.targets.size()
+                                      << " requests on " << server.connections << " connection(s)");
     BOOST_TEST(server.connections == 1);
     BOOST_TEST(cl->stats().connections_opened == 1u);
     // Every request after the first on the kept one (the batches, the

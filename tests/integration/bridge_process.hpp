@@ -27,9 +27,12 @@ struct bridge_options {
     std::vector<std::string> extra;
 };
 
-// Starts the bridge against the test servers; its log goes to <checkpoint_dir>.log.
-inline std::unique_ptr<test_support::child_process> start_bridge(bridge_options const& o, unsigned short http_port) {
-    std::vector<std::string> args{"--couch-url", test_support::couch_url(), "--kafka-brokers", o.brokers,
+// Starts the bridge against the test servers (or the CouchDB at
+// `couch_url`); its log goes to <checkpoint_dir>.log.
+inline std::unique_ptr<test_support::child_process> start_bridge(bridge_options const& o, unsigned short http_port,
+                                                                 std::string const& couch_url = {}) {
+    std::vector<std::string> args{"--couch-url", couch_url.empty() ? test_support::couch_url() : couch_url,
+                                  "--kafka-brokers", o.brokers,
                                   "--checkpoint-dir", o.checkpoint_dir, "--http-listen",
                                   "127.0.0.1:" + std::to_string(http_port), "--log-level", "debug"};
     // 200 ms unless the test sets its own interval.

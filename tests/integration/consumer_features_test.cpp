@@ -27,6 +27,21 @@ std::vector<test_support::consumed_record> records_in(std::vector<std::string> c
     return out;
 }
 
+// The records of `db` in `topic` once `n` of them have key `key` (or after 90 s).
+std::vector<test_support::consumed_record> records_until(std::string const& db, std::string const& topic,
+                                                         std::string const& key, long n) {
+    auto const deadline = std::chrono::steady_clock::now() + 90s;
+    std::vector<test_support::consumed_record> got;
+    while (std::chrono::steady_clock::now() < deadline) {
+        got = records_in({topic}, db);
+        if (std::count_if(got.begin(), got.end(), [&key](auto const& r) { return r.key == key; }) >= n) {
+            break;
+        }
+        std::this_thread::sleep_for(300ms);
+    }
+    return got;
+}
+
 // Waits until `db`'s state in /status is `want`.
 bool wait_db_state(unsigned short port, std::string const& db, std::string const& want) {
     auto const deadline = std::chrono::steady_clock::now() + 60s;
@@ -234,15 +249,7 @@ BOOST_AUTO_TEST_CASE(a_hard_deleted_case_reaches_topic_case_with_its_doc_type_ac
     test_support::couch_delete_doc(couch, db, "c1", rev);
     port = test_support::free_port();
     auto second = start_bridge({{db}, dir, real, {}}, port);
-    auto deadline = std::chrono::steady_clock::now() + 90s;
-    std::vector<test_support::consumed_record> cases;
-    while (std::chrono::steady_clock::now() < deadline) {
-        cases = records_in({"case"}, db);
-        if (std::count_if(cases.begin(), cases.end(), [](auto const& r) { return r.key == "c1"; }) >= 2) {
-            break;
-        }
-        std::this_thread::sleep_for(300ms);
-    }
+    auto const cases = records_until(db, "case", "c1", 2);
     BOOST_TEST(stop(*second) == 0);
     json::object tombstone;
     for (auto const& r : cases) {
@@ -260,7 +267,7 @@ BOOST_AUTO_TEST_CASE(a_hard_deleted_case_reaches_topic_case_with_its_doc_type_ac
     port = test_support::free_port();
     auto third = start_bridge({{db}, dir, real, {"--deletion-memory", "false"}}, port);
     test_support::couch_delete_doc(couch, db, "c2", rev2);
-    deadline = std::chrono::steady_clock::now() + 90s;
+    auto deadline = std::chrono::steady_clock::now() + 90s;
     std::vector<test_support::consumed_record> meta;
     while (meta.empty() && std::chrono::steady_clock::now() < deadline) {
         meta = records_in({"meta"}, db);
@@ -270,6 +277,39 @@ BOOST_AUTO_TEST_CASE(a_hard_deleted_case_reaches_topic_case_with_its_doc_type_ac
     BOOST_REQUIRE(meta.size() == 1u);
     BOOST_TEST(meta.front().key == "c2");
     BOOST_TEST(json::parse(meta.front().value).at("document_type").is_null());
+}
+
+// The memory is written to the store only with the checkpoints (here: never
+// while the test runs); a document and its hard delete inside one interval
+// are matched from the buffer, and the clean stop writes both.
+BOOST_AUTO_TEST_CASE(a_case_created_and_hard_deleted_within_one_checkpoint_interval_keeps_its_doc_type) {
+    auto const couch = test_support::couch_url();
+    auto const real = test_support::kafka_brokers();
+    auto const db = test_support::unique_name("hard-delete-fast");
+    test_support::couch_create_db(couch, db);
+    auto const dir = test_support::make_temp_dir("hard-delete-fast-ckpt");
+    auto const port = test_support::free_port();
+    auto bridge = start_bridge({{db}, dir, real, {"--checkpoint-interval", "600000"}}, port);
+    BOOST_REQUIRE(wait_db_state(port, db, "following"));
+    auto const rev = test_support::couch_put_doc(couch, db, "c1", {{"doc_type", "CommCareCase"}, {"domain", "demo"}});
+    wait_for_ids(real, db, {"c1"});
+    test_support::couch_delete_doc(couch, db, "c1", rev);
+    auto const cases = records_until(db, "case", "c1", 2);
+    auto const metrics = test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/metrics");
+    BOOST_TEST(stop(*bridge) == 0);
+    bool tombstone = false;
+    for (auto const& r : cases) {
+        auto v = json::parse(r.value).as_object();
+        if (r.key == "c1" && v.at("is_deletion").as_bool()) {
+            tombstone = true;
+            BOOST_TEST(v.at("document_type").as_string() == "CommCareCase");
+            BOOST_TEST(v.at("domain").as_string() == "demo");
+        }
+    }
+    BOOST_TEST(tombstone, "no tombstone of c1 in topic case");
+    BOOST_TEST(records_in({"meta"}, db).empty());
+    BOOST_TEST(metrics.body.find("couch_bridge_tombstones_total{database=\"" + db + "\",how=\"remembered\"} 1") !=
+               std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -13,18 +13,6 @@ using namespace integration;
 
 namespace {
 
-json::object databases_of(unsigned short port) {
-    try {
-        auto r = test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/databases");
-        if (r.status == 200) {
-            return json::parse(r.body).at("databases").as_object();
-        }
-    } catch (std::exception const&) {
-        // not listening yet
-    }
-    return {};
-}
-
 std::string state_of(unsigned short port, std::string const& db) {
     auto const all = databases_of(port);
     auto const* d = all.if_contains(db);

@@ -91,6 +91,19 @@ inline json::value status_of(unsigned short port) {
     }
 }
 
+// GET /databases of the bridge on `port` (empty until it answers).
+inline json::object databases_of(unsigned short port) {
+    try {
+        auto r = test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/databases");
+        if (r.status == 200) {
+            return json::parse(r.body).at("databases").as_object();
+        }
+    } catch (std::exception const&) {
+        // not listening yet
+    }
+    return {};
+}
+
 // Waits until the database's checkpoint covers `published` records.
 inline bool wait_for_checkpoint(unsigned short port, std::string const& db, std::uint64_t published) {
     auto const deadline = std::chrono::steady_clock::now() + 90s;

@@ -1,0 +1,116 @@
+#include "checkpoint/deletion_memory.hpp"
+
+#include "metrics/registry.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace checkpoint {
+
+deletion_memory::deletion_memory(store& s, metrics::registry& registry, std::size_t max_pending)
+    : store_(s), registry_(registry), max_pending_(max_pending) {}
+
+deletion_memory::~deletion_memory() { (void)write_pending(); } // failures are counted and logged inside
+
+boost::system::error_code deletion_memory::remember(key const& k,
+                                                    std::vector<std::pair<std::string, store::remembered>>&& docs) {
+    if (docs.empty()) {
+        return {};
+    }
+    bool full = false;
+    {
+        std::lock_guard lock(mutex_);
+        auto& e = pending_[k];
+        for (auto& [id, what] : docs) {
+            auto [it, inserted] = e.try_emplace(std::move(id));
+            it->second = std::move(what);
+            pending_count_ += inserted ? 1 : 0;
+        }
+        full = pending_count_ > max_pending_;
+    }
+    return full ? write_pending() : boost::system::error_code{};
+}
+
+void deletion_memory::forget(key const& k, std::string_view doc_id) {
+    std::lock_guard lock(mutex_);
+    auto& e = pending_[k];
+    auto it = e.find(doc_id);
+    if (it == e.end()) {
+        e.emplace(std::string(doc_id), std::nullopt);
+        ++pending_count_;
+    } else {
+        it->second.reset();
+    }
+}
+
+std::optional<std::optional<store::remembered>> deletion_memory::find(buffer const& b, key const& k,
+                                                                      std::string_view id) {
+    auto db = b.find(k);
+    if (db == b.end()) {
+        return std::nullopt;
+    }
+    auto it = db->second.find(id);
+    if (it == db->second.end()) {
+        return std::nullopt;
+    }
+    return it->second;
+}
+
+std::optional<store::remembered> deletion_memory::recall(key const& k, std::string_view doc_id) const {
+    {
+        std::lock_guard lock(mutex_);
+        // Newest first: the buffer, then what a write has taken but not
+        // yet stored; a buffered forget answers "unknown" without the store.
+        if (auto hit = find(pending_, k, doc_id)) {
+            return *hit;
+        }
+        if (auto hit = find(writing_, k, doc_id)) {
+            return *hit;
+        }
+    }
+    return store_.recall(k, doc_id);
+}
+
+boost::system::error_code deletion_memory::write_pending() {
+    std::lock_guard write_lock(write_mutex_);
+    {
+        std::lock_guard lock(mutex_);
+        if (pending_count_ == 0) {
+            return {};
+        }
+        writing_.swap(pending_);
+        pending_.clear();
+        pending_count_ = 0;
+    }
+    std::vector<store::memory_change> changes;
+    for (auto const& [k, e] : writing_) { // databases in key order
+        auto const first = changes.size();
+        for (auto const& [id, what] : e) {
+            changes.push_back({&k, id, what ? &*what : nullptr});
+        }
+        std::sort(changes.begin() + static_cast<std::ptrdiff_t>(first), changes.end(),
+                  [](auto const& a, auto const& b) { return a.doc_id < b.doc_id; });
+    }
+    auto ec = store_.write_memory(changes);
+    if (ec) {
+        spdlog::warn("cannot write the hard-delete memory of {} document(s) in {} database(s): {} ({})",
+                     changes.size(), writing_.size(), ec.message(), store_.last_error_detail());
+        for (auto const& [k, e] : writing_) {
+            registry_
+                .add_counter("couch_bridge_deletion_memory_errors_total", "Failed writes of the hard-delete memory",
+                             {{"database", k.database}})
+                .inc();
+        }
+    }
+    std::lock_guard lock(mutex_);
+    writing_.clear();
+    return ec;
+}
+
+std::size_t deletion_memory::pending() const {
+    std::lock_guard lock(mutex_);
+    return pending_count_;
+}
+
+} // namespace checkpoint
