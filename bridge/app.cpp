@@ -3,6 +3,7 @@
 #include "bridge/admin_api.hpp"
 #include "bridge/discovery.hpp"
 #include "bridge/exactly_once.hpp"
+#include "bridge/exit_watchdog.hpp"
 #include "bridge/kafka_checkpoints.hpp"
 #include "bridge/fleet.hpp"
 #include "bridge/group.hpp"
@@ -64,6 +65,17 @@ namespace asio = boost::asio;
 
 namespace bridge {
 
+namespace {
+
+// The event loop of run_bridge, whose pending work can be destroyed
+// explicitly (see the end of run_bridge): execution_context::shutdown is what
+// ~io_context does first, made callable earlier.
+class event_loop : public asio::io_context {
+public:
+    using asio::execution_context::shutdown;
+};
+
+} // namespace
 
 std::string checkpoint_source(config const& cfg) {
     if (!cfg.source_name.empty()) {
@@ -81,7 +93,10 @@ int run_bridge(config const& cfg) {
         spdlog::warn("no --db given: following only the databases the admin API added (PUT /databases/NAME); "
                      "give --db NAME (repeatable) or COUCH_BRIDGE_DB=a,b");
     }
-    asio::io_context ioc;
+    // Declared first, so destroyed (disarmed) last: it bounds the
+    // destructors of everything below too.
+    exit_watchdog watchdog;
+    event_loop ioc;
     auto work = asio::make_work_guard(ioc);
     metrics::registry registry;
     metrics::register_process_metrics(registry);
@@ -544,13 +559,26 @@ int run_bridge(config const& cfg) {
         first_signal_at = std::chrono::steady_clock::now();
         signals.async_wait(on_second_signal);
         stopping = true;
+        // --shutdown-timeout bounds the wait for acknowledgements; the last
+        // checkpoint write and leaving the group may take stop_grace more,
+        // and whatever is left after that is cut short by the watchdog.
+        constexpr auto stop_grace = std::chrono::seconds(3);
+        auto const deadline = first_signal_at + cfg.shutdown_timeout;
+        if (kafka_positions) {
+            kafka_positions->stop_by(deadline + stop_grace);
+        }
+        if (group) {
+            group->stop_by(deadline + stop_grace);
+        }
+        watchdog.arm(deadline + 2 * stop_grace);
         asio::co_spawn(
             ioc,
-            [&, sig]() -> asio::awaitable<void> {
+            [&, sig, deadline]() -> asio::awaitable<void> {
                 asio::steady_timer t(ioc);
                 if (finder) {
                     finder->stop(); // first: it must not start pipelines any more
-                    for (int i = 0; i < 250 && !finder->stopped(); ++i) {
+                    for (int i = 0; i < 250 && !finder->stopped() && std::chrono::steady_clock::now() < deadline;
+                         ++i) {
                         t.expires_after(std::chrono::milliseconds(20));
                         co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
                     }
@@ -559,7 +587,6 @@ int run_bridge(config const& cfg) {
                 std::size_t in_flight = databases.in_flight();
                 spdlog::info("signal {}: stopping; waiting up to {} ms for {} in-flight record(s)", sig,
                              cfg.shutdown_timeout.count(), in_flight);
-                auto deadline = std::chrono::steady_clock::now() + cfg.shutdown_timeout;
                 for (;;) {
                     in_flight = databases.in_flight();
                     if (in_flight == 0 || std::chrono::steady_clock::now() >= deadline) {
@@ -584,6 +611,7 @@ int run_bridge(config const& cfg) {
                 } else {
                     spdlog::info("checkpoints flushed");
                 }
+                watchdog.set_code(exit_code);
                 http->stop();
                 signals.cancel();
                 work.reset();
@@ -606,6 +634,14 @@ int run_bridge(config const& cfg) {
     for (auto& t : threads) {
         t.join();
     }
+    // Nothing runs the event loop any more, but coroutines may still wait in
+    // it: a pipeline stopped in the middle of a batch (holding its records
+    // because the group lease is not valid, or waiting for queue space)
+    // holds the producer's batch gate, released by the destructors of its
+    // frame. Left to ~io_context, those ran after the producer and the fleet
+    // were gone (an abort or a segfault after "stopped (exit 0)"); destroyed
+    // here, everything they refer to still exists.
+    ioc.shutdown();
     // Leaving the group revokes this member's partitions through the fleet:
     // before the fleet goes.
     if (group) {

@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <thread>
 
 namespace bridge {
@@ -27,6 +28,27 @@ std::string assignment_topic(config const& cfg) {
 
 group_ownership::group_ownership(std::string source, std::int32_t partitions)
     : source_(std::move(source)), partitions_(partitions) {}
+
+// The wait of a revoke for the records in flight of the released databases:
+// up to 30 s, and never past the stop deadline.
+bool group_ownership::wait_released(fleet& databases, std::vector<std::string> const& stopping) const {
+    using clock = std::chrono::steady_clock;
+    auto const until = clock::now() + std::chrono::seconds(30);
+    for (;;) {
+        // Read at each look: a stop may begin while this waits.
+        auto const end = std::min(until, clock::time_point(clock::duration(stop_by_.load())));
+        if (databases.wait_stopped(stopping, std::chrono::milliseconds(0))) {
+            return true;
+        }
+        if (clock::now() >= end) {
+            spdlog::warn("group: {} database(s) still had records in flight {}; releasing them anyway (the next "
+                         "owner may publish those records again)",
+                         stopping.size(), end == until ? "after 30 s" : "at the shutdown deadline");
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
 
 group_ownership::~group_ownership() {
     member_ready_.store(nullptr);
@@ -93,11 +115,21 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
             }
         }
         auto stopping = databases.reassess();
-        bool const stopped = databases.wait_stopped(stopping, std::chrono::seconds(30));
-        if (!stopped) {
-            spdlog::warn("group: {} database(s) still had records in flight after 30 s; releasing them anyway "
-                         "(the next owner may publish those records again)",
-                         stopping.size());
+        bool stopped = true;
+        if (lost) {
+            // The group took them away (the session expired): another member
+            // may run them already, from the last checkpoint written. An
+            // acknowledgement arriving here now changes nothing for it, so
+            // nothing waits for one (the coordinator may well be unreachable,
+            // and the records with it). Their pipelines end on their own.
+            stopped = databases.wait_stopped(stopping, std::chrono::milliseconds(0));
+            if (!stopped) {
+                spdlog::info("group: {} lost database(s) still stopping; not waiting for their records in flight "
+                             "(the next owner publishes them again from the last checkpoint)",
+                             stopping.size());
+            }
+        } else {
+            stopped = wait_released(databases, stopping);
         }
         if (transactions != nullptr) {
             // Commits what the released databases did (unless lost: then the
@@ -122,6 +154,7 @@ void group_ownership::start(config const& cfg, std::string const& bootstrap_serv
     gc.session_timeout = cfg.group_session_timeout;
     member_ = std::make_unique<kafka::group_member>(std::move(gc), std::move(events), registry);
     member_ready_.store(member_.get(), std::memory_order_release);
+    member_->leave_by(std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(stop_by_.load())));
     spdlog::info("group {}: joining through {} ({} partitions)", cfg.group, assignment_topic(cfg), partitions_);
 }
 
@@ -140,6 +173,13 @@ void group_ownership::fenced(std::int32_t p) {
 bool group_ownership::may_publish() const noexcept {
     auto const* m = member_ready_.load(std::memory_order_acquire);
     return m != nullptr && m->lease_valid();
+}
+
+void group_ownership::stop_by(std::chrono::steady_clock::time_point deadline) {
+    stop_by_.store(deadline.time_since_epoch().count());
+    if (auto* m = member_ready_.load(std::memory_order_acquire)) {
+        m->leave_by(deadline);
+    }
 }
 
 void group_ownership::drop_assigned_hook() {

@@ -3,6 +3,7 @@
 #include "bridge/config.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <utility>
@@ -73,6 +74,10 @@ public:
     // failure); owner_of() answers from the last view: the client.id of the
     // member whose partitions include `database`'s ("" when unknown).
     void refresh_owners();
+    // Shutdown: from now on no wait of a revoke (records in flight of the
+    // released databases) and no step of leaving the group (the destructor)
+    // lasts past `deadline`. Thread-safe.
+    void stop_by(std::chrono::steady_clock::time_point deadline);
     // Shutdown: the assigned hook is not called any more once this returns
     // (waits for a call under way), so what it refers to may go.
     void drop_assigned_hook();
@@ -89,6 +94,8 @@ public:
     std::uint64_t rebalances() const;
 
 private:
+    bool wait_released(fleet& databases, std::vector<std::string> const& stopping) const;
+
     std::string source_;
     std::int32_t partitions_;
     mutable std::mutex mutex_;
@@ -100,7 +107,10 @@ private:
     std::mutex hook_mutex_;
     std::function<void()> assigned_hook_;
     std::unique_ptr<kafka::group_member> member_;
-    std::atomic<kafka::group_member const*> member_ready_{nullptr}; // member_, once started
+    std::atomic<kafka::group_member*> member_ready_{nullptr}; // member_, once started
+    // steady_clock ticks of stop_by's deadline (max: none).
+    std::atomic<std::chrono::steady_clock::rep> stop_by_{
+        std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
 };
 
 // The assignment topic of a configuration: --assignment-topic, else

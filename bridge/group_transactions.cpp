@@ -71,6 +71,9 @@ group_transactions::~group_transactions() {
     for (auto& [p, u] : left) {
         retire(std::move(u), false);
     }
+    for (auto& u : kept_) {
+        end(std::move(u));
+    }
     kept_.clear();
     exec_.reset();
 }
@@ -121,6 +124,22 @@ std::unique_ptr<group_transactions::unit> group_transactions::make_unit(std::int
     h.discard_dirty = [raw] { raw->flusher->discard_dirty(); };
     h.on_fatal = [this, raw](std::string const& why) {
         if (raw->fenced.exchange(true)) {
+            return;
+        }
+        bool current = false;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = units_.find(raw->partition);
+            current = it != units_.end() && it->second.get() == raw;
+        }
+        if (!current) {
+            // A closed unit still in use (a lost partition's databases were
+            // stopping), fenced by this instance's own new unit of the
+            // partition: the ownership is the new unit's, not to be dropped.
+            spdlog::info("group: a released transactional producer of partition {} failed ({}); its databases "
+                         "were already released",
+                         raw->partition, why);
+            raw->flusher->stop();
             return;
         }
         spdlog::error("group: the transactional producer {} failed for good ({}). Another member has most likely "
@@ -221,16 +240,22 @@ void group_transactions::retire(std::unique_ptr<unit> u, bool commit, bool keep)
         }
     }
     u->flusher->stop();
+    if (keep) {
+        // Its loop ends on its own (a commit under way may wait for the
+        // brokers up to the commit timeout): the destructor waits for it.
+        std::lock_guard lock(mutex_);
+        kept_.push_back(std::move(u));
+        return;
+    }
+    end(std::move(u));
+}
+
+void group_transactions::end(std::unique_ptr<unit> u) {
     if (u->run_ended.wait_for(30s) != std::future_status::ready) {
         // Destroying the flusher under its own loop would be worse than
         // keeping one unit alive until the process ends.
         spdlog::error("group: the flusher of partition {} did not stop; leaving it to process exit", u->partition);
         (void)u.release();
-        return;
-    }
-    if (keep) {
-        std::lock_guard lock(mutex_);
-        kept_.push_back(std::move(u));
     }
 }
 

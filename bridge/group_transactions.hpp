@@ -70,8 +70,9 @@ public:
     // Closes the units of `parts`: unless `lost`, their last positions are
     // committed first; a lost partition's transaction is aborted (the next
     // owner would abort it anyway). `in_use`: some of their databases have
-    // not stopped yet; the transaction is aborted and the unit kept (not
-    // destroyed) until this object is.
+    // not stopped yet (a lost partition's are not waited for); the
+    // transaction is aborted and the unit kept (not destroyed) until this
+    // object is.
     void close(std::vector<std::int32_t> const& parts, bool lost, bool in_use = false);
     // Commits every open unit now (shutdown). Returns the first error.
     boost::system::error_code flush_all();
@@ -87,6 +88,8 @@ private:
     struct unit;
     std::unique_ptr<unit> make_unit(std::int32_t p);
     void retire(std::unique_ptr<unit> u, bool commit, bool keep = false);
+    // Waits (bounded) until the unit's flusher loop ended, then destroys it.
+    void end(std::unique_ptr<unit> u);
 
     group_transactions_config cfg_;
     checkpoint::kafka_store& store_;

@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <thread>
 
@@ -192,6 +193,10 @@ boost::system::error_code kafka_store::erase(key const& k) {
     return {};
 }
 
+void kafka_store::stop_by(std::chrono::steady_clock::time_point deadline) {
+    stop_by_.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
+}
+
 std::string kafka_store::last_error_detail() const {
     std::lock_guard lock(mutex_);
     return last_error_;
@@ -205,7 +210,12 @@ boost::system::error_code kafka_store::produce_and_wait(std::vector<kafka::recor
         boost::system::error_code first_error;
     };
     auto st = std::make_shared<shared_state>();
-    auto const deadline = std::chrono::steady_clock::now() + options_.timeout;
+    using clock = std::chrono::steady_clock;
+    auto const own_deadline = clock::now() + options_.timeout;
+    // Read again at each look: stop_by() may be called while this waits.
+    auto const deadline = [&] {
+        return std::min(own_deadline, clock::time_point(clock::duration(stop_by_.load(std::memory_order_relaxed))));
+    };
     for (auto const& r : records) {
         for (;;) {
             {
@@ -227,7 +237,7 @@ boost::system::error_code kafka_store::produce_and_wait(std::vector<kafka::recor
                 std::lock_guard lock(st->mutex);
                 --st->pending;
             }
-            if (!kafka::producer::is_queue_full(ec) || std::chrono::steady_clock::now() >= deadline) {
+            if (!kafka::producer::is_queue_full(ec) || clock::now() >= deadline()) {
                 std::lock_guard lock(mutex_);
                 last_error_ = "cannot produce to " + options_.topic + ": " + ec.message();
                 return ec;
@@ -240,7 +250,7 @@ boost::system::error_code kafka_store::produce_and_wait(std::vector<kafka::recor
     for (;;) {
         {
             std::unique_lock lock(st->mutex);
-            if (st->pending == 0 || std::chrono::steady_clock::now() >= deadline) {
+            if (st->pending == 0 || clock::now() >= deadline()) {
                 break;
             }
         }
@@ -251,8 +261,11 @@ boost::system::error_code kafka_store::produce_and_wait(std::vector<kafka::recor
     std::unique_lock lock(st->mutex);
     if (st->pending != 0) {
         std::lock_guard elock(mutex_);
-        last_error_ = "the checkpoint records were not acknowledged within " +
-                      std::to_string(options_.timeout.count()) + " ms (are the brokers reachable?)";
+        last_error_ = clock::now() < own_deadline
+                          ? std::string("the checkpoint records were not acknowledged before the shutdown deadline "
+                                        "(are the brokers reachable?)")
+                          : "the checkpoint records were not acknowledged within " +
+                                std::to_string(options_.timeout.count()) + " ms (are the brokers reachable?)";
         return make_error_code(store_errc::io);
     }
     if (st->first_error) {

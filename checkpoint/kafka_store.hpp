@@ -2,6 +2,7 @@
 
 #include "checkpoint/store.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -90,6 +91,11 @@ public:
     // open(); the old positions stay on failure.
     void reload();
 
+    // Shutdown: no write waits for its acknowledgement past `deadline` (one
+    // under way included); later ones fail at once. The records are still
+    // in the producer's queue, but the positions stay dirty in the flusher.
+    void stop_by(std::chrono::steady_clock::time_point deadline);
+
     load_report loaded() const;
     std::string const& topic() const noexcept { return options_.topic; }
 
@@ -116,6 +122,9 @@ private:
     mutable std::mutex mutex_;
     std::map<key, position> positions_;
     std::string last_error_;
+    // steady_clock ticks of stop_by's deadline (max: none).
+    std::atomic<std::chrono::steady_clock::rep> stop_by_{
+        std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
 };
 
 // Creates the checkpoint topic when it is missing: 1 partition,

@@ -34,6 +34,11 @@ struct group_member::impl {
     std::atomic<std::uint64_t> rebalances{0};
     // An assignment (even an empty one) was received: see ~group_member.
     std::atomic<bool> assigned_once{false};
+    // steady_clock ticks until which leaving may wait (see leave_by); and
+    // whether the consumer closed (left the group) in time.
+    std::atomic<std::chrono::steady_clock::rep> leave_by{
+        std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
+    bool closed = false;
     // steady_clock nanoseconds until which the lease holds (see lease_valid).
     std::atomic<std::int64_t> lease_until{0};
     // Time spent in rebalance callbacks since the loop last looked (only
@@ -74,6 +79,32 @@ struct group_member::impl {
                                            "1 for this instance's member id in the group (0 for earlier ones)",
                                            {{"group", config.group}, {"member_id", id}});
         member_gauge->set(1);
+    }
+
+    // Leaves the group: what is owned is revoked (through the callback)
+    // first. rd_kafka_consumer_close would block as long as the coordinator
+    // does not answer (up to the session timeout, and more while the
+    // revoke callback waits); closing through a queue of our own lets the
+    // wait end at leave_by.
+    void leave() {
+        rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+        if (rd_kafka_error_t* e = rd_kafka_consumer_close_queue(rk, q)) {
+            spdlog::warn("group {}: cannot leave the group: {}", config.group, rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        } else {
+            using clock = std::chrono::steady_clock;
+            while (!(closed = rd_kafka_consumer_closed(rk) != 0)) {
+                if (clock::now() >= clock::time_point(clock::duration(leave_by.load()))) {
+                    spdlog::warn("group {}: leaving the group did not complete before the shutdown deadline (is "
+                                 "the coordinator reachable?); the group moves this member's partitions after its "
+                                 "session timeout",
+                                 config.group);
+                    break;
+                }
+                rd_kafka_queue_poll_callback(q, 100);
+            }
+        }
+        rd_kafka_queue_destroy(q);
     }
 
     void on_rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts) {
@@ -243,8 +274,7 @@ group_member::group_member(group_member_config config, group_events events, metr
                 rd_kafka_message_destroy(m);
             }
         }
-        // Leaving revokes what is owned (through the callback) first.
-        rd_kafka_consumer_close(self->rk);
+        self->leave();
     });
 }
 
@@ -255,13 +285,19 @@ group_member::~group_member() {
         // librdkafka before 2.3 asserts when a cooperative-sticky consumer
         // that never received an assignment is destroyed (its assignor state
         // is still null: librdkafka issue 4312, fixed in 2.3.0; Debian 12 has
-        // 2.0.2). The member left the group in consumer_close above; the
+        // 2.0.2). The member left the group in leave() above; the
         // handle is left to the process' exit rather than aborting it.
         spdlog::debug("group {}: leaving the consumer handle to process exit (no assignment was ever received)",
                       impl_->config.group);
         return;
     }
-    rd_kafka_destroy(impl_->rk);
+    // Not closed in time: without the flag, destroy would close (and wait
+    // for the coordinator) again.
+    rd_kafka_destroy_flags(impl_->rk, impl_->closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
+void group_member::leave_by(std::chrono::steady_clock::time_point deadline) {
+    impl_->leave_by.store(deadline.time_since_epoch().count());
 }
 
 bool group_member::lease_valid() const noexcept {

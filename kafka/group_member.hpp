@@ -69,6 +69,12 @@ public:
     // has stopped acting.
     bool lease_valid() const noexcept;
 
+    // Shutdown: leaving the group (destruction) waits for the coordinator
+    // until `deadline` at the most; past it the member is dropped without
+    // the coordinator's answer (the group then moves its partitions after
+    // the session timeout). Thread-safe; call before destruction.
+    void leave_by(std::chrono::steady_clock::time_point deadline);
+
     // Thread-safe snapshots.
     std::string member_id() const;
     std::vector<std::int32_t> partitions() const;

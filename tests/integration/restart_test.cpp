@@ -9,6 +9,7 @@
 //  - CouchDB's resource errors written into an open feed are survived.
 #include "bridge_process.hpp"
 #include "helpers.hpp"
+#include "own_broker.hpp"
 
 #include "tests/couch/fault_server.hpp"
 #include "tests/support/couch_http.hpp"
@@ -30,35 +31,6 @@ namespace json = boost::json;
 using namespace std::chrono_literals;
 
 using namespace integration;
-
-namespace {
-
-// A second real broker, started with the fixture's script in its own state dir.
-class second_broker {
-public:
-    second_broker() : state_(test_support::make_temp_dir("broker2")) {
-        script_ = std::string(std::getenv("CKB_SOURCE_DIR")) + "/tests/servers/kafka-broker.sh";
-        test_support::child_process start("/bin/bash", {script_, "start", state_}, state_ + "/start.log",
-                                          {{"CKB_TEST_KAFKA_BROKERS", ""}});
-        auto code = start.wait_for_exit(300s);
-        BOOST_REQUIRE_MESSAGE(code.value_or(-1) == 0, "second broker: " << read_log(state_ + "/start.log"));
-        auto env = test_support::read_file(state_ + "/kafka.env");
-        brokers_ = env.substr(env.find('=') + 1);
-        while (!brokers_.empty() && (brokers_.back() == '\n' || brokers_.back() == '\r')) {
-            brokers_.pop_back();
-        }
-    }
-    ~second_broker() {
-        test_support::child_process halt("/bin/bash", {script_, "stop", state_}, state_ + "/stop.log");
-        halt.wait_for_exit(120s);
-    }
-    std::string const& brokers() const { return brokers_; }
-
-private:
-    std::string state_, script_, brokers_;
-};
-
-} // namespace
 
 BOOST_AUTO_TEST_SUITE(cluster_change)
 
@@ -130,7 +102,7 @@ BOOST_AUTO_TEST_CASE(another_real_cluster_is_refused_too_and_keep_trusts_the_pos
     BOOST_REQUIRE(wait_for_checkpoint(port, db, 2));
     BOOST_REQUIRE(stop(*first) == 0);
 
-    second_broker other;
+    own_broker other;
     test_support::child_process refused(integration::bridge_binary(),
                                         {"--couch-url", couch, "--db", db, "--kafka-brokers", other.brokers(),
                                          "--checkpoint-dir", dir, "--http-listen",
