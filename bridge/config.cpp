@@ -113,7 +113,7 @@ parse_result parse_command_line(int argc, char const* const* argv) {
            "--couch-read-coalesce-us", [&c](int us) { c.couch_read_coalesce = std::chrono::microseconds(us); },
            "While a feed's rows arrive more than twice as often, wait about this many microseconds between its "
            "reads, so that a wake-up handles many rows (CPU per change at a CouchDB's pace); a row waits at most "
-           "1.5 times this before it is read. 0: read every row at once")
+           "1.5 times this before it is read; 5 times this while catching up. 0: read every row at once")
         ->envname(env_name("couch-read-coalesce-us"))
         ->check(CLI::Range(0, 100000))
         ->default_str("2000")

@@ -59,6 +59,10 @@ struct feed_options {
     // busy: a feed whose rows come less often than this reads each at once.
     // 0: read as soon as bytes arrive.
     std::chrono::microseconds read_coalesce{2000};
+    // While catching up (feed=normal batches, whose latency nobody waits
+    // for), the interval is this many times read_coalesce: fewer wake-ups
+    // per row. A followed feed keeps read_coalesce, for its latency.
+    unsigned catch_up_coalesce_factor = 5;
     // Keep each row's document bytes (row::doc_text) for payloads that pass
     // the document through.
     bool keep_doc_text = false;

@@ -111,7 +111,8 @@ void changes_feed::impl::end_of_response() {
     }
 }
 
-// Read coalescing (feed_options::read_coalesce). Engaged after a read
+// Read coalescing (feed_options::read_coalesce, times
+// catch_up_coalesce_factor while catching up). Engaged after a read
 // that came less than half the interval after the previous one; kept while a
 // wait is rewarded with more than one row; never after a read of a
 // quarter of the buffer or more (a source that fast, over 32 MB/s at the
@@ -126,7 +127,7 @@ asio::awaitable<void> changes_feed::impl::coalesce_wait() {
     // rather than one each. Ends between 1/2 and 3/2 of the interval
     // after the previous read.
     using clock = std::chrono::steady_clock;
-    auto const grid = std::chrono::duration_cast<clock::duration>(opt_.read_coalesce);
+    auto const grid = std::chrono::duration_cast<clock::duration>(coalesce_interval());
     auto const earliest = (last_read_ + grid / 2).time_since_epoch();
     auto const until = clock::time_point(((earliest + grid - clock::duration(1)) / grid) * grid);
     if (std::chrono::steady_clock::now() < until) {
@@ -137,18 +138,23 @@ asio::awaitable<void> changes_feed::impl::coalesce_wait() {
     slept_ = true;
 }
 
+std::chrono::microseconds changes_feed::impl::coalesce_interval() const {
+    return catching_up_ ? opt_.read_coalesce * opt_.catch_up_coalesce_factor : opt_.read_coalesce;
+}
+
 // `rows`: rows parsed from the read (seq_interval rows the parser holds
 // back count too).
 void changes_feed::impl::coalesce_after_read(std::size_t bytes, std::uint64_t rows) {
     auto const now = std::chrono::steady_clock::now();
-    if (opt_.read_coalesce.count() <= 0 || bytes >= coalesce_max_bytes) {
+    auto const interval = coalesce_interval();
+    if (interval.count() <= 0 || bytes >= coalesce_max_bytes) {
         // Flat out: a source this fast fills the buffer while we work.
         coalesce_ = false;
     } else if (slept_) {
         coalesce_ = rows >= 2;
     } else {
         // Rows at least twice as often as the interval: a wait pays.
-        coalesce_ = rows > 0 && now - last_read_ < opt_.read_coalesce / 2;
+        coalesce_ = rows > 0 && now - last_read_ < interval / 2;
     }
     last_read_ = now;
 }

@@ -64,6 +64,8 @@ struct changes_feed::impl {
     void end_of_response();
     boost::asio::awaitable<void> coalesce_wait();
     void coalesce_after_read(std::size_t bytes, std::uint64_t rows);
+    // read_coalesce, times catch_up_coalesce_factor while catching up.
+    std::chrono::microseconds coalesce_interval() const;
     boost::asio::awaitable<void> read_body();
     boost::asio::awaitable<void> stray_response(std::string data, std::uint64_t gen);
     boost::asio::awaitable<std::size_t> read_some(boost::system::error_code& ec);
