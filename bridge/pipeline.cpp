@@ -1,6 +1,7 @@
 #include "bridge/pipeline.hpp"
 
 #include "bridge/change_meta.hpp"
+#include "bridge/pipeline_probe.hpp"
 #include "kafka/error.hpp"
 #include "kafka/producer.hpp"
 #include "metrics/registry.hpp"
@@ -23,77 +24,11 @@ namespace bridge {
 
 namespace {
 
-constexpr auto delivery_retry_initial = std::chrono::milliseconds(1000);
-constexpr auto delivery_retry_max = std::chrono::milliseconds(30000);
-
 double unix_seconds(std::chrono::system_clock::time_point t) {
     return std::chrono::duration<double>(t.time_since_epoch()).count();
 }
 
 } // namespace
-
-// This pipeline's own metrics (labelled database=<db>). The feed, producer and
-// checkpoint modules have probes of their own.
-struct pipeline::probe {
-    probe(metrics::registry& r, std::string const& db)
-        : registry(r),
-          db_labels{{"database", db}},
-          skipped_design(r.add_counter("couch_bridge_records_skipped_total",
-                                       "Changes deliberately not published, by reason",
-                                       {{"database", db}, {"reason", "design_doc"}})),
-          skipped_no_type(r.add_counter("couch_bridge_records_skipped_total",
-                                        "Changes deliberately not published, by reason",
-                                        {{"database", db}, {"reason", "missing_doc_type"}})),
-          skipped_filter(r.add_counter("couch_bridge_records_skipped_total",
-                                       "Changes deliberately not published, by reason",
-                                       {{"database", db}, {"reason", "doc_type_filter"}})),
-          tombstones_recalled(r.add_counter("couch_bridge_tombstones_total",
-                                            "Hard deletes (tombstones without doc_type), by how they were routed",
-                                            {{"database", db}, {"how", "remembered"}})),
-          tombstones_unknown(r.add_counter("couch_bridge_tombstones_total",
-                                           "Hard deletes (tombstones without doc_type), by how they were routed",
-                                           {{"database", db}, {"how", "no_memory"}})),
-          memory_errors(r.add_counter("couch_bridge_deletion_memory_errors_total",
-                                      "Failed writes of the hard-delete memory", db_labels)),
-          produce_errors(r.add_counter("couch_bridge_produce_errors_total",
-                                       "Records whose produce or delivery failed (the pipeline rewinds)", db_labels)),
-          rewinds(r.add_counter("couch_bridge_pipeline_rewinds_total",
-                                "Times the pipeline went back to its checkpoint after a delivery failure", db_labels)),
-          in_flight(r.add_gauge("couch_bridge_in_flight_records", "Records produced and not yet acknowledged",
-                                db_labels)),
-          in_flight_bytes(r.add_gauge("couch_bridge_in_flight_bytes", "Bytes of records not yet acknowledged",
-                                      db_labels)),
-          backpressure(r.add_counter("couch_bridge_backpressure_waits_total",
-                                     "Times the pipeline stopped reading because its in-flight window was full",
-                                     db_labels)),
-          last_change(r.add_gauge("couch_bridge_last_change_timestamp_seconds",
-                                  "Unix time of the last change read from the feed", db_labels)),
-          ready(r.add_gauge("couch_bridge_pipeline_ready", "1 when the pipeline is connected and not failing",
-                            db_labels)),
-          // One series for the process (no database label): 30 buckets per
-          // database would weigh on /metrics with a thousand databases.
-          row_ack(r.add_histogram("couch_bridge_row_ack_latency_seconds",
-                                  "Time from a change row handed out by the feed (parsed from the socket) to its "
-                                  "acknowledgement by Kafka: the bridge's own added latency",
-                                  metrics::exponential_buckets(0.0001, 1.5, 30))) {}
-
-    metrics::registry& registry;
-    metrics::labels db_labels;
-    metrics::counter& skipped_design;
-    metrics::counter& skipped_no_type;
-    metrics::counter& skipped_filter;
-    metrics::counter& tombstones_recalled;
-    metrics::counter& tombstones_unknown;
-    metrics::counter& memory_errors; // registered here (0 from the start), counted by checkpoint::deletion_memory
-    metrics::counter& produce_errors;
-    metrics::counter& rewinds;
-    metrics::gauge& in_flight;
-    metrics::gauge& in_flight_bytes;
-    metrics::counter& backpressure;
-    metrics::gauge& last_change;
-    metrics::gauge& ready;
-    metrics::histogram& row_ack;
-};
 
 pipeline::pipeline(asio::any_io_executor pool, couch::client_config client, couch::feed_options feed,
                    checkpoint::key key, std::optional<std::string> checkpoint_seq, window_limits limits,
@@ -140,23 +75,6 @@ void pipeline::stop() {
 }
 
 std::size_t pipeline::in_flight() const { return in_flight_atomic_.load(std::memory_order_relaxed); }
-
-pipeline_status pipeline::status() const {
-    pipeline_status s;
-    {
-        std::lock_guard lock(status_mutex_);
-        s = status_;
-    }
-    // Group mode: while the group has not confirmed that this instance still
-    // owns its partitions, nothing is published (see may_publish in
-    // publish_batch); a feed still reading must not look like an owner at
-    // work. Asked live: the lease changes between the status ticks.
-    if (deps_.may_publish && !deps_.may_publish() && (s.state == "following" || s.state == "catching_up")) {
-        s.state = "held";
-        s.ready = false;
-    }
-    return s;
-}
 
 metrics::counter& pipeline::published_counter(std::string_view topic) {
     auto it = published_by_topic_.find(topic);
@@ -536,17 +454,6 @@ void pipeline::write_memory() {
     memo_.clear();
 }
 
-void pipeline::release(checkpoint::watermark::ticket ticket) {
-    auto it = outstanding_.find(ticket);
-    if (it == outstanding_.end()) {
-        return;
-    }
-    if (--it->second == 0) {
-        outstanding_.erase(it);
-        watermark_.done(ticket);
-    }
-}
-
 bool pipeline::filtered_out(change_meta const& meta) const {
     auto const& o = deps_.options;
     if (o.include_doc_types.empty() && o.exclude_doc_types.empty()) {
@@ -614,139 +521,6 @@ unpublishable_policy parse_unpublishable_policy(std::string_view s) {
         return unpublishable_policy::stop;
     }
     throw std::invalid_argument("on-unpublishable must be dlq, skip or stop, not '" + std::string(s) + "'");
-}
-
-void pipeline::on_delivery(checkpoint::watermark::ticket ticket, std::uint64_t generation, std::size_t bytes,
-                           std::string_view topic, std::chrono::steady_clock::time_point sent,
-                           kafka::delivery_report const& report, std::string const& poison_key,
-                           std::string const& forget_id) {
-    --in_flight_records_;
-    in_flight_bytes_ -= bytes;
-    // in_flight_atomic_ is stored last (see the end): an owner that sees 0
-    // may destroy the pipeline, so nothing may touch it after that store.
-    if (report.ec) {
-        probe_->produce_errors.inc();
-        if (generation == generation_) {
-            std::string why = "delivery to topic " + std::string(topic) + " failed: " + report.ec.message();
-            // librdkafka: -188 _UNKNOWN_TOPIC (local), 3 UNKNOWN_TOPIC_OR_PART (broker).
-            if (report.ec.category() == kafka::error_category() &&
-                (report.ec.value() == -188 || report.ec.value() == 3)) {
-                why += " (the topic does not exist and the broker does not create topics: create it, or start "
-                       "the bridge with --create-topics)";
-            }
-            if (!poison_key.empty() && kafka::is_permanent_record_error(report.ec)) {
-                // Read again after the rewind, this row goes by the policy.
-                poison_[poison_key] = why;
-            }
-            fail_generation(why);
-        }
-    } else if (generation == generation_) {
-        probe_->row_ack.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count());
-        if (!forget_id.empty() && deps_.memory != nullptr) {
-            deps_.memory->forget(key_, forget_id); // published: the memory has done its job
-        }
-        release(ticket);
-        published_counter(topic).inc();
-        ++published_;
-        retry_delay_ = std::chrono::milliseconds(0);
-        advance_checkpoint();
-    } else {
-        // Acknowledged, but its generation was abandoned: it was or will be
-        // sent again (a duplicate, which at-least-once allows).
-        published_counter(topic).inc();
-    }
-    // Wake the reader if it waits for room in the window.
-    window_timer_.cancel();
-    if (stopping_) {
-        refresh_status(); // the reader is gone: keep the snapshot (checkpoint, in flight) current for the fleet
-    }
-    in_flight_atomic_.store(in_flight_records_, std::memory_order_release);
-}
-
-void pipeline::rewind_to_durable(std::function<void()> done) {
-    pending_posts_.fetch_add(1);
-    asio::post(strand_, [this, done = std::move(done)] {
-        // The transaction that held this pipeline's latest records was
-        // aborted: everything after the last committed checkpoint is read
-        // and sent again; acknowledgements still arriving for the aborted
-        // records belong to the old generation and are ignored.
-        committed_ = deps_.flusher.durable_seq(key_);
-        if (!committed_ && start_seq_) {
-            committed_ = start_seq_;
-        }
-        ++generation_;
-        rewind_pending_ = true;
-        failure_ = "transaction aborted: reading again from the last committed checkpoint";
-        failure_time_ = std::chrono::system_clock::now();
-        window_timer_.cancel();
-        done();
-        pending_posts_.fetch_sub(1);
-    });
-}
-
-void pipeline::fail_generation(std::string const& why) {
-    ++failures_;
-    ++generation_;
-    rewind_pending_ = true;
-    failure_ = why;
-    failure_time_ = std::chrono::system_clock::now();
-    retry_delay_ = retry_delay_.count() == 0 ? delivery_retry_initial
-                                             : std::min(retry_delay_ * 2, std::chrono::milliseconds(delivery_retry_max));
-    spdlog::error("db {}: {}", key_.database, why);
-    window_timer_.cancel();
-}
-
-void pipeline::advance_checkpoint() {
-    auto const& c = watermark_.committed();
-    // An empty seq can only come from a batch that ended on a seq-less row
-    // (the server never does that); never checkpoint it.
-    if (c && !c->empty() && (!committed_ || *committed_ != *c)) {
-        committed_ = *c;
-        deps_.flusher.update(key_, *c);
-    }
-}
-
-asio::awaitable<void> pipeline::status_ticker() {
-    while (!stopping_) {
-        refresh_status();
-        status_timer_.expires_after(std::chrono::seconds(1));
-        co_await status_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
-    }
-}
-
-bool pipeline::quiescent() const {
-    return ticker_done_.load() && in_flight_atomic_.load() == 0 && pending_posts_.load() == 0;
-}
-
-void pipeline::refresh_status() {
-    auto fs = feed_.status();
-    bool const failing = rewind_pending_ || (failure_time_ != std::chrono::system_clock::time_point{} &&
-                                             std::chrono::system_clock::now() - failure_time_ < std::chrono::seconds(30) &&
-                                             retry_delay_.count() != 0);
-    bool const connected = fs.state == couch::feed_state::catching_up || fs.state == couch::feed_state::following;
-    std::lock_guard lock(status_mutex_);
-    status_.state = failing ? std::string("failing") : std::string(couch::to_string(fs.state));
-    status_.last_seq_read = fs.last_seq_read;
-    status_.checkpoint_seq = committed_.value_or(std::string());
-    status_.rows_read = rows_read_;
-    status_.published = published_;
-    status_.skipped = skipped_;
-    status_.delivery_failures = failures_;
-    status_.in_flight = in_flight_records_;
-    status_.in_flight_bytes = in_flight_bytes_;
-    status_.pending = fs.pending;
-    if (failing || (!failure_.empty() && failure_time_ > fs.last_error_time)) {
-        status_.last_error = failure_;
-        status_.last_error_time = failure_time_;
-    } else {
-        status_.last_error = fs.last_error;
-        status_.last_error_time = fs.last_error_time;
-    }
-    status_.last_row_time = fs.last_row_time;
-    status_.unpublishable = unpublishable_;
-    status_.last_unpublishable = last_unpublishable_;
-    status_.ready = connected && !failing;
-    probe_->ready.set(status_.ready ? 1.0 : 0.0);
 }
 
 } // namespace bridge
