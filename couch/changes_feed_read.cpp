@@ -11,6 +11,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace couch {
 
 namespace asio = boost::asio;
@@ -114,9 +116,10 @@ void changes_feed::impl::end_of_response() {
 // Read coalescing (feed_options::read_coalesce, times
 // catch_up_coalesce_factor while catching up). Engaged after a read
 // that came less than half the interval after the previous one; kept while a
-// wait is rewarded with more than one row; never after a read of a
-// quarter of the buffer or more (a source that fast, over 32 MB/s at the
-// default 2 ms, is read flat out, so the wait never throttles it).
+// wait is rewarded with more than one row and fewer bytes than a source of
+// 32 MB/s sends in the interval (detail::coalesce_next); never after an
+// immediate read of a quarter of the buffer or more (such a source is read
+// flat out, so the wait never throttles it).
 asio::awaitable<void> changes_feed::impl::coalesce_wait() {
     if (!coalesce_) {
         slept_ = false;
@@ -146,17 +149,36 @@ std::chrono::microseconds changes_feed::impl::coalesce_interval() const {
 // back count too).
 void changes_feed::impl::coalesce_after_read(std::size_t bytes, std::uint64_t rows) {
     auto const now = std::chrono::steady_clock::now();
-    auto const interval = coalesce_interval();
-    if (interval.count() <= 0 || bytes >= coalesce_max_bytes) {
-        // Flat out: a source this fast fills the buffer while we work.
-        coalesce_ = false;
-    } else if (slept_) {
-        coalesce_ = rows >= 2;
-    } else {
-        // Rows at least twice as often as the interval: a wait pays.
-        coalesce_ = rows > 0 && now - last_read_ < interval / 2;
-    }
+    detail::coalesce_read const r{bytes, rows, slept_,
+                                  std::chrono::duration_cast<std::chrono::microseconds>(now - last_read_)};
+    coalesce_ = detail::coalesce_next(r, coalesce_interval(), read_size);
     last_read_ = now;
+}
+
+std::size_t detail::coalesce_flat_out_bytes(std::chrono::microseconds interval, std::size_t read_size) {
+    constexpr std::uint64_t bytes_per_us = 32; // 32 MB/s: 64 KB in the default 2 ms
+    auto const us = static_cast<std::uint64_t>(std::max<std::int64_t>(interval.count(), 0));
+    return static_cast<std::size_t>(std::min<std::uint64_t>(read_size, us * bytes_per_us));
+}
+
+bool detail::coalesce_next(coalesce_read const& r, std::chrono::microseconds interval, std::size_t read_size) {
+    if (interval.count() <= 0) {
+        return false;
+    }
+    if (r.slept) {
+        // A wait gathers the interval's rows: only more than a source of
+        // 32 MB/s sends in it (a full read while catching up, 10 ms) says
+        // the source outruns the waits. A fixed quarter of the buffer was
+        // crossed by 6,000 rows/s of 1.5 KB in a 10 ms wait, and the feed
+        // then alternated between waited and immediate reads.
+        return r.bytes < coalesce_flat_out_bytes(interval, read_size) && r.rows >= 2;
+    }
+    // Flat out: a source this fast fills the buffer while we work.
+    if (r.bytes >= read_size / 4) {
+        return false;
+    }
+    // Rows at least twice as often as the interval: a wait pays.
+    return r.rows > 0 && r.since_previous < interval / 2;
 }
 
 asio::awaitable<void> changes_feed::impl::read_body() {
