@@ -83,6 +83,9 @@ struct changes_feed::impl {
     void parse_error(boost::system::error_code ec);
     void end_of_response();
     boost::asio::awaitable<void> coalesce_wait();
+    // A receive low-water mark on the open response's socket while a
+    // coalescing wait lasts (see its comment).
+    void quiet_socket(bool quiet);
     void coalesce_after_read(std::size_t bytes, std::uint64_t rows);
     // read_coalesce, times catch_up_coalesce_factor while catching up.
     std::chrono::microseconds coalesce_interval() const;
