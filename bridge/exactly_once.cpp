@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <thread>
@@ -76,13 +77,23 @@ boost::system::error_code transaction_writer::write(
             std::this_thread::sleep_for(1ms);
         }
     }
-    for (;;) {
+    for (auto pause = 100ms;; pause = std::min(2 * pause, 5000ms)) {
         auto st = producer_.commit_transaction(commit_timeout_);
         if (st.ok()) {
             break;
         }
+        if (st.conflict) {
+            // An abort_transaction() that timed out (group mode: the abort of
+            // a lost partition's transaction while Kafka was away) is still
+            // under way: this transaction can only end aborted, and no
+            // commit can run until that abort is called again and completes.
+            return abort("an abort of this transaction is under way (" + st.message + ")");
+        }
         if (st.what == kafka::txn_status::kind::retriable) {
+            // A timeout returns after commit_timeout_; anything else that
+            // returns at once must not make this loop spin.
             spdlog::warn("exactly-once: commit not done yet ({}); trying again", st.message);
+            std::this_thread::sleep_for(pause);
             continue;
         }
         if (st.what == kafka::txn_status::kind::abortable) {

@@ -72,6 +72,10 @@ struct txn_status {
     };
     kind what = kind::ok;
     std::string message; // librdkafka's words; empty when ok
+    // Retriable because another transaction call is under way, or was left
+    // unfinished by a timeout (librdkafka's _CONFLICT): repeating this call
+    // cannot succeed until that one is called again and completes.
+    bool conflict = false;
     bool ok() const noexcept { return what == kind::ok; }
 };
 

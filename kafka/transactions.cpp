@@ -31,6 +31,7 @@ txn_status classify(rd_kafka_error_t* error) {
         st.what = txn_status::kind::abortable;
     } else if (rd_kafka_error_is_retriable(error)) {
         st.what = txn_status::kind::retriable;
+        st.conflict = rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__CONFLICT;
     } else {
         // Anything else (a wrong state, an unsupported broker) cannot be
         // fixed by repeating or aborting.
