@@ -137,6 +137,7 @@ void fleet::launch_pipeline_locked(entry& e, std::optional<std::string> start_ki
     e.wake = false;
     e.wake_kind.reset();
     e.opened_at = std::chrono::system_clock::now();
+    e.rows_when_caught_up.reset();
     checkpoint::key key{deps_.source_name, e.db};
     auto pos = deps_.positions.get(key);
     transaction_unit unit{&deps_.pipe.producer, &deps_.pipe.flusher};

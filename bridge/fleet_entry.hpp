@@ -47,6 +47,9 @@ struct fleet::entry {
     std::optional<std::string> wake_kind;
     bool polling = false;
     std::chrono::system_clock::time_point opened_at{}; // of the running pipeline
+    // The running pipeline's rows_read when the reaper first saw it caught
+    // up: a feed with no row since then was only visited for its catch-up.
+    std::optional<std::uint64_t> rows_when_caught_up;
 };
 
 // Checks a database's per-database options (see fleet::follow); returns

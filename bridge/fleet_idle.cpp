@@ -11,8 +11,12 @@
 //  2. Idle databases that changed (`wake`: an `updated` event, a poll, or a
 //     start that found the cap reached) open in round-robin order while
 //     there is room; when there is none, each takes the place of the least
-//     recently active caught-up feed (one that has been open and silent for
-//     a second at least, so that a feed just opened can catch up first).
+//     recently active caught-up feed: one that has had no row since it
+//     caught up (it was opened for its catch-up, which is done: the initial
+//     discovery of thousands of databases goes at the pace of their
+//     catch-ups), or one open for a second at least (a feed with live
+//     changes keeps its place that long, so that a busy fleet beyond the
+//     cap does not close and reopen feeds at every tick).
 //  3. Without `_db_updates` events, a few idle databases are polled
 //     (GET /{db}) in round-robin order: an update_seq past the checkpoint
 //     wakes the database.
@@ -43,7 +47,7 @@ namespace {
 
 // Idle databases polled per second (without _db_updates).
 constexpr int polls_per_round = 4;
-// A feed opened this recently is never displaced: it may still be catching up.
+// A feed with rows after its catch-up keeps its place at least this long.
 constexpr auto min_open = std::chrono::seconds(1);
 
 // The numeric prefix of a seq's JSON text ("12-g1AA..." or 12).
@@ -97,6 +101,7 @@ void fleet::manage_open_feeds_locked(bool full) {
         entry* e;
         clock_type::time_point last_active;
         bool caught_up;
+        bool quiet_since_caught_up; // no row since the reaper first saw it caught up
     };
     std::vector<open_feed> open;
     for (auto& [name, e] : entries_) {
@@ -105,7 +110,12 @@ void fleet::manage_open_feeds_locked(bool full) {
         }
         if (e->p && !e->stopping) {
             auto const st = e->p->status();
-            open.push_back({e.get(), std::max(e->opened_at, st.last_row_time), st.state == "following"});
+            bool const caught_up = st.state == "following";
+            if (caught_up && !e->rows_when_caught_up) {
+                e->rows_when_caught_up = st.rows_read;
+            }
+            open.push_back({e.get(), std::max(e->opened_at, st.last_row_time), caught_up,
+                            caught_up && st.rows_read == *e->rows_when_caught_up});
         }
     }
     // 1. Idle closing, beyond the cap only.
@@ -139,8 +149,10 @@ void fleet::manage_open_feeds_locked(bool full) {
     std::size_t admitted = 0;
     for (auto* e : woken) {
         if (open_now >= cap) {
-            while (next_victim < open.size() &&
-                   !(open[next_victim].caught_up && now - open[next_victim].e->opened_at >= min_open)) {
+            auto const may_give_way = [&](open_feed const& f) {
+                return f.caught_up && (f.quiet_since_caught_up || now - f.e->opened_at >= min_open);
+            };
+            while (next_victim < open.size() && !may_give_way(open[next_victim])) {
                 ++next_victim;
             }
             if (next_victim == open.size()) {

@@ -58,9 +58,13 @@ pipeline::pipeline(asio::any_io_executor pool, std::shared_ptr<couch::client> cl
     if (committed_) {
         status_.checkpoint_seq = *committed_;
     }
+    // A state change shows in status() at once, not at the next tick: the
+    // fleet gives a caught-up feed's place to a waiting database as soon as
+    // it sees it `following` (fleet_idle.cpp). Both run on the strand.
+    feed_.on_state_change([this](couch::feed_state) { refresh_status(); });
 }
 
-pipeline::~pipeline() = default;
+pipeline::~pipeline() { feed_.on_state_change({}); }
 
 void pipeline::stop() {
     if (stop_requested_.exchange(true)) {

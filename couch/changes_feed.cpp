@@ -79,8 +79,12 @@ changes_feed::impl::impl(asio::any_io_executor ex, std::shared_ptr<client> cl, f
 // --- states and errors ------------------------------------------------------
 
 void changes_feed::impl::set_state(feed_state s) {
+    bool const changed = status_.state != s;
     status_.state = s;
     probe_.set_state(s);
+    if (changed && on_state_change_) {
+        on_state_change_(s);
+    }
 }
 
 bool changes_feed::impl::quiet_state() const {
@@ -494,6 +498,8 @@ asio::awaitable<std::optional<seq>> changes_feed::resolve_now() { return impl_->
 void changes_feed::rewind(since from) { impl_->rewind(std::move(from)); }
 
 feed_status changes_feed::status() const { return impl_->status_; }
+
+void changes_feed::on_state_change(std::function<void(feed_state)> hook) { impl_->on_state_change_ = std::move(hook); }
 
 void changes_feed::stop() { impl_->stop(); }
 

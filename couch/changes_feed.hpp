@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -171,6 +172,11 @@ public:
     void rewind(couch::since from);
 
     feed_status status() const;
+
+    // Called on the feed's executor each time status().state changes (for
+    // the owner's status snapshot: a feed that caught up shows it at once).
+    // Empty: none. The owner clears it before anything it refers to goes.
+    void on_state_change(std::function<void(feed_state)> hook);
 
     // Cancels any I/O and wait; idempotent. A pending next() throws operation_aborted.
     void stop();

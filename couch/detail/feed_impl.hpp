@@ -139,6 +139,7 @@ struct changes_feed::impl {
     std::string tls_rejected_; // why the last handshake refused the server's certificate
     std::mt19937_64 rng_;
     feed_status status_;
+    std::function<void(feed_state)> on_state_change_;
 };
 
 } // namespace couch

@@ -73,6 +73,66 @@ BOOST_AUTO_TEST_CASE(catches_up_in_batches_then_follows_with_split_chunks) {
     BOOST_TEST(!contains(out.status.last_error, "s3cret"));
 }
 
+// The state hook (what a pipeline refreshes its /status snapshot on, so
+// that the fleet sees a caught-up feed at once): called on the feed's
+// executor at each change of state, never twice for one state, with
+// status() already telling the new state.
+BOOST_AUTO_TEST_CASE(the_state_hook_reports_each_change_once_as_it_happens) {
+    asio::io_context io;
+    fault_server server(io);
+    server.push({w(status_response(200, normal_body({{"a", "1-x"}}, "1-x", 0)))});
+    server.push({w(chunked_200), w(chunk("\n")), hold()}); // continuous, silent: no row comes
+    auto strand = asio::make_strand(io);
+    metrics::registry registry;
+    couch::client_config cfg;
+    cfg.url = server.url();
+    couch::changes_feed feed(strand, cfg, fast_options(), registry);
+    std::vector<couch::feed_state> seen;
+    bool consistent = true;
+    bool on_strand = true;
+    feed.on_state_change([&](couch::feed_state s) {
+        seen.push_back(s);
+        consistent = consistent && feed.status().state == s;
+        on_strand = on_strand && strand.running_in_this_thread();
+    });
+    std::vector<std::string> ids;
+    asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
+        try {
+            for (;;) {
+                for (auto& r : co_await feed.next()) {
+                    ids.push_back(r.id);
+                }
+            }
+        } catch (std::exception const&) {
+        }
+    }, asio::detached);
+    // Until the hook says `following`; next() is still waiting for a row then.
+    auto const deadline = std::chrono::steady_clock::now() + 30s;
+    while ((seen.empty() || seen.back() != couch::feed_state::following) &&
+           std::chrono::steady_clock::now() < deadline) {
+        io.run_for(5ms);
+    }
+    auto const until_following = seen;
+    asio::post(strand, [&] {
+        feed.stop();
+        server.stop();
+    });
+    io.run_for(200ms);
+    feed.on_state_change({});
+
+    BOOST_REQUIRE(!until_following.empty());
+    BOOST_TEST((until_following.back() == couch::feed_state::following));
+    BOOST_TEST((std::find(until_following.begin(), until_following.end(), couch::feed_state::catching_up) !=
+                until_following.end()));
+    BOOST_TEST((ids == std::vector<std::string>{"a"}));
+    BOOST_TEST((seen.back() == couch::feed_state::stopped));
+    for (std::size_t i = 1; i < seen.size(); ++i) {
+        BOOST_TEST((seen[i] != seen[i - 1]), "state " << static_cast<int>(seen[i]) << " reported twice in a row");
+    }
+    BOOST_TEST(consistent);
+    BOOST_TEST(on_strand);
+}
+
 BOOST_AUTO_TEST_CASE(stall_reset_5xx_and_last_seq_reconnect_from_the_last_row) {
     asio::io_context io;
     fault_server server(io);
