@@ -15,12 +15,32 @@
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace couch {
+
+namespace detail {
+
+// Read coalescing's decision after a read (see changes_feed::impl::
+// coalesce_wait): whether the next read waits. `slept`: this read came after
+// a coalescing wait; `since_previous`: time since the previous read.
+struct coalesce_read {
+    std::size_t bytes = 0;
+    std::uint64_t rows = 0; // rows parsed from the read
+    bool slept = false;
+    std::chrono::microseconds since_previous{0};
+};
+bool coalesce_next(coalesce_read const& r, std::chrono::microseconds interval, std::size_t read_size);
+// The bytes after which a read that followed a wait counts as flat out:
+// what a source of 32 MB/s sends in `interval`, at most a full read.
+std::size_t coalesce_flat_out_bytes(std::chrono::microseconds interval, std::size_t read_size);
+
+} // namespace detail
 
 struct changes_feed::impl {
     impl(boost::asio::any_io_executor ex, std::shared_ptr<client> cl, feed_options options,
@@ -63,6 +83,9 @@ struct changes_feed::impl {
     void parse_error(boost::system::error_code ec);
     void end_of_response();
     boost::asio::awaitable<void> coalesce_wait();
+    // A receive low-water mark on the open response's socket while a
+    // coalescing wait lasts (see its comment).
+    void quiet_socket(bool quiet);
     void coalesce_after_read(std::size_t bytes, std::uint64_t rows);
     // read_coalesce, times catch_up_coalesce_factor while catching up.
     std::chrono::microseconds coalesce_interval() const;
@@ -75,7 +98,6 @@ struct changes_feed::impl {
     // larger reads mean fewer syscalls and event-loop wake-ups per row (the
     // parser's per-call arena grows with it; see changes_parser).
     static constexpr std::size_t read_size = 256 * 1024;
-    static constexpr std::size_t coalesce_max_bytes = read_size / 4;
 
     enum class framing { chunked, length, eof };
 

@@ -27,91 +27,14 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
+#include "fault_feed.hpp"
 #include "fault_server.hpp"
 #include "wire.hpp"
 
 namespace {
 
 using namespace couch_test;
-
-couch::feed_options fast_options(couch::since since = couch::since::beginning()) {
-    couch::feed_options o;
-    o.database = "db";
-    o.since = std::move(since);
-    o.heartbeat = 150ms;
-    o.backoff_initial = 20ms;
-    o.backoff_max = 100ms;
-    o.slow_retry = 100ms;
-    o.batch_limit = 2;
-    o.seq_interval = 0;
-    o.request_timeout = 10s;
-    return o;
-}
-
-struct outcome {
-    std::vector<std::string> ids, seqs;
-    std::set<couch::feed_state> states_seen; // sampled every 2 ms
-    couch::feed_status status;
-    std::string error;
-    bool timed_out = false;
-    std::vector<std::size_t> batches; // rows per next() call
-};
-
-// Reads rows until `want` rows arrived or `until_state` is reached, then stops
-// the feed and the server; all assertions happen after run() returns.
-outcome drive(fault_server& server, asio::io_context& io, couch::feed_options options, std::size_t want,
-              std::optional<couch::feed_state> until_state = std::nullopt, metrics::registry* reg = nullptr) {
-    outcome out;
-    metrics::registry local;
-    auto strand = asio::make_strand(io);
-    couch::client_config cfg;
-    cfg.url = server.url();
-    couch::changes_feed feed(strand, cfg, std::move(options), reg ? *reg : local);
-    bool finished = false;
-    auto finish = [&] {
-        if (!finished) {
-            finished = true;
-            feed.stop();
-            out.status = feed.status();
-            server.stop();
-        }
-    };
-    asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
-        try {
-            while (out.ids.size() < want) {
-                auto rows = co_await feed.next();
-                out.batches.push_back(rows.size());
-                for (auto& r : rows) {
-                    out.ids.push_back(r.id);
-                    out.seqs.push_back(r.seq.raw_json());
-                }
-            }
-        } catch (std::exception const& e) {
-            out.error = e.what();
-        }
-        finish();
-    }, asio::detached);
-    asio::steady_timer watch(strand);
-    asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
-        auto const deadline = std::chrono::steady_clock::now() + 60s;
-        while (!finished) {
-            out.states_seen.insert(feed.status().state);
-            if (until_state && feed.status().state == *until_state) {
-                finish();
-                break;
-            }
-            if (std::chrono::steady_clock::now() > deadline) {
-                out.timed_out = true;
-                finish();
-                break;
-            }
-            watch.expires_after(2ms);
-            co_await watch.async_wait(asio::use_awaitable);
-        }
-    }, asio::detached);
-    io.run();
-    return out;
-}
+using namespace couch_fault_feed;
 
 bool contains(std::string const& s, std::string_view part) { return s.find(part) != std::string::npos; }
 
@@ -208,46 +131,6 @@ BOOST_AUTO_TEST_CASE(the_state_hook_reports_each_change_once_as_it_happens) {
     }
     BOOST_TEST(consistent);
     BOOST_TEST(on_strand);
-}
-
-// Read coalescing: rows that trickle in one chunk each (as a CouchDB sends
-// them) are read a few at a time once the feed is busy, and none is lost,
-// split or reordered on the way. The interval is far longer than the burst,
-// so the batch count does not depend on the machine's speed.
-BOOST_AUTO_TEST_CASE(a_busy_feed_is_read_a_batch_of_rows_per_wake_up) {
-    asio::io_context io;
-    fault_server server(io);
-    server.push({w(status_response(200, normal_body({}, "0-x", 0)))});
-    script live{w(chunked_200)};
-    std::vector<std::string> want;
-    for (int i = 1; i <= 20; ++i) {
-        auto const id = "r" + std::to_string(i);
-        want.push_back(id);
-        live.push_back(w(chunk(row_line(id, std::to_string(i) + "-x") + "\n")));
-        live.push_back(pause_for(1ms));
-        if (i == 10) {
-            live.push_back(w(chunk("\n"))); // a heartbeat among the rows
-        }
-    }
-    live.push_back(hold());
-    server.push(live);
-    auto options = fast_options();
-    options.read_coalesce = 1s;
-    options.heartbeat = 5s;
-    auto const out = drive(server, io, options, 20);
-    BOOST_TEST(!out.timed_out);
-    BOOST_TEST(out.error.empty(), out.error);
-    BOOST_TEST(out.ids == want, boost::test_tools::per_element());
-    BOOST_TEST(out.seqs.back() == "\"20-x\"");
-    // The first rows one read each (two reads close together engage the
-    // coalescing: here rows 1-3, since row 1 came with the response header),
-    // then the rest in one read, or two if the server was slow.
-    std::string sizes;
-    for (auto n : out.batches) {
-        sizes += std::to_string(n) + " ";
-    }
-    BOOST_TEST(out.batches.size() <= 5u, "rows per batch: " << sizes);
-    BOOST_TEST(*std::max_element(out.batches.begin(), out.batches.end()) >= 8u, "rows per batch: " << sizes);
 }
 
 BOOST_AUTO_TEST_CASE(stall_reset_5xx_and_last_seq_reconnect_from_the_last_row) {
