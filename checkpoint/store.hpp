@@ -49,6 +49,7 @@ struct position {
 // Key: "p" + 4-byte big-endian length of source + source + database. The
 // length prefix keeps ("a/b","c") and ("a","b/c") apart whatever bytes the
 // names hold; the leading "p" leaves room for other kinds of small state.
+inline constexpr char position_prefix = 'p';
 std::string encode_key(key const& k);
 // nullopt for a RocksDB key that is not a position key (other state, or a
 // malformed one).
