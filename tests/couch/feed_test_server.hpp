@@ -10,6 +10,8 @@
 #include "metrics/registry.hpp"
 #include "tests/support/test_env.hpp"
 
+#include "feed_driver.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -333,64 +335,20 @@ struct log_capture {
     std::string text() const { return os.str(); }
 };
 
-struct outcome {
-    std::vector<std::string> ids, seqs;
-    couch::feed_status status;
-    std::string error, metrics, logs;
-    bool timed_out = false;
+struct outcome : couch_feed_driver::feed_run {
+    std::string metrics, logs;
 };
 
 // Reads rows until `want` arrived or `until` holds for the status, then stops
 // the feed and the server; every assertion happens after run() returns.
-// `on_rows` runs on the strand after each batch (e.g. to rewind).
 inline outcome drive(test_server& server, asio::io_context& io, couch::client_config cfg, couch::feed_options options,
-              std::size_t want, std::function<bool(couch::feed_status const&)> until = {}) {
+                     std::size_t want, std::function<bool(couch::feed_status const&)> until = {}) {
     outcome out;
     log_capture logs;
     metrics::registry reg;
     auto strand = asio::make_strand(io);
     couch::changes_feed feed(strand, std::move(cfg), std::move(options), reg);
-    bool finished = false;
-    auto finish = [&] {
-        if (!finished) {
-            finished = true;
-            feed.stop();
-            out.status = feed.status();
-            server.stop();
-        }
-    };
-    asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
-        try {
-            while (out.ids.size() < want) {
-                auto rows = co_await feed.next();
-                for (auto& r : rows) {
-                    out.ids.push_back(r.id);
-                    out.seqs.push_back(r.seq.raw_json());
-                }
-            }
-        } catch (std::exception const& e) {
-            out.error = e.what();
-        }
-        finish();
-    }, asio::detached);
-    asio::steady_timer watch(strand);
-    asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
-        auto const deadline = std::chrono::steady_clock::now() + 60s; // safety net only
-        while (!finished) {
-            if (until && until(feed.status())) {
-                finish();
-                break;
-            }
-            if (std::chrono::steady_clock::now() > deadline) {
-                out.timed_out = true;
-                finish();
-                break;
-            }
-            watch.expires_after(10ms);
-            co_await watch.async_wait(asio::use_awaitable);
-        }
-    }, asio::detached);
-    io.run();
+    couch_feed_driver::run_feed(io, strand, feed, [&] { server.stop(); }, want, std::move(until), 10ms, out);
     out.metrics = reg.expose();
     out.logs = logs.text();
     return out;
