@@ -5,6 +5,7 @@
 #include "bridge/exactly_once.hpp"
 #include "bridge/exit_watchdog.hpp"
 #include "bridge/kafka_checkpoints.hpp"
+#include "bridge/kafka_startup.hpp"
 #include "bridge/fleet.hpp"
 #include "bridge/group.hpp"
 #include "bridge/group_commands.hpp"
@@ -167,57 +168,28 @@ int run_bridge(config const& cfg) {
             pcfg.transactional_id = transactional_id(cfg, checkpoint_source(cfg));
         }
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
-        if (cfg.create_topics) {
-            auto topics = routes->known_topics();
-            if (cfg.on_unpublishable == "dlq") {
-                topics.push_back(cfg.dlq_topic);
-            }
-            if (embedded) {
-                // The mock cluster has no CreateTopics API; it creates them directly.
-                embedded->create_topics(topics, cfg.topic_partitions);
-            } else if (auto ec = producer->create_topics(topics, cfg.topic_partitions, cfg.topic_replication,
-                                                         std::chrono::seconds(30))) {
-                throw std::runtime_error("cannot create topics: " + ec.message());
-            }
-            spdlog::info("topics ready: {} topics ({} partitions, replication {})", topics.size(),
-                         cfg.topic_partitions, cfg.topic_replication);
-        }
-
-        http = std::make_unique<metrics::http_server>(ioc.get_executor(), cfg.http_listen, registry);
-
         if (cfg.checkpoint_store == "kafka") {
-            // The positions live in the cluster whose records they cover, so
-            // the cluster-id check of the RocksDB store has nothing to do.
-            kafka_positions =
-                open_kafka_checkpoints(cfg, *producer, embedded.get(), pcfg.bootstrap_servers, *store);
+            // The start waits for the brokers as long as they are out of
+            // reach, serving /healthz meanwhile (bridge/kafka_startup.hpp).
+            bool transactions_begun = false;
+            auto w = wait_for_kafka_start(
+                cfg, registry,
+                [&] {
+                    return prepare_kafka(cfg, *routes, *producer, embedded.get(), pcfg.bootstrap_servers, *store,
+                                         transactions_begun);
+                },
+                [&] { return !producer->cluster_id(std::chrono::seconds(2)).empty(); });
+            kafka_positions = std::move(w.started.positions);
+            running_mark = std::move(w.started.running_mark);
+            http = std::make_unique<metrics::http_server>(ioc.get_executor(), w.listen, registry);
             auto& skipped = registry.add_counter("couch_bridge_checkpoint_records_skipped_total",
                                                  "Records of the checkpoint topic that did not decode (foreign or "
                                                  "corrupt), skipped at startup");
             skipped.inc(static_cast<double>(kafka_positions->loaded().skipped));
-            if (!cfg.group.empty()) {
-                auto const topic = assignment_topic(cfg);
-                if (embedded) {
-                    embedded->create_topic(topic, cfg.assignment_partitions);
-                } else if (!producer->missing_topics({topic}, std::chrono::seconds(30)).empty()) {
-                    if (auto ec = producer->create_topics({topic}, cfg.assignment_partitions, cfg.topic_replication,
-                                                          std::chrono::seconds(30))) {
-                        throw std::runtime_error("cannot create the assignment topic " + topic + ": " + ec.message());
-                    }
-                }
-                auto const commands = command_topic(cfg);
-                if (embedded) {
-                    embedded->create_topic(commands, 1);
-                } else if (!producer->missing_topics({commands}, std::chrono::seconds(30)).empty()) {
-                    if (auto ec = producer->create_topics({commands}, 1, cfg.topic_replication, std::chrono::seconds(30),
-                                                          {{"cleanup.policy", "compact"}})) {
-                        throw std::runtime_error("cannot create the command topic " + commands + ": " + ec.message());
-                    }
-                }
-            }
-            if (!embedded) {
-                running_mark = std::make_unique<kafka::presence>(kafka::presence_config{
-                    pcfg.bootstrap_servers, pcfg.properties, checkpoint_owner_group(cfg), cfg.checkpoint_topic});
-            }
+        } else {
+            bool no_transactions = false;
+            prepare_kafka(cfg, *routes, *producer, embedded.get(), pcfg.bootstrap_servers, *store, no_transactions);
+            http = std::make_unique<metrics::http_server>(ioc.get_executor(), cfg.http_listen, registry);
         }
 
         // Checkpoints are trusted only for the Kafka cluster that

@@ -97,13 +97,13 @@ std::string transactional_id(config const& cfg, std::string const& source) {
 std::unique_ptr<checkpoint::kafka_store> open_kafka_checkpoints(config const& cfg, kafka::producer& producer,
                                                                 kafka::embedded_cluster* embedded,
                                                                 std::string const& bootstrap_servers,
-                                                                checkpoint::store& local) {
+                                                                checkpoint::store& local, bool& transactions_begun) {
     if (embedded != nullptr) {
         embedded->create_topic(cfg.checkpoint_topic, 1); // the mock has neither CreateTopics nor compaction
     } else {
         checkpoint::ensure_checkpoint_topic(producer, cfg.checkpoint_topic, cfg.topic_replication);
     }
-    if (producer.transactional()) {
+    if (producer.transactional() && !transactions_begun) {
         for (int attempt = 1;; ++attempt) {
             auto st = producer.init_transactions(60s);
             if (st.ok()) {
@@ -120,6 +120,7 @@ std::unique_ptr<checkpoint::kafka_store> open_kafka_checkpoints(config const& cf
         if (auto st = producer.begin_transaction(); !st.ok()) {
             throw std::runtime_error("cannot begin a Kafka transaction: " + st.message);
         }
+        transactions_begun = true;
         spdlog::info("exactly-once: transactional id ready; an earlier bridge with the same id is fenced");
     }
     auto remote = checkpoint::kafka_store::open(producer, bootstrap_servers, kafka_client_properties(cfg),

@@ -34,11 +34,12 @@ std::string transactional_id(config const& cfg, std::string const& source);
 //      the topic does not know yet is written to it (in a transaction of its
 //      own with exactly-once).
 // Throws std::runtime_error (or checkpoint::store_error) with an operator
-// message.
+// message. `transactions_begun`: step 2 is done (an earlier attempt got that
+// far before it failed); set once it is.
 std::unique_ptr<checkpoint::kafka_store> open_kafka_checkpoints(config const& cfg, kafka::producer& producer,
                                                                 kafka::embedded_cluster* embedded,
                                                                 std::string const& bootstrap_servers,
-                                                                checkpoint::store& local);
+                                                                checkpoint::store& local, bool& transactions_begun);
 
 // The consumer group whose members mark the bridges that use the checkpoint
 // topic (see kafka::presence): `checkpoints set|delete` refuse while it has

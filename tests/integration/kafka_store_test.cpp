@@ -8,7 +8,8 @@
 //  - a second bridge with the same transactional id fences the first, which
 //    exits nonzero, and read_committed consumers see each change once;
 //  - a read of the topic waits for a transaction open at its start instead
-//    of stopping below it.
+//    of stopping below it;
+//  - a start whose brokers are out of reach answers /healthz and waits.
 #include "bridge_process.hpp"
 #include "helpers.hpp"
 
@@ -268,6 +269,58 @@ BOOST_AUTO_TEST_CASE(a_read_waits_for_a_transaction_open_at_its_start) {
     BOOST_REQUIRE(reading.wait_for(60s) == std::future_status::ready);
     auto const keys = reading.get();
     BOOST_TEST((keys == std::vector<std::string>{"held", "later"}));
+}
+
+
+// With the Kafka store a start reads the checkpoint topic first. While the
+// brokers are out of reach it must answer /healthz (a supervisor that sees
+// no answer restarts it in a loop during the outage), say in /readyz,
+// /status and the metrics what it waits for, keep retrying instead of
+// failing after the first attempt, and stop at once on SIGTERM.
+BOOST_AUTO_TEST_CASE(health_answers_while_the_checkpoint_topic_is_out_of_reach) {
+    kafka_store_case c;
+    auto const nowhere = "127.0.0.1:" + std::to_string(test_support::free_port()); // nothing listens there
+    auto port = test_support::free_port();
+    auto bridge = start_bridge({{c.db}, c.dir, nowhere, {"--checkpoint-store", "kafka", "--checkpoint-topic", c.topic}},
+                               port);
+    auto const base = "http://127.0.0.1:" + std::to_string(port);
+    test_support::http_result health;
+    for (auto const deadline = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < deadline;) {
+        try {
+            health = test_support::couch_request(base, "GET", "/healthz");
+            if (health.status == 200) {
+                break;
+            }
+        } catch (std::exception const&) {
+            // not listening (yet)
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    BOOST_TEST(health.status == 200, "healthz: " << health.status << " " << health.body);
+    auto const ready = test_support::couch_request(base, "GET", "/readyz");
+    BOOST_TEST(ready.status == 503);
+    BOOST_TEST(ready.body.find("checkpoint topic " + c.topic) != std::string::npos, ready.body);
+    auto const status = status_of(port);
+    BOOST_TEST_REQUIRE(status.is_object());
+    BOOST_TEST(status.at("starting").as_string().find("checkpoint topic") != std::string::npos);
+    auto const metrics = test_support::couch_request(base, "GET", "/metrics").body;
+    BOOST_TEST(metrics.find("couch_bridge_startup_waiting 1") != std::string::npos);
+    // The first attempt fails (its reads time out); the start goes on waiting.
+    auto const log = c.dir + ".log";
+    BOOST_TEST_REQUIRE(wait_for_log(log, "start attempt 1 failed", 120s), read_log(log));
+    std::this_thread::sleep_for(1s);
+    BOOST_TEST_REQUIRE(bridge->running(), read_log(log));
+    BOOST_TEST(test_support::couch_request(base, "GET", "/healthz").status == 200);
+    BOOST_TEST(test_support::couch_request(base, "GET", "/readyz").body.find("attempt 1 failed") !=
+               std::string::npos);
+    // SIGTERM during the wait ends it, without waiting for the attempt under way.
+    auto const signalled = std::chrono::steady_clock::now();
+    BOOST_TEST(stop(*bridge) == 0);
+    BOOST_TEST_MESSAGE("stopped " << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::steady_clock::now() - signalled)
+                                         .count()
+                                  << " ms after SIGTERM");
+    BOOST_TEST(read_log(log).find("while the start waited for Kafka") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
