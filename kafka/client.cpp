@@ -22,6 +22,14 @@ bool producer_only(std::string_view name) {
 
 } // namespace
 
+void set_property(rd_kafka_conf_t* conf, std::string const& name, std::string const& value) {
+    char errstr[512] = {};
+    if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        throw std::invalid_argument("kafka property '" + name + "': " + errstr);
+    }
+}
+
 rd_kafka_t* make_client(rd_kafka_type_t type, std::string const& bootstrap_servers,
                         std::vector<std::pair<std::string, std::string>> const& settings,
                         std::vector<std::pair<std::string, std::string>> const& properties, void* opaque,
@@ -30,12 +38,7 @@ rd_kafka_t* make_client(rd_kafka_type_t type, std::string const& bootstrap_serve
                         int (*stats_cb)(rd_kafka_t*, char*, size_t, void*)) {
     char errstr[512] = {};
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    auto set = [&](std::string const& name, std::string const& value) {
-        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            throw std::invalid_argument("kafka property '" + name + "': " + errstr);
-        }
-    };
+    auto set = [&](std::string const& name, std::string const& value) { set_property(conf, name, value); };
     set("bootstrap.servers", bootstrap_servers);
     for (auto const& [name, value] : settings) {
         set(name, value);

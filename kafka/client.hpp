@@ -14,6 +14,11 @@
 
 namespace kafka::detail {
 
+// Sets one property on `conf`; when librdkafka refuses it, destroys `conf`
+// and throws std::invalid_argument with librdkafka's text, which names the
+// property (never its value: it may be a secret, sasl.password).
+void set_property(rd_kafka_conf_t* conf, std::string const& name, std::string const& value);
+
 // Settings of a new client, applied in order: bootstrap.servers, `settings`
 // (what the client itself needs), then `properties` (the operator's, so they
 // win), skipping the properties only a producer knows when `type` is a

@@ -45,14 +45,7 @@ int stats_cb(rd_kafka_t*, char* json, size_t len, void* opaque) {
 rd_kafka_t* producer::impl::create_handle() {
     char errstr[512] = {};
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    auto set = [&](std::string const& name, std::string const& value) {
-        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            // librdkafka's text names the property; the value is left out on
-            // purpose, it may be a secret (sasl.password).
-            throw std::invalid_argument("kafka property '" + name + "': " + errstr);
-        }
-    };
+    auto set = [&](std::string const& name, std::string const& value) { detail::set_property(conf, name, value); };
     set("enable.idempotence", "true");
     set("acks", "all");
     set("compression.type", "lz4");
