@@ -1,12 +1,15 @@
 #pragma once
 
+#include "tests/support/couch_http.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/test_env.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace integration {
@@ -45,6 +48,24 @@ inline std::unique_ptr<test_support::child_process> start_bridge(bridge_options 
     }
     args.insert(args.end(), o.extra.begin(), o.extra.end());
     return std::make_unique<test_support::child_process>(bridge_binary(), args, o.checkpoint_dir + ".log");
+}
+
+// Asks the bridge at `base` for /healthz every 100 ms until it answers 200
+// or `limit` passes; returns the last answer (status 0: it never listened).
+inline test_support::http_result wait_for_health(std::string const& base, std::chrono::seconds limit) {
+    test_support::http_result health;
+    for (auto const deadline = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < deadline;) {
+        try {
+            health = test_support::couch_request(base, "GET", "/healthz");
+            if (health.status == 200) {
+                break;
+            }
+        } catch (std::exception const&) {
+            // not listening (yet)
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return health;
 }
 
 } // namespace integration

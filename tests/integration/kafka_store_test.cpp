@@ -284,18 +284,7 @@ BOOST_AUTO_TEST_CASE(health_answers_while_the_checkpoint_topic_is_out_of_reach) 
     auto bridge = start_bridge({{c.db}, c.dir, nowhere, {"--checkpoint-store", "kafka", "--checkpoint-topic", c.topic}},
                                port);
     auto const base = "http://127.0.0.1:" + std::to_string(port);
-    test_support::http_result health;
-    for (auto const deadline = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < deadline;) {
-        try {
-            health = test_support::couch_request(base, "GET", "/healthz");
-            if (health.status == 200) {
-                break;
-            }
-        } catch (std::exception const&) {
-            // not listening (yet)
-        }
-        std::this_thread::sleep_for(100ms);
-    }
+    auto const health = wait_for_health(base, 20s);
     BOOST_TEST(health.status == 200, "healthz: " << health.status << " " << health.body);
     auto const ready = test_support::couch_request(base, "GET", "/readyz");
     BOOST_TEST(ready.status == 503);
