@@ -109,6 +109,15 @@ startup_wait_result wait_for_kafka_start(config const& cfg, metrics::registry& r
         root["checkpoint_store"] = cfg.checkpoint_store;
         root["delivery"] = cfg.delivery;
         root["databases"] = boost::json::object();
+        // The shape of the bridge's own /status, empty: clients that poll it
+        // through a start read the same fields.
+        root["kafka"] = {{"ready", false}, {"last_error", nullptr}};
+        if (!cfg.group.empty()) {
+            root["group"] = {{"name", cfg.group},
+                             {"member_id", ""},
+                             {"partitions", boost::json::array()},
+                             {"rebalances", 0}};
+        }
         return metrics::http_response{200, "application/json", boost::json::serialize(root) + "\n"};
     });
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
