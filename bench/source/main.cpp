@@ -156,6 +156,15 @@ struct server_state {
         }
         return n;
     }
+
+    // Live mode: when the next live change appears (a feed waiting for it
+    // wakes then, not up to an interval later).
+    clock_type::time_point next_live_tick() const
+    {
+        auto const interval = std::chrono::milliseconds(live_interval_ms);
+        auto const ticks = (clock_type::now() - started) / interval;
+        return started + (ticks + 1) * interval;
+    }
 };
 
 // Writes rows of one _changes response into large chunks.
@@ -253,7 +262,7 @@ asio::awaitable<bool> stream_changes(tcp::socket& sock, server_state& st, change
     // Waits until `deadline` or a write to the database. False: the client left.
     auto const wait_until = [&](clock_type::time_point deadline) -> asio::awaitable<bool> {
         if (st.live_interval_ms > 0) {
-            deadline = std::min(deadline, clock_type::now() + std::chrono::milliseconds(st.live_interval_ms));
+            deadline = std::min(deadline, st.next_live_tick());
         }
         sub.timer().expires_at(deadline);
         co_await sub.timer().async_wait(tuple_awaitable); // aborted: woken by a write
