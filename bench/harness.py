@@ -67,6 +67,10 @@ SIZES = {
                         ("6,000/s x 1", 6000, 1, 60_000),
                         ("500/s x 10", 500, 10, 5_000), ("200/s x 1", 200, 1, 4_000),
                         ("10/s x 100", 10, 100, 100)],
+                 # (label, --live-interval-ms, databases): the bridge following
+                 # live changes, measured over follow_window_s once caught up
+                 follows=[("following 200/s x 1", 5, 1), ("following 500/s x 10", 2, 10)],
+                 follow_backlog=100, follow_settle_s=2, follow_window_s=10,
                  # (label, payload, document bytes, --max-in-flight-bytes, changes)
                  memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 300),
                          ("stub, 1 MiB docs, 64 MiB window", "stub", 1 << 20, 64 << 20, 300),
@@ -81,6 +85,8 @@ SIZES = {
                          ("6,000/s x 1", 6000, 1, 3_000),
                          ("500/s x 10", 500, 10, 250), ("200/s x 1", 200, 1, 200),
                          ("10/s x 100", 10, 100, 5)],
+                  follows=[("following 200/s x 1", 5, 1), ("following 500/s x 10", 2, 10)],
+                  follow_backlog=20, follow_settle_s=0.5, follow_window_s=2,
                   memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 20),
                           ("stub+doc, 0.9 MiB docs, 8 MiB window", "stub+doc", 900_000, 8 << 20, 20)],
                   fleet_dbs=60, fleet_changes=3, fleet_max_open_feeds=10, fleet_idle_close_ms=1000,
@@ -458,7 +464,74 @@ class Runner:
         names_order = [v["name"] for v in variants]
         rows.sort(key=lambda r: ([p[0] for p in self.size["paces"]].index(r["pace"]),
                                  names_order.index(r["variant"])))
-        self.results["pace"] = rows
+        follows = []
+        for index, (label, interval, dbs) in enumerate(self.size["follows"]):
+            log("pace %s: %d databases, one live change per %d ms each, CouchDB framing" % (label, dbs, interval))
+            source, url = self.start_source("source-follow-%d-%d" % (interval, dbs), dbs,
+                                            self.size["follow_backlog"],
+                                            ["--couchdb-like", "--live-interval-ms", str(interval)])
+            names = ["bench-%04d" % i for i in range(dbs)]
+            order = variants if index % 2 == 0 else list(reversed(variants))
+            for variant in order:
+                tag = "-" + variant["name"] if variant["name"] else ""
+                row = self.follow_bridge(interval, dbs, source, url, names, variant, tag)
+                row.update(pace=label, rate=1000.0 / interval, databases=dbs, variant=variant["name"],
+                           read_changes_per_s=None, read_cpu_us_per_change=None, ratio=None)
+                follows.append(row)
+            self.stop(source)
+        follows.sort(key=lambda r: ([f[0] for f in self.size["follows"]].index(r["pace"]),
+                                    names_order.index(r["variant"])))
+        self.results["pace"] = rows + follows
+
+    def follow_bridge(self, interval, dbs, source, url, names, variant, tag):
+        """One bridge following the live source: started from 0, it catches
+        up on the backlog; once every feed is `following` (in /status) and
+        every database's backlog is acknowledged, and after follow_settle_s,
+        the figures over follow_window_s of live changes."""
+        s = self.size
+        bridge, port = self.start_bridge("bridge-follow-%d-%d%s" % (interval, dbs, tag), url, names, variant)
+        deadline = time.monotonic() + 120
+        while True:
+            if bridge.poll() is not None:
+                raise Scenario_failed("the bridge exited with %s during the catch-up" % bridge.returncode)
+            if self.all_following(port, names, s["follow_backlog"]):
+                break
+            if time.monotonic() > deadline:
+                raise Scenario_failed("the bridge was not following every live feed within 120 s")
+            time.sleep(0.05)
+        time.sleep(s["follow_settle_s"])
+        src_cpu0, switches0 = cpu_seconds(source.pid), context_switches(bridge.pid)
+        first = dict(t=time.monotonic(), cpu=cpu_seconds(bridge.pid), m=scrape(port))
+        lat0 = scrape_histogram(port, ROW_ACK)
+        time.sleep(s["follow_window_s"])
+        lat1 = scrape_histogram(port, ROW_ACK)
+        last = dict(t=time.monotonic(), cpu=cpu_seconds(bridge.pid), m=scrape(port))
+        switches = context_switches(bridge.pid) - switches0
+        src_cpu = cpu_seconds(source.pid) - src_cpu0
+        # Still following at the end: a feed that fell back to catching up
+        # would measure batches, not live rows.
+        still = self.all_following(port, names, 0)
+        rc = self.stop(bridge)
+        changes = delivered(last["m"]) - delivered(first["m"])
+        secs = last["t"] - first["t"]
+        p50, p99 = histogram_quantile(0.5, lat0, lat1), histogram_quantile(0.99, lat0, lat1)
+        return dict(
+            changes=int(changes), window_s=secs, following_throughout=still,
+            bridge_changes_per_s=changes / secs if secs > 0 else None,
+            bridge_cpu_us_per_change=(last["cpu"] - first["cpu"]) * 1e6 / changes if changes else None,
+            switches_per_change=switches / changes if changes else None,
+            latency_p50_ms=p50 * 1e3 if p50 is not None else None,
+            latency_p99_ms=p99 * 1e3 if p99 is not None else None,
+            source_cpu_us_per_change=src_cpu * 1e6 / changes if changes else None, exit_code=rc)
+
+    @staticmethod
+    def all_following(port, names, backlog):
+        """Every database of `names` follows its feed (/status) with at least
+        `backlog` records acknowledged or skipped."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/status" % port, timeout=10) as r:
+            dbs = json.load(r).get("databases", {})
+        return all(dbs.get(n, {}).get("state") == "following" and
+                   dbs[n].get("published", 0) + dbs[n].get("skipped", 0) >= backlog for n in names)
 
     def pace_bridge(self, rate, dbs, total, source, url, names, variant, tag):
         """One bridge catching up on the paced source from 0: its figures."""
