@@ -1,7 +1,7 @@
 """The report of bench/run (issue #7): the goals, the markdown tables, the
 machine and versions, and the write of docs/BENCHMARKS.md that keeps the
 sections other scenarios wrote and the notes kept across runs. Standard
-library only; the scenarios themselves are in harness.py (and fleet.py).
+library only; the scenarios themselves are in harness.py (and pace.py, fleet.py).
 """
 
 import datetime
