@@ -61,7 +61,11 @@ pipeline::pipeline(asio::any_io_executor pool, std::shared_ptr<couch::client> cl
     // A state change shows in status() at once, not at the next tick: the
     // fleet gives a caught-up feed's place to a waiting database as soon as
     // it sees it `following` (fleet_idle.cpp). Both run on the strand.
-    feed_.on_state_change([this](couch::feed_state) { refresh_status(); });
+    feed_.on_state_change([this](couch::feed_state st) {
+        feed_state_ = st;
+        refresh_status();
+    });
+    lane_ = &deps_.producer;
 }
 
 pipeline::~pipeline() { feed_.on_state_change({}); }
@@ -211,11 +215,40 @@ asio::awaitable<void> pipeline::run() {
     refresh_status();
 }
 
+asio::awaitable<bool> pipeline::choose_lane(std::uint64_t generation) {
+    auto* const want = deps_.catch_up != nullptr && feed_state_ == couch::feed_state::catching_up ? deps_.catch_up
+                                                                                                   : &deps_.producer;
+    if (want == lane_) {
+        co_return true;
+    }
+    // Two producers keep no order between them: a record of the new lane
+    // could overtake one of the same key still queued in the old lane. So
+    // the old lane is drained first (one linger and a round trip, once per
+    // catch-up).
+    write_memory(); // acknowledgements may move the checkpoint while we wait
+    while (in_flight_records_ > 0) {
+        window_timer_.expires_after(std::chrono::seconds(1));
+        co_await window_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (generation != generation_ || stopping_) {
+            co_return false;
+        }
+    }
+    lane_ = want;
+    probe_->lane_switches.inc();
+    spdlog::debug("db {}: records go to the {} producer now", key_.database,
+                  lane_ == deps_.catch_up ? "catch-up" : "following");
+    co_return true;
+}
+
 asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint64_t generation) {
     // The rows were parsed from the socket just before (feed_.next() hands
     // them out as soon as a read completes them): the start of their
     // latency, which includes any wait for the exactly-once gate below.
     auto const read_at = std::chrono::steady_clock::now();
+    if (!co_await choose_lane(generation)) {
+        co_return;
+    }
+    auto& producer = *lane_;
     // Exactly-once: a batch lands in one transaction with the checkpoint
     // that covers it, so the commit waits for the batches under way and new
     // batches wait while it commits (without transactions the gate is
@@ -363,7 +396,7 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
             auto const sent = read_at;
             bool produced = true;
             for (;;) {
-                auto ec = deps_.producer.try_produce(
+                auto ec = producer.try_produce(
                     rec, strand_,
                     [this, ticket, generation, bytes, topic = decision.topic, sent, poison_key,
                      forget_id](kafka::delivery_report const& r) {
@@ -383,7 +416,7 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
                 if (kafka::producer::is_queue_full(ec)) {
                     // librdkafka's queue is full: wait for delivery reports, never spin.
                     write_memory(); // acknowledgements may move the checkpoint while we wait
-                    co_await deps_.producer.wait_for_space();
+                    co_await producer.wait_for_space();
                     if (stopping_ || generation != generation_) {
                         co_return;
                     }
