@@ -168,8 +168,15 @@ int run_bridge(config const& cfg) {
             // producer of its own (bridge/group_transactions.hpp).
             pcfg.transactional_id = transactional_id(cfg, checkpoint_source(cfg));
         }
+        bool const catch_up_lane = cfg.kafka_catch_up_linger.count() > 0 && !exactly_once;
+        if (catch_up_lane) {
+            // Only following feeds use this producer then: it sends after 1
+            // ms rather than the producer's default 5 (latency), unless a
+            // --kafka-property says otherwise (applied after this).
+            pcfg.properties.insert(pcfg.properties.begin(), {"linger.ms", "1"});
+        }
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
-        if (cfg.kafka_catch_up_linger.count() > 0 && !exactly_once) {
+        if (catch_up_lane) {
             kafka::producer_config lane = pcfg;
             lane.properties.emplace_back("linger.ms", std::to_string(cfg.kafka_catch_up_linger.count()));
             lane.ready_metric = "couch_bridge_kafka_catch_up_ready";

@@ -171,8 +171,8 @@ parse_result parse_command_line(int argc, char const* const* argv) {
     app.add_option_function<int>(
            "--kafka-catch-up-linger-ms", [&c](int ms) { c.kafka_catch_up_linger = std::chrono::milliseconds(ms); },
            "linger.ms of a second producer for the records of catching-up feeds: fewer, larger produce requests "
-           "(less CPU per change) while following feeds keep the short linger of the first (0: one producer; "
-           "not with --delivery exactly-once)")
+           "(less CPU per change), while the first producer, left to following feeds, lingers 1 ms (latency). "
+           "0: one producer with linger.ms 5 for everything; never with --delivery exactly-once")
         ->envname(env_name("kafka-catch-up-linger-ms"))
         ->check(CLI::Range(0, 60000))
         ->default_str("50")
