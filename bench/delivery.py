@@ -27,7 +27,6 @@ Prints a Markdown table; nothing passes or fails on a timing.
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import time
 import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import cpu_seconds, delivered, free_port, scrape, ROWS_READ  # noqa: E402
+from measure import cpu_seconds, delivered, end_process, free_port, scrape, ROWS_READ  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,14 +59,7 @@ class Bench:
         return p
 
     def stop(self, p):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        return p.returncode
+        return end_process(p)
 
     def source(self, name, changes, extra=(), databases=1):
         port_file = os.path.join(self.work, name + ".port")

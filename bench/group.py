@@ -34,7 +34,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from delivery import Bench, ROOT, log, own_broker, stop_broker  # noqa: E402
-from harness import ROWS_READ, cpu_seconds, delivered, scrape  # noqa: E402
+from measure import ROWS_READ, cpu_seconds, delivered, scrape  # noqa: E402
 
 
 def status(port):

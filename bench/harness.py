@@ -18,11 +18,15 @@ Runs, side by side on one machine and one Kafka broker:
            10,000/s x 1 (faster than a real CouchDB served here), 6,000/s x 1,
            500/s x 10 and 10/s x 100 databases: a plain read
            (curl) of the paced feed, then the bridge catching up on it; CPU per
-           change of both, and catch-up / plain read.
+           change of both, and catch-up / plain read. Then the bridge
+           following live changes (200/s x 1 and 500/s x 10 databases) once
+           caught up: CPU per change and row->ack latency over a window.
   fleet    (not run by default; bench/fleet.py) discovery of 10,000 databases
            by pattern under --max-open-feeds: time until every database has a
            checkpoint, memory, connections to the source, and the latency of
            a write to an idle database.
+The pace scenario is in pace.py (a mixin of Runner), fleet in fleet.py, the
+readings of /proc and /metrics in measure.py, the tables in report.py.
 Figures come from /proc (CPU: utime+stime; memory: VmRSS/VmHWM) and from the
 bridge's /metrics; timing windows start at the first row read, so process
 startup is not counted. Nothing here passes or fails on a timing: a scenario
@@ -30,14 +34,9 @@ fails only when the bridge does not deliver everything it was given.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,18 +44,11 @@ import time
 import urllib.request
 
 import fleet
+from measure import (CKPT_WRITES, ROWS_READ, Scenario_failed, cpu_seconds, delivered, end_process, free_port,
+                     log, memory_kib, scrape)
+from pace import Pace
 from report import (fmt, met, main_table, ckpt_table, micro_table, pace_table, memory_table,
                     machine_and_versions, write_report)
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-# Metric families read from the bridge's /metrics (summed over labels).
-ROWS_READ = "couch_bridge_couch_rows_read_total"
-PUBLISHED = "couch_bridge_records_published_total"
-SKIPPED = "couch_bridge_records_skipped_total"
-PRODUCED = "couch_bridge_kafka_produced_total"
-CKPT_WRITES = "couch_bridge_checkpoint_writes_total"
-ROW_ACK = "couch_bridge_row_ack_latency_seconds"
 
 SIZES = {
     "full": dict(source_dbs=4, source_changes=250_000, baseline_changes=5_000, idle_dbs=1000, idle_changes=5,
@@ -67,6 +59,10 @@ SIZES = {
                         ("6,000/s x 1", 6000, 1, 60_000),
                         ("500/s x 10", 500, 10, 5_000), ("200/s x 1", 200, 1, 4_000),
                         ("10/s x 100", 10, 100, 100)],
+                 # (label, --live-interval-ms, databases): the bridge following
+                 # live changes, measured over follow_window_s once caught up
+                 follows=[("following 200/s x 1", 5, 1), ("following 500/s x 10", 2, 10)],
+                 follow_backlog=100, follow_settle_s=2, follow_window_s=10,
                  # (label, payload, document bytes, --max-in-flight-bytes, changes)
                  memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 300),
                          ("stub, 1 MiB docs, 64 MiB window", "stub", 1 << 20, 64 << 20, 300),
@@ -81,6 +77,8 @@ SIZES = {
                          ("6,000/s x 1", 6000, 1, 3_000),
                          ("500/s x 10", 500, 10, 250), ("200/s x 1", 200, 1, 200),
                          ("10/s x 100", 10, 100, 5)],
+                  follows=[("following 200/s x 1", 5, 1), ("following 500/s x 10", 2, 10)],
+                  follow_backlog=20, follow_settle_s=0.5, follow_window_s=2,
                   memory=[("stub, 1 MiB docs, 8 MiB window", "stub", 1 << 20, 8 << 20, 20),
                           ("stub+doc, 0.9 MiB docs, 8 MiB window", "stub+doc", 900_000, 8 << 20, 20)],
                   fleet_dbs=60, fleet_changes=3, fleet_max_open_feeds=10, fleet_idle_close_ms=1000,
@@ -88,119 +86,7 @@ SIZES = {
 }
 
 
-
-def log(msg):
-    print("bench: " + msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process (seconds), from /proc/<pid>/stat."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def children_cpu_seconds(pid):
-    """cutime + cstime: CPU of waited-for children (curl readers)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[13]) + int(fields[14])) / CLK_TCK
-
-
-def memory_kib(pid):
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0])
-    return out
-
-
-def context_switches(pid):
-    """Voluntary + involuntary context switches of every live thread of a
-    process, from /proc/<pid>/task/*/status (threads gone are not counted)."""
-    total = 0
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def scrape(port):
-    """Sums every sample of each metric family (labels ignored)."""
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
-        text = r.read().decode()
-    sums = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)", line)
-        if not m:
-            continue
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            continue
-        sums[m.group(1)] = sums.get(m.group(1), 0.0) + value
-    return sums
-
-
-def scrape_histogram(port, name):
-    """The cumulative bucket counts of histogram `name` (summed over its
-    other labels), as a sorted list of (upper bound, count)."""
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
-        text = r.read().decode()
-    buckets = {}
-    pattern = re.compile(r'^%s_bucket\{(?:.*,)?le="([^"]+)"(?:,.*)?\}\s+(\S+)' % re.escape(name))
-    for line in text.splitlines():
-        m = pattern.match(line)
-        if m:
-            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
-            buckets[le] = buckets.get(le, 0.0) + float(m.group(2))
-    return sorted(buckets.items())
-
-
-def histogram_quantile(q, before, after):
-    """The q-quantile of the observations made between two scrapes of one
-    histogram, interpolated linearly inside its bucket (as Prometheus'
-    histogram_quantile does); None when nothing was observed."""
-    old = dict(before)
-    delta = [(le, c - old.get(le, 0.0)) for le, c in after]
-    if not delta or delta[-1][1] <= 0:
-        return None
-    rank = q * delta[-1][1]
-    lower, below = 0.0, 0.0
-    for le, c in delta:
-        if c >= rank:
-            if le == float("inf"):
-                return lower
-            return lower + (le - lower) * ((rank - below) / (c - below) if c > below else 1.0)
-        lower, below = le, c
-    return lower
-
-
-def delivered(m):
-    """Rows the bridge is done with: acknowledged by Kafka, or skipped by rule."""
-    return m.get(PUBLISHED, m.get(PRODUCED, 0.0)) + m.get(SKIPPED, 0.0)
-
-
-class Scenario_failed(Exception):
-    pass
-
-
-class Runner:
+class Runner(Pace):
     def __init__(self, args):
         self.args = args
         self.size = dict(SIZES[args.mode])
@@ -254,13 +140,7 @@ class Runner:
                 time.sleep(0.05)
 
     def stop(self, proc, timeout=120):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        end_process(proc, timeout=timeout)
         if proc in self.procs:
             self.procs.remove(proc)
         return proc.returncode
@@ -308,13 +188,7 @@ class Runner:
         # The source's ceiling: one curl per database, all at once.
         log("source ceiling: %d databases x %d changes read by curl" % (dbs, n))
         cpu0 = cpu_seconds(source.pid)
-        t0 = time.monotonic()
-        readers = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null",
-                                     "%s/%s/_changes?include_docs=true&feed=normal" % (url, db)]) for db in names]
-        for r in readers:
-            if r.wait() != 0:
-                raise Scenario_failed("curl could not read the source")
-        wall = time.monotonic() - t0
+        wall, _ = self.plain_read(url, names)
         src_cpu = cpu_seconds(source.pid) - cpu0
         self.results["source"] = dict(changes=total, changes_per_s=total / wall,
                                       source_cpu_us_per_change=src_cpu * 1e6 / total)
@@ -400,161 +274,6 @@ class Runner:
             self.stop(source)
             rows += [high, low]
         self.results["checkpoints"] = rows
-
-    def plain_read(self, url, names):
-        """Reads every database's whole _changes feed with one curl each, all
-        at once, discarding the bytes. Returns (seconds, curl CPU seconds)."""
-        cpu0 = children_cpu_seconds(os.getpid())
-        t0 = time.monotonic()
-        readers = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null",
-                                     "%s/%s/_changes?include_docs=true&feed=normal" % (url, db)]) for db in names]
-        for r in readers:
-            if r.wait() != 0:
-                raise Scenario_failed("curl could not read the source")
-        return time.monotonic() - t0, children_cpu_seconds(os.getpid()) - cpu0
-
-    @staticmethod
-    def rows_served(url):
-        with urllib.request.urlopen(url + "/_bench/stats", timeout=10) as r:
-            return json.load(r)["rows_served"]
-
-    def variants(self):
-        """The bridges to compare (--variant NAME=BINARY [ARGS]); without
-        any, the one bridge binary under the name ""."""
-        out = []
-        for v in self.args.variant:
-            name, _, rest = v.partition("=")
-            words = rest.split()
-            if not name or not words:
-                raise ValueError("--variant wants NAME=BINARY [ARGS], not %r" % v)
-            out.append(dict(name=name, binary=words[0], args=words[1:]))
-        return out or [dict(name="", binary=self.args.bridge_binary, args=[])]
-
-    def scenario_pace(self):
-        rows = []
-        variants = self.variants()
-        for index, (label, rate, dbs, n) in enumerate(self.size["paces"]):
-            total = dbs * n
-            log("pace %s: %d databases x %d changes, CouchDB framing" % (label, dbs, n))
-            source, url = self.start_source("source-pace-%d-%d" % (rate, dbs), dbs, n,
-                                            ["--couchdb-like", "--row-rate", str(rate)])
-            names = ["bench-%04d" % i for i in range(dbs)]
-            read_s, read_cpu = self.plain_read(url, names)
-            read_rate = total / read_s if read_s > 0 else None
-            # Variants take turns on the same source (each reads every feed
-            # from 0), in alternating order from one pace to the next, so
-            # that a drift of the machine's speed does not favour one.
-            order = variants if index % 2 == 0 else list(reversed(variants))
-            for variant in order:
-                tag = "-" + variant["name"] if variant["name"] else ""
-                row = self.pace_bridge(rate, dbs, total, source, url, names, variant, tag)
-                row.update(pace=label, rate=rate, databases=dbs, changes=total, variant=variant["name"],
-                           read_changes_per_s=read_rate, read_cpu_us_per_change=read_cpu * 1e6 / total)
-                row["ratio"] = row["bridge_changes_per_s"] / read_rate \
-                    if row["bridge_changes_per_s"] and read_rate else None
-                rows.append(row)
-            self.stop(source)
-        # Keep the table grouped by pace, in the variants' given order.
-        names_order = [v["name"] for v in variants]
-        rows.sort(key=lambda r: ([p[0] for p in self.size["paces"]].index(r["pace"]),
-                                 names_order.index(r["variant"])))
-        self.results["pace"] = rows
-
-    def pace_bridge(self, rate, dbs, total, source, url, names, variant, tag):
-        """One bridge catching up on the paced source from 0: its figures."""
-        served0 = self.rows_served(url)
-        source_pid = source.pid
-        bridge, port = self.start_bridge("bridge-pace-%d-%d%s" % (rate, dbs, tag), url, names, variant)
-        perf = None
-        # 6,000/s is reported; 500/s (the many-databases pace) is recorded
-        # too, for perf report on the kept work directory.
-        if self.args.perf and rate in (6000, 500):
-            perf = self.start_perf(bridge.pid, "perf-pace-%d%s" % (rate, tag))
-        src_cpu0 = cpu_seconds(source_pid)
-        # The window starts when the source has served the bridge a row,
-        # not at the bridge's first rows-read count: at 10/s x 100 that
-        # counter first moved near the end of the feeds (a window of
-        # 0.2 s for 10 s of work in the first run).
-        deadline = time.monotonic() + 120
-        while self.rows_served(url) <= served0:
-            if bridge.poll() is not None or time.monotonic() > deadline:
-                raise Scenario_failed("the bridge read nothing from the paced source")
-            time.sleep(0.02)
-        start = dict(t=time.monotonic(), cpu=cpu_seconds(bridge.pid), m=scrape(port))
-        switches0 = context_switches(bridge.pid)
-        # Latency is taken over the rows after the first tenth: the first
-        # records of a fresh producer wait for its broker connection, its
-        # producer id and the topics' metadata (up to a second), which says
-        # nothing about the steady state.
-        lat0 = []
-        while True:
-            if bridge.poll() is not None:
-                raise Scenario_failed("the bridge exited with %s during the run" % bridge.returncode)
-            if delivered(scrape(port)) >= total / 10:
-                lat0 = scrape_histogram(port, ROW_ACK)
-                break
-            time.sleep(0.02)
-        _, last = self.wait_delivered(bridge, port, total)
-        switches = context_switches(bridge.pid) - switches0
-        lat1 = scrape_histogram(port, ROW_ACK)
-        first = start
-        src_cpu = cpu_seconds(source_pid) - src_cpu0
-        if perf and rate != 6000:
-            self.finish_perf(perf)
-        elif perf:
-            self.results["perf_6000"] = self.finish_perf(perf)
-            self.results["perf_6000"]["variant"] = variant["name"]
-        changes = delivered(last["m"]) - delivered(first["m"])
-        secs = last["t"] - first["t"]
-        rc = self.stop(bridge)
-        bridge_rate = changes / secs if secs > 0 else None
-        p50, p99 = histogram_quantile(0.5, lat0, lat1), histogram_quantile(0.99, lat0, lat1)
-        return dict(
-            bridge_changes_per_s=bridge_rate,
-            bridge_cpu_us_per_change=(last["cpu"] - first["cpu"]) * 1e6 / changes if changes else None,
-            switches_per_change=switches / changes if changes else None,
-            latency_p50_ms=p50 * 1e3 if p50 is not None else None,
-            latency_p99_ms=p99 * 1e3 if p99 is not None else None,
-            source_cpu_us_per_change=src_cpu * 1e6 / changes if changes else None, exit_code=rc)
-
-    def start_perf(self, pid, name):
-        """`perf record -g` on the bridge until finish_perf(); None when perf
-        is missing or not permitted here."""
-        if not shutil.which("perf"):
-            log("perf not found (scripts/install-deps.sh --bench installs it); no profile")
-            return None
-        data = os.path.join(self.work, name + ".data")
-        logf = open(os.path.join(self.work, name + ".log"), "w")
-        proc = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-o", data,
-                                 "-p", str(pid)], stdout=logf, stderr=subprocess.STDOUT)
-        time.sleep(0.3)
-        if proc.poll() is not None:
-            log("perf record could not start; see %s/%s.log" % (self.work, name))
-            return None
-        return proc, data
-
-    def finish_perf(self, perf):
-        proc, data = perf
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        report = ["perf", "report", "-i", data, "--no-children", "--stdio", "-g", "none"]
-        by_symbol = subprocess.run(report + ["--sort", "dso,symbol", "--percent-limit", "1.5"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=300).stdout
-        by_dso = subprocess.run(report + ["--sort", "dso", "--percent-limit", "0.5"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=300).stdout
-        inclusive = subprocess.run(["perf", "report", "-i", data, "--children", "--stdio", "-g", "none",
-                                    "--sort", "symbol", "--percent-limit", "4"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=300).stdout
-
-        def keep(text):
-            # perf pads with empty srcline columns ("-  -"); drop them.
-            return [re.sub(r"(\s+-)+\s*$", "", l.rstrip()) for l in text.splitlines()
-                    if l.strip() and not l.startswith("#")]
-        return dict(symbols=keep(by_symbol)[:25], dsos=keep(by_dso)[:12], inclusive=keep(inclusive)[:30])
 
     def scenario_memory(self):
         """Peak RSS while catching up one database of large documents, per

@@ -1,7 +1,7 @@
 """The report of bench/run (issue #7): the goals, the markdown tables, the
 machine and versions, and the write of docs/BENCHMARKS.md that keeps the
 sections other scenarios wrote and the notes kept across runs. Standard
-library only; the scenarios themselves are in harness.py (and fleet.py).
+library only; the scenarios themselves are in harness.py (and pace.py, fleet.py).
 """
 
 import datetime
@@ -139,6 +139,15 @@ def pace_section(args, runner, old):
              "its CPU is curl's. Bridge: catch-up from 0 on the same source right after (its default `limit=2000` "
              "batches with `seq_interval=100`, so it also reads `null` seqs), measured as in the throughput "
              "scenario.", "",
+             "The `following` rows measure the bridge on a live feed, where issue #16's latency goal (row→ack "
+             "p99 ≤ 10 ms at 200 changes/s) applies: `bench-source --couchdb-like --live-interval-ms I` adds one "
+             "change per I ms to every database after a backlog of %s changes each. Once every database is "
+             "`following` in the bridge's `/status` with its backlog acknowledged, and %s s later, the figures are "
+             "taken over %s s of live changes (changes = those delivered in the window; no plain read). Row→ack "
+             "is the change of `couch_bridge_row_ack_latency_seconds` over the window (catch-up rows: after the "
+             "first tenth of the changes), interpolated in its buckets."
+             % (fmt(runner.size["follow_backlog"]), fmt(runner.size["follow_settle_s"]),
+                fmt(runner.size["follow_window_s"])), "",
              pace_table(r.get("pace", [])), ""]
     perf = r.get("perf_6000")
     if perf:

@@ -110,6 +110,7 @@ int run_bridge(config const& cfg) {
     std::unique_ptr<throwaway_dir> scratch;
     std::unique_ptr<kafka::embedded_cluster> embedded;
     std::unique_ptr<kafka::producer> producer;
+    std::unique_ptr<kafka::producer> catch_up_producer; // the catch-up lane; null when off
     std::unique_ptr<checkpoint::store> store;
     std::unique_ptr<checkpoint::kafka_store> kafka_positions; // --checkpoint-store kafka
     std::unique_ptr<kafka::presence> running_mark;            // ... and the group that says it is in use
@@ -167,7 +168,20 @@ int run_bridge(config const& cfg) {
             // producer of its own (bridge/group_transactions.hpp).
             pcfg.transactional_id = transactional_id(cfg, checkpoint_source(cfg));
         }
+        bool const catch_up_lane = cfg.kafka_catch_up_linger.count() > 0 && !exactly_once;
+        if (catch_up_lane) {
+            // Only following feeds use this producer then: it sends after 1
+            // ms rather than the producer's default 5 (latency), unless a
+            // --kafka-property says otherwise (applied after this).
+            pcfg.properties.insert(pcfg.properties.begin(), {"linger.ms", "1"});
+        }
         producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
+        if (catch_up_lane) {
+            kafka::producer_config lane = pcfg;
+            lane.properties.emplace_back("linger.ms", std::to_string(cfg.kafka_catch_up_linger.count()));
+            lane.ready_metric = "couch_bridge_kafka_catch_up_ready";
+            catch_up_producer = std::make_unique<kafka::producer>(ioc.get_executor(), std::move(lane), registry);
+        }
         if (cfg.checkpoint_store == "kafka") {
             // The start waits for the brokers as long as they are out of
             // reach, serving /healthz meanwhile (bridge/kafka_startup.hpp).
@@ -346,7 +360,7 @@ int run_bridge(config const& cfg) {
                                         window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
                                         pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
                                                                cfg.deletion_memory ? &memory : nullptr,
-                                                               may_publish},
+                                                               may_publish, catch_up_producer.get()},
                                         *store, positions, owns, unit_of,
                                         std::make_shared<couch::client>(ioc.get_executor(), client, couch_source,
                                                                         &registry),
@@ -627,6 +641,7 @@ int run_bridge(config const& cfg) {
     running_fleet = nullptr;
     // The producer goes first: anything it still holds completes into the
     // stopped io_context and is discarded there (never reported as delivered).
+    catch_up_producer.reset();
     producer.reset();
     embedded.reset();
     spdlog::info("stopped (exit {})", exit_code);

@@ -56,6 +56,11 @@ struct config {
     // (drop them: every database starts again as if new), keep (trust them,
     // for topics mirrored to the new cluster).
     std::string kafka_cluster_change = "refuse";
+    // linger.ms of a second producer that takes the records of catching-up
+    // feeds (fewer, larger produce requests: less CPU per change), while the
+    // following feeds keep the first one's short linger (latency). 0: one
+    // producer for everything. Never with exactly-once (one transaction).
+    std::chrono::milliseconds kafka_catch_up_linger{50};
 
     std::string routing = "commcare"; // commcare | prefix:<p> | path of a JSON file
     std::string payload = "stub";     // stub | stub+doc | doc

@@ -151,7 +151,8 @@ void fleet::launch_pipeline_locked(entry& e, std::optional<std::string> start_ki
     couch::feed_options fo = deps_.feed;
     fo.database = e.db;
     pipeline::dependencies pipe{*unit.producer,     deps_.pipe.routes, *unit.flusher,         deps_.pipe.registry,
-                                deps_.pipe.options, deps_.pipe.memory, deps_.pipe.may_publish};
+                                deps_.pipe.options, deps_.pipe.memory, deps_.pipe.may_publish,
+                                deps_.unit_of ? nullptr : deps_.pipe.catch_up};
     if (auto const* v = e.options.if_contains("selector"); v || e.options.contains("doc_ids") ||
                                                            e.options.contains("filter")) {
         // A per-database server filter replaces the process-wide one.

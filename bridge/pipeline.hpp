@@ -112,6 +112,12 @@ public:
         // pipeline then holds every record until it is true again or the
         // pipeline is stopped. Empty: always true.
         std::function<bool()> may_publish = {};
+        // The catch-up lane (--kafka-catch-up-linger-ms): records read while
+        // the feed catches up go to this producer, which lingers longer
+        // (fewer, larger produce requests); null: everything to `producer`.
+        // A switch of lanes waits until the other lane has acknowledged
+        // every record of this pipeline, so a key's records stay in order.
+        kafka::producer* catch_up = nullptr;
     };
 
     // `source` is shared by the pipelines of one CouchDB server (null: a private one).
@@ -160,6 +166,9 @@ private:
                      kafka::delivery_report const& report, std::string const& poison_key,
                      std::string const& forget_id);
     void write_memory();
+    // The producer for the next batch (see dependencies::catch_up); false
+    // when stopped or rewound while it waited for the other lane to drain.
+    boost::asio::awaitable<bool> choose_lane(std::uint64_t generation);
     bool filtered_out(change_meta const& meta) const;
     // A record Kafka can never take: acts by policy. Returns true when the
     // row counts as handled (a DLQ record went out, or it was skipped).
@@ -197,6 +206,8 @@ private:
     std::atomic<bool> ticker_done_{false};
     bool stopping_ = false;
     bool lease_held_ = false; // inside the producer's batch gate (see publish)
+    couch::feed_state feed_state_ = couch::feed_state::connecting; // as the feed last said
+    kafka::producer* lane_ = nullptr; // the producer of the records in flight
     std::string failure_;                        // last delivery failure, cleared by progress
     std::chrono::system_clock::time_point failure_time_{};
     std::uint64_t rows_read_ = 0, published_ = 0, skipped_ = 0, failures_ = 0, unpublishable_ = 0;

@@ -54,7 +54,10 @@ struct pipeline::probe {
           row_ack(r.add_histogram("couch_bridge_row_ack_latency_seconds",
                                   "Time from a change row handed out by the feed (parsed from the socket) to its "
                                   "acknowledgement by Kafka: the bridge's own added latency",
-                                  metrics::exponential_buckets(0.0001, 1.5, 30))) {}
+                                  metrics::exponential_buckets(0.0001, 1.5, 30))),
+          lane_switches(r.add_counter("couch_bridge_kafka_lane_switches_total",
+                                      "Times a pipeline moved its records between the following producer and the "
+                                      "catch-up producer (--kafka-catch-up-linger-ms), after draining the other")) {}
 
     metrics::registry& registry;
     metrics::labels db_labels;
@@ -72,6 +75,7 @@ struct pipeline::probe {
     metrics::gauge& last_change;
     metrics::gauge& ready;
     metrics::histogram& row_ack;
+    metrics::counter& lane_switches; // one series for the process, like row_ack
 };
 
 } // namespace bridge

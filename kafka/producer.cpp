@@ -57,7 +57,7 @@ producer::impl::impl(boost::asio::any_io_executor ex, producer_config config, me
       latency_(registry.add_histogram("couch_bridge_kafka_delivery_latency_seconds",
                                       "Time from produce to acknowledgement by Kafka",
                                       metrics::exponential_buckets(0.001, 2.0, 16))),
-      ready_gauge_(registry.add_gauge("couch_bridge_kafka_ready",
+      ready_gauge_(registry.add_gauge(config_.ready_metric,
                                       "1 unless the producer cannot reach the cluster (authentication, TLS, all "
                                       "brokers down) and has not seen a broker up since")),
       watcher_(ioc_ex_) {

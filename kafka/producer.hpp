@@ -62,6 +62,10 @@ struct producer_config {
     // instance (a fenced producer must not write again): fatal_error() says
     // why and every later call fails.
     std::string transactional_id;
+    // The gauge saying whether this producer reaches the cluster. A second
+    // producer of the process (the catch-up lane) names its own, so that
+    // neither overwrites the other's.
+    std::string ready_metric = "couch_bridge_kafka_ready";
 };
 
 // The outcome of a transaction call, by what the caller must do next.

@@ -11,6 +11,7 @@
 #include <boost/asio/strand.hpp>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -38,20 +39,27 @@ inline couch::feed_options fast_options(couch::since since = couch::since::begin
 
 using outcome = couch_feed_driver::feed_run;
 
-// Reads rows until `want` rows arrived or `until_state` is reached, then stops
-// the feed and the server; all assertions happen after run() returns.
-inline outcome drive(couch_test::fault_server& server, asio::io_context& io, couch::feed_options options,
-                     std::size_t want, std::optional<couch::feed_state> until_state = std::nullopt,
-                     metrics::registry* reg = nullptr) {
+// Reads rows until `want` rows arrived or `until` holds (sampled every 2 ms),
+// then stops the feed and the server; all assertions happen after it returns.
+inline outcome drive_until(couch_test::fault_server& server, asio::io_context& io, couch::feed_options options,
+                           std::size_t want, std::function<bool(couch::feed_status const&)> until,
+                           metrics::registry* reg = nullptr) {
     outcome out;
     metrics::registry local;
     auto strand = asio::make_strand(io);
     couch::client_config cfg;
     cfg.url = server.url();
     couch::changes_feed feed(strand, cfg, std::move(options), reg ? *reg : local);
-    auto until = [until_state](couch::feed_status const& st) { return until_state && st.state == *until_state; };
-    couch_feed_driver::run_feed(io, strand, feed, [&] { server.stop(); }, want, until, 2ms, out);
+    couch_feed_driver::run_feed(io, strand, feed, [&] { server.stop(); }, want, std::move(until), 2ms, out);
     return out;
+}
+
+// drive_until, ending when the feed reaches `until_state` (when given).
+inline outcome drive(couch_test::fault_server& server, asio::io_context& io, couch::feed_options options,
+                     std::size_t want, std::optional<couch::feed_state> until_state = std::nullopt,
+                     metrics::registry* reg = nullptr) {
+    auto until = [until_state](couch::feed_status const& st) { return until_state && st.state == *until_state; };
+    return drive_until(server, io, std::move(options), want, until, reg);
 }
 
 } // namespace couch_fault_feed

@@ -71,6 +71,11 @@ public:
     // Before answering a _changes request: wait this long. Requests accepted
     // and not yet answered are counted (max_unanswered).
     std::chrono::milliseconds answer_delay{0};
+    // TCP_NODELAY on the connections (as CouchDB's chttpd sets): every write
+    // leaves at once. Without it Nagle holds a small write back until the
+    // previous one is acknowledged, and the client acknowledges late (it
+    // sends nothing back), so paced rows arrive bunched.
+    bool no_delay = false;
     int unanswered = 0, max_unanswered = 0;
     // When set and it returns a script, that script answers the request
     // (any target; checked before the rules above).
@@ -90,6 +95,10 @@ private:
     fs_asio::awaitable<void> session(fs_tcp::socket sock) {
         sockets_.push_back(&sock);
         ++connections;
+        if (no_delay) {
+            boost::system::error_code ignored;
+            sock.set_option(fs_tcp::no_delay(true), ignored);
+        }
         // A script that ends in hold() keeps the connection: a client that
         // reuses it (keep-alive) gets its next request answered here.
         for (;;) { // (not `while (co_await ...)`: GCC 12 miscompiles it)
