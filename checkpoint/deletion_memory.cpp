@@ -23,9 +23,7 @@ boost::system::error_code deletion_memory::remember(key const& k,
         std::lock_guard lock(mutex_);
         auto& e = pending_[k];
         for (auto& [id, what] : docs) {
-            auto [it, inserted] = e.try_emplace(std::move(id));
-            it->second = std::move(what);
-            pending_count_ += inserted ? 1 : 0;
+            put(e, std::move(id), std::move(what));
         }
         full = pending_count_ > max_pending_;
     }
@@ -37,11 +35,27 @@ void deletion_memory::forget(key const& k, std::string_view doc_id) {
     auto& e = pending_[k];
     auto it = e.find(doc_id);
     if (it == e.end()) {
-        e.emplace(std::string(doc_id), std::nullopt);
-        ++pending_count_;
+        put(e, std::string(doc_id), std::nullopt);
     } else {
         it->second.reset();
     }
+}
+
+void deletion_memory::put(entries& e, std::string&& id, std::optional<store::remembered>&& what) {
+    if (auto it = e.find(id); it != e.end()) {
+        it->second = std::move(what);
+        return;
+    }
+    ++pending_count_;
+    if (spare_.empty()) {
+        e.emplace(std::move(id), std::move(what));
+        return;
+    }
+    auto node = std::move(spare_.back());
+    spare_.pop_back();
+    node.key() = std::move(id);
+    node.mapped() = std::move(what);
+    e.insert(std::move(node));
 }
 
 std::optional<std::optional<store::remembered>> deletion_memory::find(buffer const& b, key const& k,
@@ -104,6 +118,11 @@ boost::system::error_code deletion_memory::write_pending() {
         }
     }
     std::lock_guard lock(mutex_);
+    for (auto& [k, e] : writing_) {
+        while (!e.empty() && spare_.size() < max_spare) {
+            spare_.push_back(e.extract(e.begin()));
+        }
+    }
     writing_.clear();
     return ec;
 }

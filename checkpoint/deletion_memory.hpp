@@ -73,6 +73,13 @@ private:
     using buffer = std::map<key, entries>;
 
     static std::optional<std::optional<store::remembered>> find(buffer const& b, key const& k, std::string_view id);
+    // Sets `id` of `e` to `what`, counting a new entry. Callers hold mutex_.
+    void put(entries& e, std::string&& id, std::optional<store::remembered>&& what);
+
+    // Entries a write has stored, kept (with their strings' room) for
+    // later ones, so that a steady flow of documents reuses them instead of
+    // allocating one per document. At most max_spare.
+    static constexpr std::size_t max_spare = 16384;
 
     store& store_;
     metrics::registry& registry_;
@@ -82,6 +89,7 @@ private:
     buffer pending_;
     buffer writing_;            // taken by the write under way, still seen by recall()
     std::size_t pending_count_ = 0;
+    std::vector<entries::node_type> spare_;
 };
 
 } // namespace checkpoint

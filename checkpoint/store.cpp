@@ -350,11 +350,17 @@ boost::system::error_code store::put_meta(std::string_view name, std::string_vie
 }
 
 namespace {
-std::string memory_key(key const& k, std::string_view doc_id) {
+// "d" + encode_key(k)'s body: the prefix of `k`'s memory keys.
+std::string memory_prefix(key const& k) {
     auto pk = encode_key(k); // "p" + ..., reused with its own prefix
     pk[0] = 'd';
-    pk.append(doc_id);
     return pk;
+}
+
+std::string memory_key(key const& k, std::string_view doc_id) {
+    auto mk = memory_prefix(k);
+    mk.append(doc_id);
+    return mk;
 }
 } // namespace
 
@@ -371,14 +377,26 @@ boost::system::error_code store::write_memory(std::vector<memory_change> const& 
     }
     rocksdb::WriteBatch batch;
     std::string value;
+    // One key buffer for the whole write (the changes come grouped by
+    // database): its prefix is encoded once per database, not per document.
+    std::string mk;
+    key const* prefix_of = nullptr;
+    std::size_t prefix_size = 0;
     for (auto const& c : changes) {
+        if (c.k != prefix_of && (prefix_of == nullptr || *c.k != *prefix_of)) {
+            mk = memory_prefix(*c.k);
+            prefix_of = c.k;
+            prefix_size = mk.size();
+        }
+        mk.resize(prefix_size);
+        mk.append(c.doc_id);
         if (c.what != nullptr) {
             value.assign(c.what->doc_type);
             value.push_back('\0');
             value.append(c.what->domain);
-            batch.Put(memory_key(*c.k, c.doc_id), value).PermitUncheckedError();
+            batch.Put(mk, value).PermitUncheckedError();
         } else {
-            batch.Delete(memory_key(*c.k, c.doc_id)).PermitUncheckedError();
+            batch.Delete(mk).PermitUncheckedError();
         }
     }
     auto const status = db_->Write(rocksdb::WriteOptions(), &batch);

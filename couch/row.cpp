@@ -48,6 +48,11 @@ void doc_fields::set(field f, std::string_view value) {
 }
 
 void doc_fields::begin(field f) {
+    if (text_.capacity() < first_capacity) {
+        // One allocation for a row's fields (a rev, a doc_type, a domain, an
+        // xmlns...) instead of growing through 30, 60, 120 bytes.
+        text_.reserve(first_capacity);
+    }
     spans_[f].offset = static_cast<std::uint32_t>(text_.size());
     spans_[f].length = 0;
 }

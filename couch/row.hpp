@@ -54,6 +54,7 @@ public:
 
 private:
     static constexpr std::uint32_t absent = 0xFFFFFFFFu;
+    static constexpr std::size_t first_capacity = 128;
     struct span {
         std::uint32_t offset = 0;
         std::uint32_t length = absent;

@@ -31,6 +31,7 @@
 #include <shared_mutex>
 #include <stdexcept>
 #include <system_error>
+#include <variant>
 
 namespace kafka {
 
@@ -137,38 +138,60 @@ void producer::impl::kick() {
 
 namespace {
 
+// Posts `f` to where a ticket's completion runs.
+template <typename F>
+void post_to(detail::report_executor const& ex, F&& f) {
+    std::visit([&f](auto const& e) { boost::asio::post(e, std::forward<F>(f)); }, ex);
+}
+
+// A served report with the ticket it completes.
+struct served_report {
+    std::unique_ptr<ticket> t;
+    delivery_report report;
+
+    void complete() {
+        t->done(report);
+        detail::recycle(std::move(t));
+    }
+};
+
 // The delivery reports of one serve(): posted once per executor (a
 // pipeline's strand) rather than one handler per message. librdkafka hands
 // over a produce response's reports together, so at a CouchDB's pace a
 // pipeline gets dozens of reports in one strand handler.
 struct report_batch {
     struct group {
-        boost::asio::any_io_executor ex;
-        std::vector<std::pair<completion, delivery_report>> items;
+        detail::report_executor const* ex; // the first ticket's (alive until posted)
+        std::vector<served_report> items;
     };
     std::vector<group> groups;
     std::size_t last = 0;     // the group the previous report went to
     std::size_t reports = 0;  // counted in in_flight_ until posted
 
-    // False when the report should be posted on its own (too many executors
-    // in one batch to look them up one by one).
-    bool add(boost::asio::any_io_executor const& ex, completion&& done, delivery_report const& report) {
-        if (last >= groups.size() || groups[last].ex != ex) {
-            auto it = std::find_if(groups.begin(), groups.end(), [&ex](group const& g) { return g.ex == ex; });
+    // False (and `t` not taken) when the report should be posted on its own
+    // (too many executors in one batch to look them up one by one).
+    bool add(std::unique_ptr<ticket>& t, delivery_report const& report) {
+        auto const& ex = t->ex;
+        if (last >= groups.size() || *groups[last].ex != ex) {
+            auto it = std::find_if(groups.begin(), groups.end(), [&ex](group const& g) { return *g.ex == ex; });
             if (it == groups.end()) {
                 if (groups.size() >= max_groups) {
                     return false;
                 }
-                it = groups.insert(groups.end(), group{ex, {}});
+                it = groups.insert(groups.end(), group{&ex, {}});
+                it->items.reserve(first_capacity);
             }
             last = static_cast<std::size_t>(it - groups.begin());
         }
-        groups[last].items.emplace_back(std::move(done), report);
+        groups[last].items.push_back(served_report{std::move(t), report});
         ++reports;
         return true;
     }
 
     static constexpr std::size_t max_groups = 64;
+    // Room for a produce response's reports of one pipeline at a CouchDB's
+    // pace, so that a group's vector is allocated once.
+    static constexpr std::size_t first_capacity = 64;
 };
 
 // The batch of the serve() running on this thread, if any: reports served by
@@ -192,9 +215,11 @@ void producer::impl::serve() {
         }
     }
     for (auto& g : batch.groups) {
-        boost::asio::post(g.ex, [items = std::move(g.items)]() {
-            for (auto const& [done, report] : items) {
-                done(report);
+        // The executor is copied before the items (which hold it) move.
+        auto const ex = *g.ex;
+        post_to(ex, [items = std::move(g.items)]() mutable {
+            for (auto& item : items) {
+                item.complete();
             }
         });
     }
@@ -241,10 +266,11 @@ void producer::impl::on_delivery(rd_kafka_message_t const* msg) {
         spdlog::debug("kafka producer: delivery to topic '{}' failed: {}", rd_kafka_topic_name(msg->rkt),
                       rd_kafka_err2str(msg->err));
     }
-    if (collecting != nullptr && collecting->add(t->ex, std::move(t->done), report)) {
+    if (collecting != nullptr && collecting->add(t, report)) {
         return; // posted and counted by serve()
     }
-    boost::asio::post(t->ex, [done = std::move(t->done), report]() { done(report); });
+    auto const ex = t->ex;
+    post_to(ex, [item = served_report{std::move(t), report}]() mutable { item.complete(); });
     in_flight_.fetch_sub(1, std::memory_order_relaxed);
     in_flight_gauge_.dec();
     served_.fetch_add(1, std::memory_order_relaxed);
@@ -285,15 +311,32 @@ producer::~producer() {
 
 boost::system::error_code producer::try_produce(record const& r, boost::asio::any_io_executor done_ex,
                                                 completion done) {
+    auto t = detail::make_ticket();
+    t->ex = std::move(done_ex);
+    t->done = std::move(done);
+    return impl_->produce(r, std::move(t));
+}
+
+boost::system::error_code producer::try_produce_on_strand(
+    record const& r, boost::asio::strand<boost::asio::any_io_executor> const& done_ex, completion done) {
+    auto t = detail::make_ticket();
+    t->ex = done_ex;
+    t->done = std::move(done);
+    return impl_->produce(r, std::move(t));
+}
+
+boost::system::error_code producer::impl::produce(record const& r, std::unique_ptr<ticket> t) {
     if (r.topic.empty()) {
-        impl_->error_counter(rd_kafka_err2name(RD_KAFKA_RESP_ERR__INVALID_ARG)).inc();
+        detail::recycle(std::move(t));
+        error_counter(rd_kafka_err2name(RD_KAFKA_RESP_ERR__INVALID_ARG)).inc();
         return make_error_code(RD_KAFKA_RESP_ERR__INVALID_ARG);
     }
-    std::shared_lock lock(impl_->rk_mutex_);
-    if (impl_->rk_ == nullptr) {
+    std::shared_lock lock(rk_mutex_);
+    if (rk_ == nullptr) {
+        detail::recycle(std::move(t));
         return make_error_code(RD_KAFKA_RESP_ERR__DESTROY);
     }
-    auto t = std::make_unique<ticket>(ticket{std::move(done_ex), std::move(done), clock::now()});
+    t->enqueued = clock::now();
     rd_kafka_headers_t* hdrs = nullptr;
     if (!r.headers.empty()) {
         hdrs = rd_kafka_headers_new(r.headers.size());
@@ -304,36 +347,37 @@ boost::system::error_code producer::try_produce(record const& r, boost::asio::an
     }
     // Counted before the call: the report may be served on another thread
     // before producev even returns.
-    impl_->in_flight_.fetch_add(1, std::memory_order_relaxed);
-    impl_->in_flight_gauge_.inc();
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    in_flight_gauge_.inc();
     void const* key = r.key.empty() ? nullptr : r.key.data();
     void* value = r.tombstone ? nullptr : const_cast<char*>(r.value.data());
     std::size_t const value_len = r.tombstone ? 0 : r.value.size();
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (hdrs != nullptr) {
-        err = rd_kafka_producev(impl_->rk_, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        err = rd_kafka_producev(rk_, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                 RD_KAFKA_V_KEY(key, r.key.size()),
                                 RD_KAFKA_V_VALUE(value, value_len),
                                 RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(t.get()), RD_KAFKA_V_END);
     } else {
-        err = rd_kafka_producev(impl_->rk_, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        err = rd_kafka_producev(rk_, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                 RD_KAFKA_V_KEY(key, r.key.size()),
                                 RD_KAFKA_V_VALUE(value, value_len),
                                 RD_KAFKA_V_OPAQUE(t.get()), RD_KAFKA_V_END);
     }
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        impl_->in_flight_.fetch_sub(1, std::memory_order_relaxed);
-        impl_->in_flight_gauge_.dec();
+        in_flight_.fetch_sub(1, std::memory_order_relaxed);
+        in_flight_gauge_.dec();
         if (hdrs != nullptr) {
             // Ownership only passes to librdkafka on success.
             rd_kafka_headers_destroy(hdrs);
         }
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            impl_->queue_full_.inc();
+            queue_full_.inc();
         } else {
-            impl_->error_counter(rd_kafka_err2name(err)).inc();
+            error_counter(rd_kafka_err2name(err)).inc();
             spdlog::warn("kafka producer: produce to topic '{}' refused: {}", r.topic, rd_kafka_err2str(err));
         }
+        detail::recycle(std::move(t));
         return make_error_code(err);
     }
     t.release(); // now owned by librdkafka until the delivery report

@@ -1,10 +1,14 @@
 #pragma once
 
+#include "kafka/completion.hpp"
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -45,8 +49,6 @@ struct delivery_report {
     std::int32_t partition = -1;
     std::int64_t offset = -1;
 };
-
-using completion = std::function<void(delivery_report const&)>;
 
 struct producer_config {
     // Comma-separated host:port list ("bootstrap.servers").
@@ -129,6 +131,16 @@ public:
     // wait_for_space(), then try again), otherwise an invalid record
     // (e.g. empty topic, message too large) or a producer in a fatal state.
     boost::system::error_code try_produce(record const& r, boost::asio::any_io_executor done_ex, completion done);
+    // The same for a completion that runs on a strand of any_io_executor (a
+    // pipeline's): kept as the strand itself, which spares the type-erased
+    // executor's allocations of the overload above, per record and per
+    // report. (A template only so that other strands, which convert to
+    // both, still take the overload above.)
+    template <typename Strand>
+        requires std::same_as<Strand, boost::asio::strand<boost::asio::any_io_executor>>
+    boost::system::error_code try_produce(record const& r, Strand const& done_ex, completion done) {
+        return try_produce_on_strand(r, done_ex, std::move(done));
+    }
 
     // True when `ec` is librdkafka's local queue being full (back-pressure).
     static bool is_queue_full(boost::system::error_code const& ec);
@@ -237,6 +249,10 @@ public:
     struct impl;
 
 private:
+    boost::system::error_code try_produce_on_strand(record const& r,
+                                                    boost::asio::strand<boost::asio::any_io_executor> const& done_ex,
+                                                    completion done);
+
     std::shared_ptr<impl> impl_;
 };
 

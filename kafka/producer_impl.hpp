@@ -15,15 +15,18 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/strand.hpp>
 
 #include <librdkafka/rdkafka.h>
 
 #include <array>
 #include <atomic>
+#include <memory>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace kafka {
@@ -32,14 +35,25 @@ namespace detail {
 
 using clock = std::chrono::steady_clock;
 
+// Where a report's completion is posted: a strand is kept as itself (see
+// producer::try_produce), anything else type-erased.
+using report_executor =
+    std::variant<boost::asio::any_io_executor, boost::asio::strand<boost::asio::any_io_executor>>;
+
 // What one message carries through librdkafka as its opaque: owned by
 // librdkafka from a successful produce until its delivery report, where the
 // delivery callback takes it back.
 struct ticket {
-    boost::asio::any_io_executor ex;
+    report_executor ex;
     completion done;
     clock::time_point enqueued;
 };
+
+// Tickets come from and go back to a small cache of the calling thread (a
+// record's ticket is usually freed on the thread that made the next one), so
+// that the steady state allocates none. recycle() empties the ticket first.
+std::unique_ptr<ticket> make_ticket();
+void recycle(std::unique_ptr<ticket> t) noexcept;
 
 // A librdkafka timeout argument: milliseconds, clamped to [0, INT_MAX].
 inline int to_timeout_ms(std::chrono::milliseconds t) {
@@ -65,6 +79,8 @@ struct producer::impl : std::enable_shared_from_this<impl> {
     void shutdown();
     void wake_waiters();
 
+    // try_produce() with the ticket made.
+    boost::system::error_code produce(record const& r, std::unique_ptr<detail::ticket> t);
     void on_delivery(rd_kafka_message_t const* msg);
     void on_error(rd_kafka_t* rk, int err, char const* reason);
     void on_stats(char const* json, std::size_t len);
