@@ -105,6 +105,8 @@ void changes_feed::impl::drop_connection() {
     if (conn_) {
         conn_->close();
     }
+    drop_presented();
+    batch_done_ = false;
     response_open_ = false;
     need_db_check_ = true;
 }
@@ -287,6 +289,53 @@ asio::awaitable<void> changes_feed::impl::sleep(std::chrono::milliseconds d) {
 // --- opening a response ---------------------------------------------------------
 
 // Opens the next _changes response (after any wait), or records why not.
+http::request<http::string_body> changes_feed::impl::changes_request() const {
+    auto request_body = filter_body();
+    http::request<http::string_body> req(request_body.empty() ? http::verb::get : http::verb::post,
+                                         changes_target(), 11);
+    client_->authorize(req, cookie_);
+    if (!request_body.empty()) {
+        req.set(http::field::content_type, "application/json");
+        req.body() = std::move(request_body);
+    }
+    req.keep_alive(true);
+    req.prepare_payload();
+    return req;
+}
+
+asio::awaitable<void> changes_feed::impl::presend() {
+    batch_done_ = false;
+    if (need_db_check_) {
+        co_return; // open() checks the database first, then asks
+    }
+    auto conn = client_->take_kept(ex_);
+    if (!conn) {
+        co_return;
+    }
+    auto const gen = generation_;
+    auto req = changes_request();
+    conn->tcp().expires_after(opt_.request_timeout);
+    auto const ec = co_await detail::write(*conn, req);
+    conn->tcp().expires_never(); // open() sets the deadline of the header
+    if (ec || stopped_ || gen != generation_) {
+        // A kept connection the server closed meanwhile, a stop or a
+        // rewind: open() sends what it needs then.
+        conn->close();
+        co_return;
+    }
+    drop_presented();
+    presented_ = std::move(conn);
+    presented_target_ = std::string(req.target());
+    presented_generation_ = gen;
+}
+
+void changes_feed::impl::drop_presented() {
+    if (presented_) {
+        presented_->close();
+        presented_.reset();
+    }
+}
+
 asio::awaitable<void> changes_feed::impl::open() {
     if (wait_.count() > 0) {
         auto const d = wait_;
@@ -317,16 +366,7 @@ asio::awaitable<void> changes_feed::impl::open() {
             co_return;
         }
     }
-    auto request_body = filter_body();
-    http::request<http::string_body> req(request_body.empty() ? http::verb::get : http::verb::post,
-                                         changes_target(), 11);
-    client_->authorize(req, cookie_);
-    if (!request_body.empty()) {
-        req.set(http::field::content_type, "application/json");
-        req.body() = std::move(request_body);
-    }
-    req.keep_alive(true);
-    req.prepare_payload();
+    auto req = changes_request();
     // No body limit for the header: Beast checks Content-Length against it
     // while parsing the header, and a 200 body (a normal-feed batch, which
     // servers such as pouchdb send with Content-Length) is read by our own
@@ -338,7 +378,15 @@ asio::awaitable<void> changes_feed::impl::open() {
     // per batch. A kept connection the server closed meanwhile is replaced
     // once, without a reconnect counted.
     for (int attempt = 0; attempt < 2; ++attempt) {
-        conn_ = client_->take_kept(ex_);
+        // The request presend() sent already, if it is still this one.
+        bool const sent = attempt == 0 && presented_ && presented_generation_ == gen &&
+                          presented_target_ == std::string_view(req.target());
+        if (sent) {
+            conn_ = std::move(presented_);
+        } else {
+            drop_presented();
+            conn_ = client_->take_kept(ex_);
+        }
         bool const reused = conn_ != nullptr;
         buf_.clear();
         if (!reused) {
@@ -354,7 +402,7 @@ asio::awaitable<void> changes_feed::impl::open() {
             }
         }
         conn_->tcp().expires_after(opt_.request_timeout);
-        auto ec = co_await detail::write(*conn_, req);
+        auto ec = sent ? error_code{} : co_await detail::write(*conn_, req);
         p.emplace();
         p->body_limit(boost::none);
         if (!ec) {
@@ -438,6 +486,10 @@ asio::awaitable<std::vector<row>> changes_feed::impl::next() {
     for (;;) {
         throw_if_stopped();
         if (!ready_.empty()) {
+            if (batch_done_ && !response_open_ && catching_up_) {
+                co_await presend();
+                throw_if_stopped();
+            }
             std::vector<row> out;
             out.swap(ready_);
             co_return out;
@@ -472,6 +524,7 @@ void changes_feed::impl::stop() {
     if (conn_) {
         conn_->close();
     }
+    drop_presented();
     slot_.cancel();
     source_->cancel(waiter_);
     timer_.cancel();

@@ -93,7 +93,8 @@ void changes_feed::impl::end_of_response() {
         // A clean batch: go on at once (no db check between batches).
         // The response was read to its end: the next batch (or the
         // continuous feed) goes out on the same connection.
-        if (conn_ && keep_alive_) {
+        bool const kept = conn_ && keep_alive_;
+        if (kept) {
             client_->keep(ex_, std::move(conn_));
         } else if (conn_) {
             conn_->close();
@@ -104,6 +105,7 @@ void changes_feed::impl::end_of_response() {
         if (drained) {
             catching_up_ = false;
         }
+        batch_done_ = kept && !drained;
         return;
     }
     if (parser_.ended()) {

@@ -13,6 +13,8 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -69,7 +71,16 @@ struct changes_feed::impl {
     boost::asio::awaitable<bool> ensure_session(std::uint64_t gen);
     boost::asio::awaitable<bool> renew_session(unsigned status, std::uint64_t gen);
     boost::asio::awaitable<void> sleep(std::chrono::milliseconds d);
+    // The _changes request for the current position (GET, or POST with a
+    // filter's body), authorized.
+    boost::beast::http::request<boost::beast::http::string_body> changes_request() const;
     boost::asio::awaitable<void> open();
+    // A catch-up batch ended cleanly and another follows: send its request
+    // now, on the kept connection, so the server prepares it while the
+    // owner publishes the rows just read (open() then only reads the
+    // header). Nothing is lost when it cannot: open() sends it as usual.
+    boost::asio::awaitable<void> presend();
+    void drop_presented();
     boost::asio::awaitable<std::optional<seq>> resolve_now();
     boost::asio::awaitable<std::vector<row>> next();
     void rewind(since from);
@@ -118,6 +129,14 @@ struct changes_feed::impl {
     bool response_open_ = false;
     bool keep_alive_ = false; // the open response's connection may serve the next request
     bool catching_up_ = true;
+    // Set by a catch-up batch read to its end on a kept connection, until
+    // presend() acts on it.
+    bool batch_done_ = false;
+    // The connection that carries the presend() request, for that target
+    // and generation; open() uses it only if both still hold.
+    std::unique_ptr<detail::connection> presented_;
+    std::string presented_target_;
+    std::uint64_t presented_generation_ = 0;
     bool need_db_check_ = true;
     bool suspect_missing_ = false;   // a 404 from _changes or inside its body; GET /{db} decides
     bool confirmed_missing_ = false; // GET /{db} answered 404 (cleared when it is back and the same)

@@ -9,9 +9,12 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <set>
@@ -220,6 +223,78 @@ BOOST_AUTO_TEST_CASE(an_expired_session_is_renewed_once_for_all_feeds) {
     BOOST_TEST(cl->stats().logins == 2u);
     auto const refused = std::count(server.cookies.begin(), server.cookies.end(), "AuthSession=b25l");
     BOOST_TEST(refused >= feeds); // each feed did present the old cookie
+}
+
+// While the owner still holds a batch's rows (publishing them), the next
+// batch's request is already at the server: it prepares that response
+// meanwhile, instead of waiting for the owner's next call (issue 16: the
+// catch-up stalled at every batch boundary). Only once the database was
+// checked: the first batch from 0 needs none, the second goes after the
+// check, and from then on each request goes ahead of the call.
+BOOST_AUTO_TEST_CASE(the_next_batch_is_asked_for_while_the_rows_are_being_published) {
+    constexpr int batches = 5;
+    asio::io_context io;
+    fault_server server(io);
+    for (int b = 0; b < batches; ++b) {
+        auto const s1 = std::to_string(2 * b + 1) + "-x", s2 = std::to_string(2 * b + 2) + "-x";
+        server.push({w(status_response(
+                         200, normal_body({{"d" + std::to_string(2 * b), s1}, {"d" + std::to_string(2 * b + 1), s2}},
+                                          s2, 2 * (batches - b - 1)))),
+                     hold()});
+    }
+    server.push({w(chunked_200), hold()});
+    metrics::registry reg;
+    couch::client_config cfg;
+    cfg.url = server.url();
+    auto cl = std::make_shared<couch::client>(io.get_executor(), cfg, nullptr, &reg);
+    auto opt = options_for("db");
+    opt.batch_limit = 2;
+    auto strand = asio::make_strand(io);
+    couch::changes_feed feed(strand, cl, opt, reg);
+    auto changes_requests = [&server] {
+        return std::count_if(server.targets.begin(), server.targets.end(),
+                             [](auto const& t) { return t.find("/_changes") != std::string::npos; });
+    };
+    // Per batch: the _changes requests the server had seen once the owner
+    // had held the batch's rows for 100 ms without asking for more.
+    std::vector<long> seen;
+    std::string error;
+    asio::co_spawn(
+        strand,
+        [&]() -> asio::awaitable<void> {
+            for (int b = 0; b < batches; ++b) {
+                auto rows = co_await feed.next();
+                if (rows.size() != 2u) {
+                    error = "batch " + std::to_string(b) + ": " + std::to_string(rows.size()) + " rows";
+                    break;
+                }
+                asio::steady_timer publishing(strand, 100ms);
+                co_await publishing.async_wait(asio::use_awaitable);
+                seen.push_back(changes_requests());
+            }
+            feed.stop();
+            server.stop();
+        },
+        [&](std::exception_ptr e) {
+            if (e) {
+                try {
+                    std::rethrow_exception(e);
+                } catch (std::exception const& x) {
+                    error = x.what();
+                }
+            }
+        });
+    io.run_for(30s);
+    BOOST_TEST(error.empty(), error);
+    BOOST_REQUIRE_EQUAL(seen.size(), static_cast<std::size_t>(batches));
+    BOOST_TEST(seen[0] == 1); // before the check of the database: nothing ahead
+    for (int b = 1; b + 1 < batches; ++b) {
+        BOOST_TEST_CONTEXT("batch " << b) { BOOST_TEST(seen[b] == b + 2); }
+    }
+    // The last batch says it drained the feed: the continuous request is
+    // not sent ahead (it would wait for changes, not prepare a batch).
+    BOOST_TEST(seen[batches - 1] == batches);
+    BOOST_TEST(server.connections == 1); // every request on the kept connection
 }
 
 // A catch-up of 20 batches, then the continuous feed: all on one
