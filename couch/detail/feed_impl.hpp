@@ -1,10 +1,10 @@
 #pragma once
 
 // The state of one changes_feed, shared by the files that implement it:
-// couch/changes_feed.cpp (states, errors, opening a response, the public
-// calls), couch/changes_feed_read.cpp (reading and parsing a response) and
-// couch/changes_feed_db_check.cpp (GET /{db}: missing and recreated
-// databases). Private to them.
+// couch/changes_feed.cpp (states, errors, the session, the public calls),
+// couch/changes_feed_open.cpp (opening a response), couch/changes_feed_read.cpp
+// (reading and parsing a response) and couch/changes_feed_db_check.cpp
+// (GET /{db}: missing and recreated databases). Private to them.
 
 #include "couch/changes_feed.hpp"
 #include "couch/changes_parser.hpp"
@@ -67,7 +67,7 @@ struct changes_feed::impl {
     bool filtered() const;
     std::string filter_body() const;
 
-    // --- the session and opening a response (changes_feed.cpp) -------------
+    // --- the session (changes_feed.cpp), opening a response (changes_feed_open.cpp)
     boost::asio::awaitable<bool> ensure_session(std::uint64_t gen);
     boost::asio::awaitable<bool> renew_session(unsigned status, std::uint64_t gen);
     boost::asio::awaitable<void> sleep(std::chrono::milliseconds d);

@@ -225,6 +225,28 @@ BOOST_AUTO_TEST_CASE(an_expired_session_is_renewed_once_for_all_feeds) {
     BOOST_TEST(refused >= feeds); // each feed did present the old cookie
 }
 
+namespace {
+
+// `batches` catch-up batches of two rows each (limit=2), each on the
+// connection the last one left open; the last says nothing is pending.
+void push_batches(fault_server& server, int batches) {
+    for (int b = 0; b < batches; ++b) {
+        auto const s1 = std::to_string(2 * b + 1) + "-x", s2 = std::to_string(2 * b + 2) + "-x";
+        server.push({w(status_response(
+                         200, normal_body({{"d" + std::to_string(2 * b), s1}, {"d" + std::to_string(2 * b + 1), s2}},
+                                          s2, 2 * (batches - b - 1)))),
+                     hold()});
+    }
+}
+
+std::shared_ptr<couch::client> client_of(asio::io_context& io, fault_server& server, metrics::registry& reg) {
+    couch::client_config cfg;
+    cfg.url = server.url();
+    return std::make_shared<couch::client>(io.get_executor(), cfg, nullptr, &reg);
+}
+
+} // namespace
+
 // While the owner still holds a batch's rows (publishing them), the next
 // batch's request is already at the server: it prepares that response
 // meanwhile, instead of waiting for the owner's next call (issue 16: the
@@ -235,18 +257,10 @@ BOOST_AUTO_TEST_CASE(the_next_batch_is_asked_for_while_the_rows_are_being_publis
     constexpr int batches = 5;
     asio::io_context io;
     fault_server server(io);
-    for (int b = 0; b < batches; ++b) {
-        auto const s1 = std::to_string(2 * b + 1) + "-x", s2 = std::to_string(2 * b + 2) + "-x";
-        server.push({w(status_response(
-                         200, normal_body({{"d" + std::to_string(2 * b), s1}, {"d" + std::to_string(2 * b + 1), s2}},
-                                          s2, 2 * (batches - b - 1)))),
-                     hold()});
-    }
+    push_batches(server, batches);
     server.push({w(chunked_200), hold()});
     metrics::registry reg;
-    couch::client_config cfg;
-    cfg.url = server.url();
-    auto cl = std::make_shared<couch::client>(io.get_executor(), cfg, nullptr, &reg);
+    auto cl = client_of(io, server, reg);
     auto opt = options_for("db");
     opt.batch_limit = 2;
     auto strand = asio::make_strand(io);
@@ -303,18 +317,10 @@ BOOST_AUTO_TEST_CASE(catch_up_batches_reuse_one_connection) {
     constexpr int batches = 20;
     asio::io_context io;
     fault_server server(io);
-    for (int b = 0; b < batches; ++b) {
-        auto const s1 = std::to_string(2 * b + 1) + "-x", s2 = std::to_string(2 * b + 2) + "-x";
-        server.push({w(status_response(
-                         200, normal_body({{"d" + std::to_string(2 * b), s1}, {"d" + std::to_string(2 * b + 1), s2}},
-                                          s2, 2 * (batches - b - 1)))),
-                     hold()});
-    }
+    push_batches(server, batches);
     server.push({w(chunked_200), w(chunk(row_line("live", "99-x"))), hold()});
     metrics::registry reg;
-    couch::client_config cfg;
-    cfg.url = server.url();
-    auto cl = std::make_shared<couch::client>(io.get_executor(), cfg, nullptr, &reg);
+    auto cl = client_of(io, server, reg);
     auto opt = options_for("db");
     opt.batch_limit = 2;
     std::vector<feed_run> runs;
