@@ -61,6 +61,24 @@ inline void put_case(std::string const& db, std::string const& id) {
                                 {{"doc_type", "CommCareCase"}, {"domain", "demo"}, {"type", "patient"}});
 }
 
+// The bridge's /metrics text, empty while it does not answer.
+inline std::string metrics_of(unsigned short port) {
+    try {
+        return test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/metrics").body;
+    } catch (std::exception const&) {
+        return {};
+    }
+}
+
+// The value of a metric line ("name{labels} value"), -1 when absent.
+inline double metric_value(std::string const& text, std::string const& series) {
+    auto const at = text.find("\n" + series + " ");
+    if (at == std::string::npos) {
+        return -1;
+    }
+    return std::stod(text.substr(at + series.size() + 2));
+}
+
 inline std::string read_log(std::string const& path) {
     try {
         return test_support::read_file(path);

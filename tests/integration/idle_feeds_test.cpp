@@ -18,23 +18,6 @@ using namespace integration;
 
 namespace {
 
-// The value of a metric line ("name{labels} value"), -1 when absent.
-double metric_value(std::string const& text, std::string const& series) {
-    auto const at = text.find("\n" + series + " ");
-    if (at == std::string::npos) {
-        return -1;
-    }
-    return std::stod(text.substr(at + series.size() + 2));
-}
-
-std::string metrics_of(unsigned short port) {
-    try {
-        return test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/metrics").body;
-    } catch (std::exception const&) {
-        return {};
-    }
-}
-
 std::vector<std::string> idle_of(unsigned short port) {
     std::vector<std::string> out;
     auto const s = status_of(port);

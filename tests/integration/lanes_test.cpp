@@ -11,25 +11,12 @@ using namespace integration;
 
 namespace {
 
-double metric_value(unsigned short port, std::string const& name) {
-    auto const text = test_support::couch_request("http://127.0.0.1:" + std::to_string(port), "GET", "/metrics").body;
-    auto const at = text.find("\n" + name + " ");
-    if (at == std::string::npos) {
-        return -1;
-    }
-    return std::stod(text.substr(at + 2 + name.size()));
-}
-
 // Waits until `name` (a series without labels) reads at least `want`.
 void wait_metric(unsigned short port, std::string const& name, double want) {
     auto const deadline = std::chrono::steady_clock::now() + 60s;
     while (std::chrono::steady_clock::now() < deadline) {
-        try {
-            if (metric_value(port, name) >= want) {
-                return;
-            }
-        } catch (std::exception const&) {
-            // not listening yet
+        if (metric_value(metrics_of(port), name) >= want) {
+            return;
         }
         std::this_thread::sleep_for(20ms);
     }
@@ -63,7 +50,7 @@ BOOST_AUTO_TEST_CASE(a_revision_never_overtakes_the_catch_up_lane) {
     auto bridge = start_bridge(
         {{db}, dir, test_support::kafka_brokers(), {"--create-topics", "--kafka-catch-up-linger-ms", "4000"}}, port);
     wait_metric(port, "couch_bridge_kafka_in_flight_messages", docs);
-    BOOST_TEST(metric_value(port, "couch_bridge_kafka_lane_switches_total") == 1.0); // to the catch-up lane
+    BOOST_TEST(metric_value(metrics_of(port), "couch_bridge_kafka_lane_switches_total") == 1.0); // to the catch-up lane
     std::map<std::string, std::string> second_rev;
     for (int i = 0; i < docs; ++i) {
         auto const id = "case-" + std::to_string(i);
@@ -106,8 +93,8 @@ BOOST_AUTO_TEST_CASE(a_revision_never_overtakes_the_catch_up_lane) {
     }
 
     // The revisions went through the following producer: a second switch.
-    BOOST_TEST(metric_value(port, "couch_bridge_kafka_lane_switches_total") == 2.0);
-    BOOST_TEST(metric_value(port, "couch_bridge_kafka_catch_up_ready") == 1.0);
+    BOOST_TEST(metric_value(metrics_of(port), "couch_bridge_kafka_lane_switches_total") == 2.0);
+    BOOST_TEST(metric_value(metrics_of(port), "couch_bridge_kafka_catch_up_ready") == 1.0);
     BOOST_TEST(stop(*bridge) == 0);
 }
 
