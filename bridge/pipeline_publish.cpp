@@ -165,9 +165,13 @@ asio::awaitable<void> pipeline::publish(std::vector<couch::row> rows, std::uint6
         std::string poison_key;
         bool poisoned = false;
         if (decision.skipped == skip_reason::none && !filtered && opts.on_unpublishable != unpublishable_policy::stop) {
-            poison_key = row.id;
-            poison_key += '\n';
-            poison_key += meta.document_rev.value_or("");
+            // One allocation: sized first, no temporary for a missing rev.
+            auto const& rev = meta.document_rev;
+            poison_key.reserve(row.id.size() + 1 + (rev ? rev->size() : 0));
+            poison_key.append(row.id).push_back('\n');
+            if (rev) {
+                poison_key.append(*rev);
+            }
             if (!poison_.empty()) {
                 if (auto it = poison_.find(poison_key); it != poison_.end()) {
                     auto error = std::move(it->second);
