@@ -37,6 +37,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -60,6 +61,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <pthread.h>
 #include <unistd.h>
 
 namespace asio = boost::asio;
@@ -242,8 +244,8 @@ int run_bridge(config const& cfg) {
     }
 
     // The checkpoint writer: RocksDB (bound to the Kafka cluster), the Kafka
-    // topic, or the exactly-once transaction. The last two block on the
-    // network, so their flusher runs on a thread of its own.
+    // topic, or the exactly-once transaction. Each blocks (a synced RocksDB
+    // batch, the network), so the flusher runs on a thread of its own.
     cluster_bound_writer rocksdb_writer(*store, cluster_of, cluster);
     // Before every flusher below (they write its buffer first), after the store.
     checkpoint::deletion_memory memory(*store, registry);
@@ -282,11 +284,12 @@ int run_bridge(config const& cfg) {
                                                             : rocksdb_writer;
     checkpoint::positions& positions = kafka_positions ? static_cast<checkpoint::positions&>(*kafka_positions)
                                                        : static_cast<checkpoint::positions&>(*store);
-    std::optional<asio::thread_pool> committer;
-    if (kafka_positions) {
-        committer.emplace(1);
-    }
-    checkpoint::flusher flusher(committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor()), writer,
+    // Whatever the writer: the hard-delete memory's write, before the
+    // positions, was a fifth of the event loop's time at full speed
+    // (docs/BENCHMARKS.md, lever 13). Named, so that /proc tells it apart.
+    asio::thread_pool committer(1);
+    asio::post(committer, [] { pthread_setname_np(pthread_self(), "ckb-checkpoint"); });
+    checkpoint::flusher flusher(committer.get_executor(), writer,
                                 exactly_once ? cfg.commit_interval : cfg.checkpoint_interval, registry,
                                 common::version);
     flusher_ptr = &flusher;
@@ -463,8 +466,7 @@ int run_bridge(config const& cfg) {
         }
         set_starting({});
     }
-    asio::co_spawn(committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor()),
-                   flusher.run(), asio::detached);
+    asio::co_spawn(committer.get_executor(), flusher.run(), asio::detached);
     try {
         databases.start(cfg.databases);
         if (group) {
@@ -635,9 +637,7 @@ int run_bridge(config const& cfg) {
     }
     commands.reset(); // it acts on the fleet for the group
     group.reset();
-    if (committer) {
-        committer->join(); // the flusher's loop ended with flusher.stop()
-    }
+    committer.join(); // the flusher's loop ended with flusher.stop()
     running_fleet = nullptr;
     // The producer goes first: anything it still holds completes into the
     // stopped io_context and is discarded there (never reported as delivered).
