@@ -1,6 +1,7 @@
 #include "bridge/app.hpp"
 
 #include "bridge/admin_api.hpp"
+#include "bridge/app_parts.hpp"
 #include "bridge/discovery.hpp"
 #include "bridge/exactly_once.hpp"
 #include "bridge/exit_watchdog.hpp"
@@ -66,18 +67,6 @@ namespace asio = boost::asio;
 
 namespace bridge {
 
-namespace {
-
-// The event loop of run_bridge, whose pending work can be destroyed
-// explicitly (see the end of run_bridge): execution_context::shutdown is what
-// ~io_context does first, made callable earlier.
-class event_loop : public asio::io_context {
-public:
-    using asio::execution_context::shutdown;
-};
-
-} // namespace
-
 std::string checkpoint_source(config const& cfg) {
     if (!cfg.source_name.empty()) {
         return cfg.source_name;
@@ -107,150 +96,23 @@ int run_bridge(config const& cfg) {
 
     // Everything that can fail at startup fails here, before any feed opens.
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    std::unique_ptr<throwaway_dir> scratch;
-    std::unique_ptr<kafka::embedded_cluster> embedded;
-    std::unique_ptr<kafka::producer> producer;
-    std::unique_ptr<kafka::producer> catch_up_producer; // the catch-up lane; null when off
-    std::unique_ptr<checkpoint::store> store;
-    std::unique_ptr<checkpoint::kafka_store> kafka_positions; // --checkpoint-store kafka
-    std::unique_ptr<kafka::presence> running_mark;            // ... and the group that says it is in use
-    bool const exactly_once = cfg.delivery == "exactly-once";
-    std::optional<router> routes;
-    std::unique_ptr<metrics::http_server> http;
-    std::function<std::string(std::chrono::milliseconds)> cluster_of; // the connected cluster's id ("" unknown)
-    std::string cluster;                                                 // verified at startup, if it had to be
-    bool must_verify_cluster = false;
-    std::mutex starting_mutex;
-    std::string starting_why; // why the bridge does not follow yet; "" once it does
-    auto set_starting = [&](std::string why) {
-        std::lock_guard lock(starting_mutex);
-        starting_why = std::move(why);
-    };
-    std::function<std::string()> starting = [&] {
-        std::lock_guard lock(starting_mutex);
-        return starting_why;
-    };
-    try {
-        if (!cfg.group.empty() && cfg.checkpoint_store != "kafka") {
-            throw std::invalid_argument("--group needs --checkpoint-store kafka: a database's next owner reads its "
-                                        "checkpoint from the topic");
-        }
-        if (exactly_once && cfg.checkpoint_store != "kafka") {
-            throw std::invalid_argument("--delivery exactly-once needs --checkpoint-store kafka: the checkpoints are "
-                                        "written in the same Kafka transaction as the records");
-        }
-        routing_options ropts;
-        ropts.default_topic = cfg.default_topic;
-        ropts.route_design_docs = cfg.route_design_docs;
-        ropts.route_missing_doc_type = cfg.route_missing_doc_type;
-        routes.emplace(router::from_spec(cfg.routing, ropts));
-
-        std::string checkpoint_dir = cfg.checkpoint_dir;
-        if (cfg.kafka_brokers == "embedded" && !cfg.checkpoint_dir_given) {
-            scratch = std::make_unique<throwaway_dir>();
-            checkpoint_dir = scratch->path();
-            spdlog::info("embedded Kafka: checkpoints go to the throw-away directory {} (removed at exit), since "
-                         "the embedded cluster's records vanish with the process; give --checkpoint-dir to keep them",
-                         checkpoint_dir);
-        }
-        store = checkpoint::store::open(checkpoint_dir);
-
-        kafka::producer_config pcfg;
-        if (cfg.kafka_brokers == "embedded") {
-            embedded = std::make_unique<kafka::embedded_cluster>(1);
-            pcfg.bootstrap_servers = embedded->bootstrap_servers(); // the cluster logs its own address
-        } else {
-            pcfg.bootstrap_servers = cfg.kafka_brokers;
-        }
-        pcfg.properties = kafka_client_properties(cfg);
-        if (exactly_once && cfg.group.empty()) {
-            // In group mode every assignment partition has a transactional
-            // producer of its own (bridge/group_transactions.hpp).
-            pcfg.transactional_id = transactional_id(cfg, checkpoint_source(cfg));
-        }
-        bool const catch_up_lane = cfg.kafka_catch_up_linger.count() > 0 && !exactly_once;
-        if (catch_up_lane) {
-            // Only following feeds use this producer then: it sends after 1
-            // ms rather than the producer's default 5 (latency), unless a
-            // --kafka-property says otherwise (applied after this).
-            pcfg.properties.insert(pcfg.properties.begin(), {"linger.ms", "1"});
-        }
-        producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
-        if (catch_up_lane) {
-            kafka::producer_config lane = pcfg;
-            lane.properties.emplace_back("linger.ms", std::to_string(cfg.kafka_catch_up_linger.count()));
-            lane.ready_metric = "couch_bridge_kafka_catch_up_ready";
-            catch_up_producer = std::make_unique<kafka::producer>(ioc.get_executor(), std::move(lane), registry);
-        }
-        if (cfg.checkpoint_store == "kafka") {
-            // The start waits for the brokers as long as they are out of
-            // reach, serving /healthz meanwhile (bridge/kafka_startup.hpp).
-            bool transactions_begun = false;
-            auto w = wait_for_kafka_start(
-                cfg, registry,
-                [&] {
-                    return prepare_kafka(cfg, *routes, *producer, embedded.get(), pcfg.bootstrap_servers, *store,
-                                         transactions_begun);
-                },
-                [&] { return !producer->cluster_id(std::chrono::seconds(2)).empty(); });
-            kafka_positions = std::move(w.started.positions);
-            running_mark = std::move(w.started.running_mark);
-            http = std::make_unique<metrics::http_server>(ioc.get_executor(), w.listen, registry);
-            auto& skipped = registry.add_counter("couch_bridge_checkpoint_records_skipped_total",
-                                                 "Records of the checkpoint topic that did not decode (foreign or "
-                                                 "corrupt), skipped at startup");
-            skipped.inc(static_cast<double>(kafka_positions->loaded().skipped));
-        } else {
-            bool no_transactions = false;
-            prepare_kafka(cfg, *routes, *producer, embedded.get(), pcfg.bootstrap_servers, *store, no_transactions);
-            http = std::make_unique<metrics::http_server>(ioc.get_executor(), cfg.http_listen, registry);
-        }
-
-        // Checkpoints are trusted only for the Kafka cluster that
-        // acknowledged them. A store that holds positions waits here until
-        // the brokers tell their cluster id, and is checked against it; an
-        // empty one starts at once and records the id with its first write
-        // (an acknowledgement implies the metadata that carries the id).
-        std::string const embedded_suffix =
-            embedded ? "-" + std::to_string(std::random_device{}()) + std::to_string(std::random_device{}()) : "";
-        cluster_of = [&producer, embedded_suffix, is_embedded = embedded != nullptr](std::chrono::milliseconds t) {
-            auto id = producer->cluster_id(t);
-            // The mock cluster's id is fixed, but every embedded cluster is a
-            // new one whose records vanish at exit: make its id unique.
-            return id.empty() || !is_embedded ? id : "embedded-" + id + embedded_suffix;
-        };
-        // The check itself waits for the brokers: it runs once the HTTP
-        // server answers (/healthz must not depend on Kafka).
-        must_verify_cluster = !kafka_positions && !store->list().empty();
-    } catch (std::exception const& e) {
-        spdlog::error("startup failed: {}",
-                      common::redact_secret(common::redact_secret(e.what(), cfg.couch_password),
-                                            cfg.kafka_sasl_password));
+    kafka_side kafka;
+    starting_status starting;
+    if (!open_kafka_side(cfg, ioc, registry, kafka)) {
         return 2;
     }
-
-    {
-        auto& sanitized = registry.add_gauge("couch_bridge_routing_sanitized_doc_types",
-                                             "Doc types whose prefix topic needed illegal characters replaced");
-        auto& overflow = registry.add_gauge("couch_bridge_routing_prefix_overflow_routes",
-                                            "Records sent to the default topic because the prefix cache was full");
-        registry.on_collect([&routes, &sanitized, &overflow] {
-            auto st = routes->stats();
-            sanitized.set(static_cast<double>(st.sanitized_doc_types));
-            overflow.set(static_cast<double>(st.prefix_overflow_routes));
-        });
-    }
+    register_routing_metrics(registry, *kafka.routes);
 
     // The checkpoint writer: RocksDB (bound to the Kafka cluster), the Kafka
     // topic, or the exactly-once transaction. The last two block on the
     // network, so their flusher runs on a thread of its own.
-    cluster_bound_writer rocksdb_writer(*store, cluster_of, cluster);
+    cluster_bound_writer rocksdb_writer(*kafka.store, kafka.cluster_of, kafka.cluster);
     // Before every flusher below (they write its buffer first), after the store.
-    checkpoint::deletion_memory memory(*store, registry);
+    checkpoint::deletion_memory memory(*kafka.store, registry);
     fleet* running_fleet = nullptr; // set once the fleet exists (the transaction hooks need it)
     checkpoint::flusher* flusher_ptr = nullptr;
     std::unique_ptr<transaction_writer> txn_writer;
-    if (exactly_once && cfg.group.empty()) {
+    if (exactly_once(cfg) && cfg.group.empty()) {
         transaction_writer::hooks hooks;
         hooks.in_flight = [&running_fleet] { return running_fleet != nullptr ? running_fleet->in_flight() : 0; };
         hooks.rewind_all = [&running_fleet](std::function<void()> done) {
@@ -274,20 +136,22 @@ int run_bridge(config const& cfg) {
             spdlog::default_logger()->flush();
             ::_exit(3);
         };
-        txn_writer = std::make_unique<transaction_writer>(*producer, *kafka_positions, std::move(hooks), registry,
-                                                          std::chrono::seconds(60));
+        txn_writer = std::make_unique<transaction_writer>(*kafka.producer, *kafka.kafka_positions, std::move(hooks),
+                                                          registry, std::chrono::seconds(60));
     }
-    checkpoint::position_writer& writer = txn_writer          ? static_cast<checkpoint::position_writer&>(*txn_writer)
-                                          : kafka_positions ? static_cast<checkpoint::position_writer&>(*kafka_positions)
-                                                            : rocksdb_writer;
-    checkpoint::positions& positions = kafka_positions ? static_cast<checkpoint::positions&>(*kafka_positions)
-                                                       : static_cast<checkpoint::positions&>(*store);
+    checkpoint::position_writer& writer =
+        txn_writer              ? static_cast<checkpoint::position_writer&>(*txn_writer)
+        : kafka.kafka_positions ? static_cast<checkpoint::position_writer&>(*kafka.kafka_positions)
+                                : rocksdb_writer;
+    checkpoint::positions& positions = kafka.kafka_positions
+                                           ? static_cast<checkpoint::positions&>(*kafka.kafka_positions)
+                                           : static_cast<checkpoint::positions&>(*kafka.store);
     std::optional<asio::thread_pool> committer;
-    if (kafka_positions) {
+    if (kafka.kafka_positions) {
         committer.emplace(1);
     }
     checkpoint::flusher flusher(committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor()), writer,
-                                exactly_once ? cfg.commit_interval : cfg.checkpoint_interval, registry,
+                                exactly_once(cfg) ? cfg.commit_interval : cfg.checkpoint_interval, registry,
                                 common::version);
     flusher_ptr = &flusher;
 
@@ -341,9 +205,9 @@ int run_bridge(config const& cfg) {
         group = std::make_unique<group_ownership>(source, cfg.assignment_partitions);
         owns = [g = group.get()](std::string const& db) { return g->owns(db); };
         may_publish = [g = group.get()] { return g->may_publish(); };
-        if (exactly_once) {
+        if (exactly_once(cfg)) {
             group_transactions_config gtc;
-            gtc.bootstrap_servers = embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers;
+            gtc.bootstrap_servers = kafka.brokers;
             gtc.properties = kafka_client_properties(cfg);
             gtc.id_prefix = cfg.transactional_id.empty() ? cfg.group : cfg.transactional_id;
             gtc.source = source;
@@ -351,17 +215,18 @@ int run_bridge(config const& cfg) {
             gtc.commit_interval = cfg.commit_interval;
             gtc.bridge_version = common::version;
             group_txns = std::make_unique<group_transactions>(
-                std::move(gtc), *kafka_positions, registry,
+                std::move(gtc), *kafka.kafka_positions, registry,
                 [g = group.get()](std::int32_t p, std::string const&) { g->fenced(p); });
             unit_of = [t = group_txns.get()](std::string const& db) { return t->unit_of(db); };
         }
     }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
                                         window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
-                                        pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
+                                        pipeline::dependencies{*kafka.producer, *kafka.routes, flusher, registry,
+                                                               publishing,
                                                                cfg.deletion_memory ? &memory : nullptr,
-                                                               may_publish, catch_up_producer.get()},
-                                        *store, positions, owns, unit_of,
+                                                               may_publish, kafka.catch_up_producer.get()},
+                                        *kafka.store, positions, owns, unit_of,
                                         std::make_shared<couch::client>(ioc.get_executor(), client, couch_source,
                                                                         &registry),
                                         static_cast<std::size_t>(cfg.max_open_feeds), cfg.idle_close});
@@ -374,7 +239,7 @@ int run_bridge(config const& cfg) {
     admin_group admin;
     if (group) {
         group_commands_config gcc;
-        gcc.bootstrap_servers = embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers;
+        gcc.bootstrap_servers = kafka.brokers;
         gcc.properties = kafka_client_properties(cfg);
         gcc.topic = command_topic(cfg);
         gcc.instance = instance_name();
@@ -383,7 +248,7 @@ int run_bridge(config const& cfg) {
         admin.refresh_owners = [g = group.get()] { g->refresh_owners(); };
         admin.owner_of = [g = group.get()](std::string const& db) { return g->owner_of(db); };
     }
-    register_admin_api(*http, databases, cfg.admin_token, admin);
+    register_admin_api(*kafka.http, databases, cfg.admin_token, admin);
     // Discovery (--db-pattern) reports databases found and gone to the fleet.
     std::unique_ptr<discovery> finder;
     if (!cfg.db_patterns.empty()) {
@@ -400,68 +265,20 @@ int run_bridge(config const& cfg) {
                                 [&databases](std::string const& db) { databases.gone(db); },
                                 [&databases](std::string const& db) { databases.updated(db); },
                                 [&databases](bool on) { databases.set_change_events(on); }},
-                *store, positions, registry, databases.couch_client());
+                *kafka.store, positions, registry, databases.couch_client());
         } catch (std::exception const& e) {
             spdlog::error("startup failed: {}", e.what());
             return 2;
         }
     }
-    register_status_endpoints(*http, status_sources{cfg, databases, flusher, *couch_source, *producer, group.get(),
-                                                    group_txns.get(), finder.get(), starting});
-    try {
-        http->start();
-    } catch (std::exception const& e) {
-        spdlog::error("startup failed: {}", e.what());
+    register_status_endpoints(*kafka.http, status_sources{cfg, databases, flusher, *couch_source, *kafka.producer,
+                                                          group.get(), group_txns.get(), finder.get(),
+                                                          [&starting] { return starting.get(); }});
+    if (!start_http(kafka)) {
         return 2;
     }
-    if (must_verify_cluster) {
-        // A store that holds positions waits until the brokers tell their
-        // cluster id, and is checked against it (an empty one records the id
-        // with its first write: an acknowledgement implies the metadata that
-        // carries it). The HTTP server answers meanwhile.
-        set_starting("waiting for the Kafka cluster id, to check the checkpoints against it");
-        std::atomic<int> startup_signal{0};
-        signals.async_wait([&](boost::system::error_code ec, int sig) {
-            if (!ec) {
-                startup_signal = sig;
-            }
-        });
-        std::thread serving([&ioc] { ioc.run(); });
-        auto const wait_started = std::chrono::steady_clock::now();
-        for (int attempt = 0; cluster.empty() && startup_signal == 0; ++attempt) {
-            cluster = cluster_of(std::chrono::seconds(2));
-            if (cluster.empty() && attempt % 5 == 4) {
-                spdlog::warn("still waiting for the Kafka cluster id from {} ({} s) before trusting the "
-                             "checkpoints: are the brokers reachable?",
-                             embedded ? std::string("the embedded cluster") : cfg.kafka_brokers,
-                             std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
-                                                                              wait_started)
-                                 .count());
-            }
-        }
-        signals.cancel();
-        ioc.stop();
-        serving.join();
-        ioc.restart();
-        bool go_on = startup_signal == 0;
-        if (!go_on) {
-            spdlog::info("signal {} before startup finished: stopping", startup_signal.load());
-        } else {
-            spdlog::info("Kafka cluster id {}", cluster);
-            try {
-                go_on = check_kafka_cluster(*store, cluster, cfg.kafka_cluster_change);
-            } catch (std::exception const& e) {
-                spdlog::error("startup failed: {}", e.what());
-                go_on = false;
-            }
-        }
-        if (!go_on) {
-            // Lets the server's sessions end before it goes.
-            http->stop();
-            ioc.run_for(std::chrono::milliseconds(500));
-            return startup_signal != 0 ? 0 : 2;
-        }
-        set_starting({});
+    if (auto code = verify_kafka_cluster(cfg, ioc, signals, kafka, starting)) {
+        return *code;
     }
     asio::co_spawn(committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor()),
                    flusher.run(), asio::detached);
@@ -469,8 +286,8 @@ int run_bridge(config const& cfg) {
         databases.start(cfg.databases);
         if (group) {
             commands->start(); // the group's admin changes, before any database starts here
-            group->start(cfg, embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers, databases,
-                         *kafka_positions, flusher, registry, group_txns.get(),
+            group->start(cfg, kafka.brokers, databases,
+                         *kafka.kafka_positions, flusher, registry, group_txns.get(),
                          [c = commands.get()] { c->reassess(); });
         }
         if (finder) {
@@ -482,7 +299,7 @@ int run_bridge(config const& cfg) {
     }
     spdlog::info("couch-kafka-bridge {} following {} database(s) of {}; metrics on http://{}:{}/metrics",
                  common::version, databases.statuses().size(), common::redact_url(cfg.couch_url),
-                 cfg.http_listen.substr(0, cfg.http_listen.rfind(':')), http->port());
+                 cfg.http_listen.substr(0, cfg.http_listen.rfind(':')), kafka.http->port());
 
     // Progress while catching up: rows read, pending, rate, ETA.
     std::atomic<bool> stopping{false};
@@ -550,8 +367,8 @@ int run_bridge(config const& cfg) {
         // and whatever is left after that is cut short by the watchdog.
         constexpr auto stop_grace = std::chrono::seconds(3);
         auto const deadline = first_signal_at + cfg.shutdown_timeout;
-        if (kafka_positions) {
-            kafka_positions->stop_by(deadline + stop_grace);
+        if (kafka.kafka_positions) {
+            kafka.kafka_positions->stop_by(deadline + stop_grace);
         }
         if (group) {
             group->stop_by(deadline + stop_grace);
@@ -598,7 +415,7 @@ int run_bridge(config const& cfg) {
                     spdlog::info("checkpoints flushed");
                 }
                 watchdog.set_code(exit_code);
-                http->stop();
+                kafka.http->stop();
                 signals.cancel();
                 work.reset();
                 ioc.stop();
@@ -641,9 +458,9 @@ int run_bridge(config const& cfg) {
     running_fleet = nullptr;
     // The producer goes first: anything it still holds completes into the
     // stopped io_context and is discarded there (never reported as delivered).
-    catch_up_producer.reset();
-    producer.reset();
-    embedded.reset();
+    kafka.catch_up_producer.reset();
+    kafka.producer.reset();
+    kafka.embedded.reset();
     spdlog::info("stopped (exit {})", exit_code);
     return exit_code;
 }

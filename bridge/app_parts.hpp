@@ -1,0 +1,132 @@
+#pragma once
+
+// The parts of the bridge process that run_bridge (bridge/app.cpp) puts
+// together, one concern each: the Kafka side (bridge/app_kafka.cpp).
+// Internal: included only by those files, never by another module.
+//
+// Each part is a non-movable bundle that the parts after it refer to. Its
+// members are declared in the order they are built, so that they are
+// destroyed in reverse, and run_bridge declares the parts in the same order:
+// what the later parts refer to outlives them.
+
+#include "bridge/admin_api.hpp"
+#include "bridge/config.hpp"
+#include "bridge/fleet.hpp"
+#include "bridge/routing.hpp"
+#include "bridge/startup.hpp"
+#include "checkpoint/deletion_memory.hpp"
+#include "checkpoint/flusher.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace checkpoint {
+class kafka_store;
+class store;
+} // namespace checkpoint
+namespace couch {
+class source;
+}
+namespace kafka {
+class embedded_cluster;
+class presence;
+class producer;
+} // namespace kafka
+namespace metrics {
+class http_server;
+class registry;
+} // namespace metrics
+
+namespace bridge {
+
+class discovery;
+class exit_watchdog;
+class group_commands;
+class group_ownership;
+class group_transactions;
+class transaction_writer;
+
+// The event loop of run_bridge, whose pending work can be destroyed
+// explicitly (see the end of run_bridge): execution_context::shutdown is
+// what ~io_context does first, made callable earlier.
+class event_loop : public boost::asio::io_context {
+public:
+    using boost::asio::execution_context::shutdown;
+};
+
+inline bool exactly_once(config const& cfg) { return cfg.delivery == "exactly-once"; }
+
+// Why the bridge does not follow yet ("" once it does), for /status.
+// Thread-safe.
+class starting_status {
+public:
+    void set(std::string why) {
+        std::lock_guard lock(mutex_);
+        why_ = std::move(why);
+    }
+    std::string get() const {
+        std::lock_guard lock(mutex_);
+        return why_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::string why_;
+};
+
+// --- bridge/app_kafka.cpp ---------------------------------------------------
+
+// Everything the start needs from Kafka and the checkpoint store, and the
+// HTTP server (its address is known once the Kafka start is done).
+struct kafka_side {
+    kafka_side();
+    kafka_side(kafka_side const&) = delete;
+    kafka_side& operator=(kafka_side const&) = delete;
+    ~kafka_side();
+
+    std::unique_ptr<throwaway_dir> scratch;
+    std::unique_ptr<kafka::embedded_cluster> embedded;
+    std::string brokers; // the bootstrap servers: --kafka-brokers, or the embedded cluster's
+    std::unique_ptr<kafka::producer> producer;
+    std::unique_ptr<kafka::producer> catch_up_producer; // the catch-up lane; null when off
+    std::unique_ptr<checkpoint::store> store;
+    std::unique_ptr<checkpoint::kafka_store> kafka_positions; // --checkpoint-store kafka
+    std::unique_ptr<kafka::presence> running_mark;            // ... and the group that says it is in use
+    std::optional<router> routes;
+    std::unique_ptr<metrics::http_server> http;
+    std::function<std::string(std::chrono::milliseconds)> cluster_of; // the connected cluster's id ("" unknown)
+    std::string cluster;                                                 // verified at startup, if it had to be
+    bool must_verify_cluster = false;
+};
+
+// Everything that can fail at startup fails here, before any feed opens:
+// the flags that do not go together, the routing, the checkpoint store, the
+// producers and the Kafka start. Returns false after logging why.
+bool open_kafka_side(config const& cfg, event_loop& ioc, metrics::registry& registry, kafka_side& kafka);
+
+// The router's gauges, read at every collection.
+void register_routing_metrics(metrics::registry& registry, router const& routes);
+
+// Starts the HTTP server (once every endpoint is registered). Returns false
+// after logging why it could not.
+bool start_http(kafka_side& kafka);
+
+// When kafka.must_verify_cluster: waits (serving HTTP, until a signal) for
+// the cluster id and checks the store's checkpoints against it. Returns the
+// exit code when the bridge must not go on.
+std::optional<int> verify_kafka_cluster(config const& cfg, event_loop& ioc, boost::asio::signal_set& signals,
+                                        kafka_side& kafka, starting_status& starting);
+
+} // namespace bridge
