@@ -103,57 +103,7 @@ int run_bridge(config const& cfg) {
     }
     register_routing_metrics(registry, *kafka.routes);
 
-    // The checkpoint writer: RocksDB (bound to the Kafka cluster), the Kafka
-    // topic, or the exactly-once transaction. The last two block on the
-    // network, so their flusher runs on a thread of its own.
-    cluster_bound_writer rocksdb_writer(*kafka.store, kafka.cluster_of, kafka.cluster);
-    // Before every flusher below (they write its buffer first), after the store.
-    checkpoint::deletion_memory memory(*kafka.store, registry);
-    fleet* running_fleet = nullptr; // set once the fleet exists (the transaction hooks need it)
-    checkpoint::flusher* flusher_ptr = nullptr;
-    std::unique_ptr<transaction_writer> txn_writer;
-    if (exactly_once(cfg) && cfg.group.empty()) {
-        transaction_writer::hooks hooks;
-        hooks.in_flight = [&running_fleet] { return running_fleet != nullptr ? running_fleet->in_flight() : 0; };
-        hooks.rewind_all = [&running_fleet](std::function<void()> done) {
-            if (running_fleet != nullptr) {
-                running_fleet->rewind_all_to_durable(std::move(done));
-            } else {
-                done();
-            }
-        };
-        hooks.discard_dirty = [&flusher_ptr] {
-            if (flusher_ptr != nullptr) {
-                flusher_ptr->discard_dirty();
-            }
-        };
-        hooks.on_fatal = [tid = transactional_id(cfg, checkpoint_source(cfg))](std::string const& why) {
-            spdlog::critical("exactly-once: the Kafka producer failed for good ({}). If another bridge with "
-                             "transactional id '{}' started, it has taken over and this one was fenced. Exiting "
-                             "without writing anything else; records not committed are invisible to read_committed "
-                             "consumers and will be published by the bridge that resumes from the checkpoints",
-                             why, tid);
-            spdlog::default_logger()->flush();
-            ::_exit(3);
-        };
-        txn_writer = std::make_unique<transaction_writer>(*kafka.producer, *kafka.kafka_positions, std::move(hooks),
-                                                          registry, std::chrono::seconds(60));
-    }
-    checkpoint::position_writer& writer =
-        txn_writer              ? static_cast<checkpoint::position_writer&>(*txn_writer)
-        : kafka.kafka_positions ? static_cast<checkpoint::position_writer&>(*kafka.kafka_positions)
-                                : rocksdb_writer;
-    checkpoint::positions& positions = kafka.kafka_positions
-                                           ? static_cast<checkpoint::positions&>(*kafka.kafka_positions)
-                                           : static_cast<checkpoint::positions&>(*kafka.store);
-    std::optional<asio::thread_pool> committer;
-    if (kafka.kafka_positions) {
-        committer.emplace(1);
-    }
-    checkpoint::flusher flusher(committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor()), writer,
-                                exactly_once(cfg) ? cfg.commit_interval : cfg.checkpoint_interval, registry,
-                                common::version);
-    flusher_ptr = &flusher;
+    checkpoint_side checkpoints(cfg, ioc, registry, kafka);
 
     couch::client_config client;
     client.url = cfg.couch_url;
@@ -222,15 +172,15 @@ int run_bridge(config const& cfg) {
     }
     fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
                                         window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
-                                        pipeline::dependencies{*kafka.producer, *kafka.routes, flusher, registry,
-                                                               publishing,
-                                                               cfg.deletion_memory ? &memory : nullptr,
+                                        pipeline::dependencies{*kafka.producer, *kafka.routes, checkpoints.flusher,
+                                                               registry, publishing,
+                                                               cfg.deletion_memory ? &checkpoints.memory : nullptr,
                                                                may_publish, kafka.catch_up_producer.get()},
-                                        *kafka.store, positions, owns, unit_of,
+                                        *kafka.store, checkpoints.positions, owns, unit_of,
                                         std::make_shared<couch::client>(ioc.get_executor(), client, couch_source,
                                                                         &registry),
                                         static_cast<std::size_t>(cfg.max_open_feeds), cfg.idle_close});
-    running_fleet = &databases;
+    checkpoints.running_fleet = &databases;
     if (group_txns) {
         group_txns->attach(databases);
     }
@@ -265,14 +215,14 @@ int run_bridge(config const& cfg) {
                                 [&databases](std::string const& db) { databases.gone(db); },
                                 [&databases](std::string const& db) { databases.updated(db); },
                                 [&databases](bool on) { databases.set_change_events(on); }},
-                *kafka.store, positions, registry, databases.couch_client());
+                *kafka.store, checkpoints.positions, registry, databases.couch_client());
         } catch (std::exception const& e) {
             spdlog::error("startup failed: {}", e.what());
             return 2;
         }
     }
-    register_status_endpoints(*kafka.http, status_sources{cfg, databases, flusher, *couch_source, *kafka.producer,
-                                                          group.get(), group_txns.get(), finder.get(),
+    register_status_endpoints(*kafka.http, status_sources{cfg, databases, checkpoints.flusher, *couch_source,
+                                                          *kafka.producer, group.get(), group_txns.get(), finder.get(),
                                                           [&starting] { return starting.get(); }});
     if (!start_http(kafka)) {
         return 2;
@@ -280,14 +230,13 @@ int run_bridge(config const& cfg) {
     if (auto code = verify_kafka_cluster(cfg, ioc, signals, kafka, starting)) {
         return *code;
     }
-    asio::co_spawn(committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor()),
-                   flusher.run(), asio::detached);
+    asio::co_spawn(checkpoints.flusher_executor(ioc), checkpoints.flusher.run(), asio::detached);
     try {
         databases.start(cfg.databases);
         if (group) {
             commands->start(); // the group's admin changes, before any database starts here
             group->start(cfg, kafka.brokers, databases,
-                         *kafka.kafka_positions, flusher, registry, group_txns.get(),
+                         *kafka.kafka_positions, checkpoints.flusher, registry, group_txns.get(),
                          [c = commands.get()] { c->reassess(); });
         }
         if (finder) {
@@ -407,8 +356,8 @@ int run_bridge(config const& cfg) {
                 // Let the pipelines' last delivery reports reach the flusher.
                 t.expires_after(std::chrono::milliseconds(10));
                 co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-                flusher.stop();
-                if (auto fec = flusher.flush_now()) {
+                checkpoints.flusher.stop();
+                if (auto fec = checkpoints.flusher.flush_now()) {
                     spdlog::error("final checkpoint flush failed: {}", fec.message());
                     exit_code = 1;
                 } else {
@@ -452,10 +401,10 @@ int run_bridge(config const& cfg) {
     }
     commands.reset(); // it acts on the fleet for the group
     group.reset();
-    if (committer) {
-        committer->join(); // the flusher's loop ended with flusher.stop()
+    if (checkpoints.committer) {
+        checkpoints.committer->join(); // the flusher's loop ended with flusher.stop()
     }
-    running_fleet = nullptr;
+    checkpoints.running_fleet = nullptr;
     // The producer goes first: anything it still holds completes into the
     // stopped io_context and is discarded there (never reported as delivered).
     kafka.catch_up_producer.reset();

@@ -1,7 +1,8 @@
 #pragma once
 
 // The parts of the bridge process that run_bridge (bridge/app.cpp) puts
-// together, one concern each: the Kafka side (bridge/app_kafka.cpp).
+// together, one concern each: the Kafka side (bridge/app_kafka.cpp) and where
+// checkpoints go (bridge/app_checkpoints.cpp).
 // Internal: included only by those files, never by another module.
 //
 // Each part is a non-movable bundle that the parts after it refer to. Its
@@ -128,5 +129,30 @@ bool start_http(kafka_side& kafka);
 // exit code when the bridge must not go on.
 std::optional<int> verify_kafka_cluster(config const& cfg, event_loop& ioc, boost::asio::signal_set& signals,
                                         kafka_side& kafka, starting_status& starting);
+
+// --- bridge/app_checkpoints.cpp ---------------------------------------------
+
+// The checkpoint writer and its flusher: RocksDB (bound to the Kafka
+// cluster), the Kafka topic, or the exactly-once transaction. The last two
+// block on the network, so their flusher runs on a thread of its own.
+struct checkpoint_side {
+    checkpoint_side(config const& cfg, event_loop& ioc, metrics::registry& registry, kafka_side& kafka);
+    ~checkpoint_side();
+    checkpoint_side(checkpoint_side const&) = delete;
+    checkpoint_side& operator=(checkpoint_side const&) = delete;
+
+    // Where the flusher runs: the committer thread, else the event loop.
+    boost::asio::any_io_executor flusher_executor(event_loop& ioc);
+
+    cluster_bound_writer rocksdb_writer;
+    // Before every flusher below (they write its buffer first), after the store.
+    checkpoint::deletion_memory memory;
+    fleet* running_fleet = nullptr; // set once the fleet exists (the transaction hooks need it)
+    checkpoint::flusher* flusher_ptr = nullptr;
+    std::unique_ptr<transaction_writer> txn_writer;
+    checkpoint::positions& positions; // the same RocksDB store, or the Kafka topic
+    std::unique_ptr<boost::asio::thread_pool> committer; // --checkpoint-store kafka
+    checkpoint::flusher flusher;
+};
 
 } // namespace bridge
