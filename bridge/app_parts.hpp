@@ -1,8 +1,9 @@
 #pragma once
 
 // The parts of the bridge process that run_bridge (bridge/app.cpp) puts
-// together, one concern each: the Kafka side (bridge/app_kafka.cpp) and where
-// checkpoints go (bridge/app_checkpoints.cpp).
+// together, one concern each: the Kafka side (bridge/app_kafka.cpp), where
+// checkpoints go (bridge/app_checkpoints.cpp), and the fleet and its group
+// wiring (bridge/app_fleet.cpp).
 // Internal: included only by those files, never by another module.
 //
 // Each part is a non-movable bundle that the parts after it refer to. Its
@@ -154,5 +155,47 @@ struct checkpoint_side {
     std::unique_ptr<boost::asio::thread_pool> committer; // --checkpoint-store kafka
     checkpoint::flusher flusher;
 };
+
+// --- bridge/app_fleet.cpp ---------------------------------------------------
+
+// The fleet of pipelines and, in group mode, the group around it; the
+// admin API and discovery that act on it.
+struct fleet_side {
+    fleet_side();
+    fleet_side(fleet_side const&) = delete;
+    fleet_side& operator=(fleet_side const&) = delete;
+    ~fleet_side();
+
+    couch::client_config client;
+    publish_options publishing;
+    std::string source; // checkpoint_source(cfg)
+    std::shared_ptr<couch::source> couch_source;
+    couch::feed_options feed_template;
+    std::unique_ptr<group_transactions> group_txns; // group mode, exactly-once
+    std::unique_ptr<group_ownership> group;
+    std::function<bool(std::string const&)> owns;
+    std::function<bool()> may_publish;
+    std::function<fleet::transaction_unit(std::string const&)> unit_of;
+    std::unique_ptr<fleet> databases;
+    // Group mode: the admin API of any instance acts for the group.
+    std::unique_ptr<group_commands> commands;
+    admin_group admin;
+    // Discovery (--db-pattern) reports databases found and gone to the fleet.
+    std::unique_ptr<discovery> finder;
+};
+
+// Builds the fleet and what surrounds it, registers the admin API, the
+// status endpoints. Returns false after logging why the start failed.
+bool build_fleet_side(config const& cfg, event_loop& ioc, metrics::registry& registry, kafka_side& kafka,
+                      checkpoint_side& checkpoints, starting_status const& starting, fleet_side& f);
+
+// Starts the flusher, the databases given, the group and discovery.
+// Returns false after logging why the start failed.
+bool start_following(config const& cfg, event_loop& ioc, metrics::registry& registry, kafka_side& kafka,
+                     checkpoint_side& checkpoints, fleet_side& f);
+
+// Progress while catching up: rows read, pending, rate, ETA; every 5 s
+// until `stopping`.
+void report_catch_up_progress(event_loop& ioc, fleet const& databases, std::atomic<bool> const& stopping);
 
 } // namespace bridge
