@@ -2,8 +2,8 @@
 
 // The parts of the bridge process that run_bridge (bridge/app.cpp) puts
 // together, one concern each: the Kafka side (bridge/app_kafka.cpp), where
-// checkpoints go (bridge/app_checkpoints.cpp), and the fleet and its group
-// wiring (bridge/app_fleet.cpp).
+// checkpoints go (bridge/app_checkpoints.cpp), the fleet and its group
+// wiring (bridge/app_fleet.cpp), and the stop (bridge/app_stop.cpp).
 // Internal: included only by those files, never by another module.
 //
 // Each part is a non-movable bundle that the parts after it refer to. Its
@@ -61,7 +61,7 @@ class group_transactions;
 class transaction_writer;
 
 // The event loop of run_bridge, whose pending work can be destroyed
-// explicitly (see the end of run_bridge): execution_context::shutdown is
+// explicitly (see stop_sequence::finish): execution_context::shutdown is
 // what ~io_context does first, made callable earlier.
 class event_loop : public boost::asio::io_context {
 public:
@@ -197,5 +197,44 @@ bool start_following(config const& cfg, event_loop& ioc, metrics::registry& regi
 // Progress while catching up: rows read, pending, rate, ETA; every 5 s
 // until `stopping`.
 void report_catch_up_progress(event_loop& ioc, fleet const& databases, std::atomic<bool> const& stopping);
+
+// --- bridge/app_stop.cpp ----------------------------------------------------
+
+// Shutdown: stop reading, wait (bounded) for acknowledgements, flush; then,
+// once the event loop has returned, take the parts down in the order they
+// depend on each other.
+class stop_sequence {
+public:
+    using work_guard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+    struct parts {
+        config const& cfg;
+        event_loop& ioc;
+        work_guard& work;
+        boost::asio::signal_set& signals;
+        exit_watchdog& watchdog;
+        kafka_side& kafka;
+        checkpoint_side& checkpoints;
+        fleet_side& fleet;
+    };
+    explicit stop_sequence(parts p) : p_(p) {}
+    stop_sequence(stop_sequence const&) = delete;
+    stop_sequence& operator=(stop_sequence const&) = delete;
+
+    // Set by the first signal.
+    std::atomic<bool> const& stopping() const noexcept { return stopping_; }
+    // Waits for SIGINT/SIGTERM, which starts the stop.
+    void wait_for_signal();
+    // After the event loop returned: the teardown. Returns the exit code.
+    int finish();
+
+private:
+    void on_second_signal(boost::system::error_code ec, int sig);
+    boost::asio::awaitable<void> stop(int sig, std::chrono::steady_clock::time_point deadline);
+
+    parts p_;
+    std::atomic<bool> stopping_{false};
+    int exit_code_ = 0;
+    std::chrono::steady_clock::time_point first_signal_at_{};
+};
 
 } // namespace bridge
