@@ -51,7 +51,7 @@ std::unique_ptr<transaction_writer> open_transaction_writer(config const& cfg, m
         spdlog::default_logger()->flush();
         ::_exit(3);
     };
-    return std::make_unique<transaction_writer>(*kafka.producer, *kafka.kafka_positions, std::move(hooks), registry,
+    return std::make_unique<transaction_writer>(*kafka.producer, *kafka.started.positions, std::move(hooks), registry,
                                                 std::chrono::seconds(60));
 }
 
@@ -59,15 +59,15 @@ checkpoint::position_writer& writer_of(kafka_side& kafka, checkpoint_side& c) {
     if (c.txn_writer) {
         return *c.txn_writer;
     }
-    if (kafka.kafka_positions) {
-        return *kafka.kafka_positions;
+    if (kafka.started.positions) {
+        return *kafka.started.positions;
     }
     return c.rocksdb_writer;
 }
 
 checkpoint::positions& positions_of(kafka_side& kafka) {
-    if (kafka.kafka_positions) {
-        return *kafka.kafka_positions;
+    if (kafka.started.positions) {
+        return *kafka.started.positions;
     }
     return *kafka.store;
 }
@@ -79,7 +79,7 @@ checkpoint_side::checkpoint_side(config const& cfg, event_loop& ioc, metrics::re
       memory(*kafka.store, registry),
       txn_writer(open_transaction_writer(cfg, registry, kafka, running_fleet, flusher_ptr)),
       positions(positions_of(kafka)),
-      committer(kafka.kafka_positions ? std::make_unique<asio::thread_pool>(1) : nullptr),
+      committer(kafka.started.positions ? std::make_unique<asio::thread_pool>(1) : nullptr),
       flusher(flusher_executor(ioc), writer_of(kafka, *this),
               exactly_once(cfg) ? cfg.commit_interval : cfg.checkpoint_interval, registry, common::version) {
     flusher_ptr = &flusher;

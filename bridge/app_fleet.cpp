@@ -94,7 +94,7 @@ void open_group(config const& cfg, metrics::registry& registry, kafka_side& k, f
         gtc.commit_interval = cfg.commit_interval;
         gtc.bridge_version = common::version;
         f.group_txns = std::make_unique<group_transactions>(
-            std::move(gtc), *k.kafka_positions, registry,
+            std::move(gtc), *k.started.positions, registry,
             [g = f.group.get()](std::int32_t p, std::string const&) { g->fenced(p); });
         f.unit_of = [t = f.group_txns.get()](std::string const& db) { return t->unit_of(db); };
     }
@@ -232,7 +232,7 @@ bool start_following(config const& cfg, event_loop& ioc, metrics::registry& regi
         f.databases->start(cfg.databases);
         if (f.group) {
             f.commands->start(); // the group's admin changes, before any database starts here
-            f.group->start(cfg, k.brokers, *f.databases, *k.kafka_positions, c.flusher, registry, f.group_txns.get(),
+            f.group->start(cfg, k.brokers, *f.databases, *k.started.positions, c.flusher, registry, f.group_txns.get(),
                            [commands = f.commands.get()] { commands->reassess(); });
         }
         if (f.finder) {

@@ -108,13 +108,12 @@ void start_kafka(config const& cfg, event_loop& ioc, metrics::registry& registry
                                      transactions_begun);
             },
             [&] { return !k.producer->cluster_id(std::chrono::seconds(2)).empty(); });
-        k.kafka_positions = std::move(w.started.positions);
-        k.running_mark = std::move(w.started.running_mark);
+        k.started = std::move(w.started);
         k.http = std::make_unique<metrics::http_server>(ioc.get_executor(), w.listen, registry);
         auto& skipped = registry.add_counter("couch_bridge_checkpoint_records_skipped_total",
                                              "Records of the checkpoint topic that did not decode (foreign or "
                                              "corrupt), skipped at startup");
-        skipped.inc(static_cast<double>(k.kafka_positions->loaded().skipped));
+        skipped.inc(static_cast<double>(k.started.positions->loaded().skipped));
     } else {
         bool no_transactions = false;
         prepare_kafka(cfg, *k.routes, *k.producer, k.embedded.get(), k.brokers, *k.store, no_transactions);
@@ -139,7 +138,7 @@ void bind_to_cluster(kafka_side& k) {
     };
     // The check itself waits for the brokers: it runs once the HTTP
     // server answers (/healthz must not depend on Kafka).
-    k.must_verify_cluster = !k.kafka_positions && !k.store->list().empty();
+    k.must_verify_cluster = !k.started.positions && !k.store->list().empty();
 }
 
 } // namespace

@@ -14,6 +14,7 @@
 #include "bridge/admin_api.hpp"
 #include "bridge/config.hpp"
 #include "bridge/fleet.hpp"
+#include "bridge/kafka_startup.hpp"
 #include "bridge/routing.hpp"
 #include "bridge/startup.hpp"
 #include "checkpoint/deletion_memory.hpp"
@@ -34,22 +35,14 @@
 #include <optional>
 #include <string>
 
-namespace checkpoint {
-class kafka_store;
-class store;
-} // namespace checkpoint
+// kafka_startup.hpp declares checkpoint::store and kafka_store,
+// kafka::embedded_cluster, presence and producer, metrics::registry.
 namespace couch {
 class source;
 }
-namespace kafka {
-class embedded_cluster;
-class presence;
-class producer;
-} // namespace kafka
 namespace metrics {
 class http_server;
-class registry;
-} // namespace metrics
+}
 
 namespace bridge {
 
@@ -104,8 +97,7 @@ struct kafka_side {
     std::unique_ptr<kafka::producer> producer;
     std::unique_ptr<kafka::producer> catch_up_producer; // the catch-up lane; null when off
     std::unique_ptr<checkpoint::store> store;
-    std::unique_ptr<checkpoint::kafka_store> kafka_positions; // --checkpoint-store kafka
-    std::unique_ptr<kafka::presence> running_mark;            // ... and the group that says it is in use
+    kafka_start started; // with --checkpoint-store kafka: the checkpoint topic's store and the running mark
     std::optional<router> routes;
     std::unique_ptr<metrics::http_server> http;
     std::function<std::string(std::chrono::milliseconds)> cluster_of; // the connected cluster's id ("" unknown)

@@ -39,8 +39,8 @@ void stop_sequence::wait_for_signal() {
         // and whatever is left after that is cut short by the watchdog.
         constexpr auto stop_grace = std::chrono::seconds(3);
         auto const deadline = first_signal_at_ + p_.cfg.shutdown_timeout;
-        if (p_.kafka.kafka_positions) {
-            p_.kafka.kafka_positions->stop_by(deadline + stop_grace);
+        if (p_.kafka.started.positions) {
+            p_.kafka.started.positions->stop_by(deadline + stop_grace);
         }
         if (p_.fleet.group) {
             p_.fleet.group->stop_by(deadline + stop_grace);
