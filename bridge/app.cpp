@@ -1,68 +1,24 @@
+// run_bridge: the bridge process from start to stop. The parts it puts
+// together live in bridge/app_*.cpp (see bridge/app_parts.hpp); this file
+// keeps their order, which matters.
+
 #include "bridge/app.hpp"
 
-#include "bridge/admin_api.hpp"
-#include "bridge/discovery.hpp"
-#include "bridge/exactly_once.hpp"
+#include "bridge/app_parts.hpp"
 #include "bridge/exit_watchdog.hpp"
-#include "bridge/kafka_checkpoints.hpp"
-#include "bridge/kafka_startup.hpp"
-#include "bridge/fleet.hpp"
-#include "bridge/group.hpp"
-#include "bridge/group_commands.hpp"
-#include "bridge/group_transactions.hpp"
-#include "bridge/pipeline.hpp"
-#include "bridge/routing.hpp"
-#include "bridge/startup.hpp"
-#include "bridge/status_api.hpp"
-#include "checkpoint/deletion_memory.hpp"
-#include "checkpoint/flusher.hpp"
-#include "checkpoint/kafka_store.hpp"
-#include "checkpoint/store.hpp"
-#include "checkpoint/watermark.hpp"
 #include "checkpoint/version.hpp"
 #include "common/redact.hpp"
 #include "common/version.hpp"
-#include "couch/changes_feed.hpp"
-#include "couch/source.hpp"
-#include "kafka/producer.hpp"
-#include "kafka/embedded_cluster.hpp"
-#include "kafka/presence.hpp"
 #include "kafka/version.hpp"
-#include "metrics/http_server.hpp"
 #include "metrics/process.hpp"
 #include "metrics/registry.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
-
 #include <spdlog/spdlog.h>
 
-#include <atomic>
-#include <cerrno>
+#include <algorithm>
 #include <csignal>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <random>
 #include <thread>
-#include <pthread.h>
-#include <unistd.h>
+#include <vector>
 
 namespace asio = boost::asio;
 
@@ -70,13 +26,22 @@ namespace bridge {
 
 namespace {
 
-// The event loop of run_bridge, whose pending work can be destroyed
-// explicitly (see the end of run_bridge): execution_context::shutdown is what
-// ~io_context does first, made callable earlier.
-class event_loop : public asio::io_context {
-public:
-    using asio::execution_context::shutdown;
-};
+// One thread by default: librdkafka and RocksDB have threads of their
+// own, and at a real CouchDB's pace a second event-loop thread mostly
+// hands rows and delivery reports across threads (docs/BENCHMARKS.md,
+// "one event-loop thread": 3.4 -> 1.1 context switches per change).
+void run_event_loop(config const& cfg, event_loop& ioc) {
+    unsigned const n_threads = cfg.io_threads > 0 ? static_cast<unsigned>(cfg.io_threads)
+                                                  : std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> threads;
+    for (unsigned i = 1; i < n_threads; ++i) {
+        threads.emplace_back([&ioc] { ioc.run(); });
+    }
+    ioc.run();
+    for (auto& t : threads) {
+        t.join();
+    }
+}
 
 } // namespace
 
@@ -109,543 +74,35 @@ int run_bridge(config const& cfg) {
 
     // Everything that can fail at startup fails here, before any feed opens.
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    std::unique_ptr<throwaway_dir> scratch;
-    std::unique_ptr<kafka::embedded_cluster> embedded;
-    std::unique_ptr<kafka::producer> producer;
-    std::unique_ptr<kafka::producer> catch_up_producer; // the catch-up lane; null when off
-    std::unique_ptr<checkpoint::store> store;
-    std::unique_ptr<checkpoint::kafka_store> kafka_positions; // --checkpoint-store kafka
-    std::unique_ptr<kafka::presence> running_mark;            // ... and the group that says it is in use
-    bool const exactly_once = cfg.delivery == "exactly-once";
-    std::optional<router> routes;
-    std::unique_ptr<metrics::http_server> http;
-    std::function<std::string(std::chrono::milliseconds)> cluster_of; // the connected cluster's id ("" unknown)
-    std::string cluster;                                                 // verified at startup, if it had to be
-    bool must_verify_cluster = false;
-    std::mutex starting_mutex;
-    std::string starting_why; // why the bridge does not follow yet; "" once it does
-    auto set_starting = [&](std::string why) {
-        std::lock_guard lock(starting_mutex);
-        starting_why = std::move(why);
-    };
-    std::function<std::string()> starting = [&] {
-        std::lock_guard lock(starting_mutex);
-        return starting_why;
-    };
-    try {
-        if (!cfg.group.empty() && cfg.checkpoint_store != "kafka") {
-            throw std::invalid_argument("--group needs --checkpoint-store kafka: a database's next owner reads its "
-                                        "checkpoint from the topic");
-        }
-        if (exactly_once && cfg.checkpoint_store != "kafka") {
-            throw std::invalid_argument("--delivery exactly-once needs --checkpoint-store kafka: the checkpoints are "
-                                        "written in the same Kafka transaction as the records");
-        }
-        routing_options ropts;
-        ropts.default_topic = cfg.default_topic;
-        ropts.route_design_docs = cfg.route_design_docs;
-        ropts.route_missing_doc_type = cfg.route_missing_doc_type;
-        routes.emplace(router::from_spec(cfg.routing, ropts));
+    kafka_side kafka;
+    starting_status starting;
+    if (!open_kafka_side(cfg, ioc, registry, kafka)) {
+        return 2;
+    }
+    register_routing_metrics(registry, *kafka.routes);
 
-        std::string checkpoint_dir = cfg.checkpoint_dir;
-        if (cfg.kafka_brokers == "embedded" && !cfg.checkpoint_dir_given) {
-            scratch = std::make_unique<throwaway_dir>();
-            checkpoint_dir = scratch->path();
-            spdlog::info("embedded Kafka: checkpoints go to the throw-away directory {} (removed at exit), since "
-                         "the embedded cluster's records vanish with the process; give --checkpoint-dir to keep them",
-                         checkpoint_dir);
-        }
-        store = checkpoint::store::open(checkpoint_dir);
-
-        kafka::producer_config pcfg;
-        if (cfg.kafka_brokers == "embedded") {
-            embedded = std::make_unique<kafka::embedded_cluster>(1);
-            pcfg.bootstrap_servers = embedded->bootstrap_servers(); // the cluster logs its own address
-        } else {
-            pcfg.bootstrap_servers = cfg.kafka_brokers;
-        }
-        pcfg.properties = kafka_client_properties(cfg);
-        if (exactly_once && cfg.group.empty()) {
-            // In group mode every assignment partition has a transactional
-            // producer of its own (bridge/group_transactions.hpp).
-            pcfg.transactional_id = transactional_id(cfg, checkpoint_source(cfg));
-        }
-        bool const catch_up_lane = cfg.kafka_catch_up_linger.count() > 0 && !exactly_once;
-        if (catch_up_lane) {
-            // Only following feeds use this producer then: it sends after 1
-            // ms rather than the producer's default 5 (latency), unless a
-            // --kafka-property says otherwise (applied after this).
-            pcfg.properties.insert(pcfg.properties.begin(), {"linger.ms", "1"});
-        }
-        producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
-        if (catch_up_lane) {
-            kafka::producer_config lane = pcfg;
-            lane.properties.emplace_back("linger.ms", std::to_string(cfg.kafka_catch_up_linger.count()));
-            lane.ready_metric = "couch_bridge_kafka_catch_up_ready";
-            catch_up_producer = std::make_unique<kafka::producer>(ioc.get_executor(), std::move(lane), registry);
-        }
-        if (cfg.checkpoint_store == "kafka") {
-            // The start waits for the brokers as long as they are out of
-            // reach, serving /healthz meanwhile (bridge/kafka_startup.hpp).
-            bool transactions_begun = false;
-            auto w = wait_for_kafka_start(
-                cfg, registry,
-                [&] {
-                    return prepare_kafka(cfg, *routes, *producer, embedded.get(), pcfg.bootstrap_servers, *store,
-                                         transactions_begun);
-                },
-                [&] { return !producer->cluster_id(std::chrono::seconds(2)).empty(); });
-            kafka_positions = std::move(w.started.positions);
-            running_mark = std::move(w.started.running_mark);
-            http = std::make_unique<metrics::http_server>(ioc.get_executor(), w.listen, registry);
-            auto& skipped = registry.add_counter("couch_bridge_checkpoint_records_skipped_total",
-                                                 "Records of the checkpoint topic that did not decode (foreign or "
-                                                 "corrupt), skipped at startup");
-            skipped.inc(static_cast<double>(kafka_positions->loaded().skipped));
-        } else {
-            bool no_transactions = false;
-            prepare_kafka(cfg, *routes, *producer, embedded.get(), pcfg.bootstrap_servers, *store, no_transactions);
-            http = std::make_unique<metrics::http_server>(ioc.get_executor(), cfg.http_listen, registry);
-        }
-
-        // Checkpoints are trusted only for the Kafka cluster that
-        // acknowledged them. A store that holds positions waits here until
-        // the brokers tell their cluster id, and is checked against it; an
-        // empty one starts at once and records the id with its first write
-        // (an acknowledgement implies the metadata that carries the id).
-        std::string const embedded_suffix =
-            embedded ? "-" + std::to_string(std::random_device{}()) + std::to_string(std::random_device{}()) : "";
-        cluster_of = [&producer, embedded_suffix, is_embedded = embedded != nullptr](std::chrono::milliseconds t) {
-            auto id = producer->cluster_id(t);
-            // The mock cluster's id is fixed, but every embedded cluster is a
-            // new one whose records vanish at exit: make its id unique.
-            return id.empty() || !is_embedded ? id : "embedded-" + id + embedded_suffix;
-        };
-        // The check itself waits for the brokers: it runs once the HTTP
-        // server answers (/healthz must not depend on Kafka).
-        must_verify_cluster = !kafka_positions && !store->list().empty();
-    } catch (std::exception const& e) {
-        spdlog::error("startup failed: {}",
-                      common::redact_secret(common::redact_secret(e.what(), cfg.couch_password),
-                                            cfg.kafka_sasl_password));
+    // The parts below refer to the ones above: declared (and so destroyed)
+    // in that order.
+    checkpoint_side checkpoints(cfg, registry, kafka);
+    fleet_side f;
+    if (!build_fleet_side(cfg, ioc, registry, kafka, checkpoints, starting, f)) {
+        return 2;
+    }
+    if (!start_http(kafka)) {
+        return 2;
+    }
+    if (auto code = verify_kafka_cluster(cfg, ioc, signals, kafka, starting)) {
+        return *code;
+    }
+    if (!start_following(cfg, registry, kafka, checkpoints, f)) {
         return 2;
     }
 
-    {
-        auto& sanitized = registry.add_gauge("couch_bridge_routing_sanitized_doc_types",
-                                             "Doc types whose prefix topic needed illegal characters replaced");
-        auto& overflow = registry.add_gauge("couch_bridge_routing_prefix_overflow_routes",
-                                            "Records sent to the default topic because the prefix cache was full");
-        registry.on_collect([&routes, &sanitized, &overflow] {
-            auto st = routes->stats();
-            sanitized.set(static_cast<double>(st.sanitized_doc_types));
-            overflow.set(static_cast<double>(st.prefix_overflow_routes));
-        });
-    }
-
-    // The checkpoint writer: RocksDB (bound to the Kafka cluster), the Kafka
-    // topic, or the exactly-once transaction. Each blocks (a synced RocksDB
-    // batch, the network), so the flusher runs on a thread of its own.
-    cluster_bound_writer rocksdb_writer(*store, cluster_of, cluster);
-    // Before every flusher below (they write its buffer first), after the store.
-    checkpoint::deletion_memory memory(*store, registry);
-    fleet* running_fleet = nullptr; // set once the fleet exists (the transaction hooks need it)
-    checkpoint::flusher* flusher_ptr = nullptr;
-    std::unique_ptr<transaction_writer> txn_writer;
-    if (exactly_once && cfg.group.empty()) {
-        transaction_writer::hooks hooks;
-        hooks.in_flight = [&running_fleet] { return running_fleet != nullptr ? running_fleet->in_flight() : 0; };
-        hooks.rewind_all = [&running_fleet](std::function<void()> done) {
-            if (running_fleet != nullptr) {
-                running_fleet->rewind_all_to_durable(std::move(done));
-            } else {
-                done();
-            }
-        };
-        hooks.discard_dirty = [&flusher_ptr] {
-            if (flusher_ptr != nullptr) {
-                flusher_ptr->discard_dirty();
-            }
-        };
-        hooks.on_fatal = [tid = transactional_id(cfg, checkpoint_source(cfg))](std::string const& why) {
-            spdlog::critical("exactly-once: the Kafka producer failed for good ({}). If another bridge with "
-                             "transactional id '{}' started, it has taken over and this one was fenced. Exiting "
-                             "without writing anything else; records not committed are invisible to read_committed "
-                             "consumers and will be published by the bridge that resumes from the checkpoints",
-                             why, tid);
-            spdlog::default_logger()->flush();
-            ::_exit(3);
-        };
-        txn_writer = std::make_unique<transaction_writer>(*producer, *kafka_positions, std::move(hooks), registry,
-                                                          std::chrono::seconds(60));
-    }
-    checkpoint::position_writer& writer = txn_writer          ? static_cast<checkpoint::position_writer&>(*txn_writer)
-                                          : kafka_positions ? static_cast<checkpoint::position_writer&>(*kafka_positions)
-                                                            : rocksdb_writer;
-    checkpoint::positions& positions = kafka_positions ? static_cast<checkpoint::positions&>(*kafka_positions)
-                                                       : static_cast<checkpoint::positions&>(*store);
-    // Whatever the writer: the hard-delete memory's write, before the
-    // positions, was a fifth of the event loop's time at full speed
-    // (docs/BENCHMARKS.md, lever 13). Named, so that /proc tells it apart.
-    asio::thread_pool committer(1);
-    asio::post(committer, [] { pthread_setname_np(pthread_self(), "ckb-checkpoint"); });
-    checkpoint::flusher flusher(committer.get_executor(), writer,
-                                exactly_once ? cfg.commit_interval : cfg.checkpoint_interval, registry,
-                                common::version);
-    flusher_ptr = &flusher;
-
-    couch::client_config client;
-    client.url = cfg.couch_url;
-    client.user = cfg.couch_user;
-    client.password = cfg.couch_password;
-    client.auth = cfg.couch_auth == "cookie" ? couch::client_config::auth_mode::cookie
-                                             : couch::client_config::auth_mode::basic;
-    client.ca_file = cfg.couch_ca_file;
-    client.tls_verify = cfg.couch_tls_verify;
-
-    publish_options publishing;
-    publishing.payload = parse_payload_mode(cfg.payload);
-    publishing.on_unpublishable = parse_unpublishable_policy(cfg.on_unpublishable);
-    publishing.dlq_topic = cfg.dlq_topic;
-    publishing.include_doc_types = cfg.include_doc_types;
-    publishing.exclude_doc_types = cfg.exclude_doc_types;
-
-    auto const source = checkpoint_source(cfg);
-    couch::source_options sopts;
-    sopts.max_connecting = static_cast<std::size_t>(cfg.couch_max_connecting);
-    auto const couch_source = std::make_shared<couch::source>(common::redact_url(cfg.couch_url), sopts, registry);
-    couch::feed_options feed_template;
-    feed_template.keep_doc_text = publishing.payload != payload_mode::stub;
-    feed_template.on_recreate = cfg.on_recreate == "fail" ? couch::feed_options::recreate_policy::fail
-                                                          : couch::feed_options::recreate_policy::restart;
-    feed_template.heartbeat = cfg.couch_heartbeat;
-    feed_template.read_coalesce = cfg.couch_read_coalesce;
-    try {
-        feed_template.selector = selector_text(cfg.selector);
-        feed_template.doc_ids = read_doc_ids(cfg.doc_ids_file);
-        feed_template.filter = cfg.filter;
-        int const kinds = !feed_template.selector.empty() + !feed_template.doc_ids.empty() + !cfg.filter.empty();
-        if (kinds > 1) {
-            throw std::invalid_argument("give at most one of --selector, --doc-ids and --filter");
-        }
-        if (!cfg.filter.empty() && cfg.filter.find('/') == std::string::npos) {
-            throw std::invalid_argument("--filter must be ddoc/name, not '" + cfg.filter + "'");
-        }
-    } catch (std::exception const& e) {
-        spdlog::error("startup failed: {}", e.what());
-        return 2;
-    }
-    std::unique_ptr<group_transactions> group_txns; // group mode, exactly-once
-    std::unique_ptr<group_ownership> group;
-    std::function<bool(std::string const&)> owns;
-    std::function<bool()> may_publish;
-    std::function<fleet::transaction_unit(std::string const&)> unit_of;
-    if (!cfg.group.empty()) {
-        group = std::make_unique<group_ownership>(source, cfg.assignment_partitions);
-        owns = [g = group.get()](std::string const& db) { return g->owns(db); };
-        may_publish = [g = group.get()] { return g->may_publish(); };
-        if (exactly_once) {
-            group_transactions_config gtc;
-            gtc.bootstrap_servers = embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers;
-            gtc.properties = kafka_client_properties(cfg);
-            gtc.id_prefix = cfg.transactional_id.empty() ? cfg.group : cfg.transactional_id;
-            gtc.source = source;
-            gtc.partitions = cfg.assignment_partitions;
-            gtc.commit_interval = cfg.commit_interval;
-            gtc.bridge_version = common::version;
-            group_txns = std::make_unique<group_transactions>(
-                std::move(gtc), *kafka_positions, registry,
-                [g = group.get()](std::int32_t p, std::string const&) { g->fenced(p); });
-            unit_of = [t = group_txns.get()](std::string const& db) { return t->unit_of(db); };
-        }
-    }
-    fleet databases(fleet::dependencies{ioc.get_executor(), client, couch_source, source, cfg.initial_since,
-                                        window_limits{cfg.max_in_flight, cfg.max_in_flight_bytes}, feed_template,
-                                        pipeline::dependencies{*producer, *routes, flusher, registry, publishing,
-                                                               cfg.deletion_memory ? &memory : nullptr,
-                                                               may_publish, catch_up_producer.get()},
-                                        *store, positions, owns, unit_of,
-                                        std::make_shared<couch::client>(ioc.get_executor(), client, couch_source,
-                                                                        &registry),
-                                        static_cast<std::size_t>(cfg.max_open_feeds), cfg.idle_close});
-    running_fleet = &databases;
-    if (group_txns) {
-        group_txns->attach(databases);
-    }
-    // Group mode: the admin API of any instance acts for the group.
-    std::unique_ptr<group_commands> commands;
-    admin_group admin;
-    if (group) {
-        group_commands_config gcc;
-        gcc.bootstrap_servers = embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers;
-        gcc.properties = kafka_client_properties(cfg);
-        gcc.topic = command_topic(cfg);
-        gcc.instance = instance_name();
-        commands = std::make_unique<group_commands>(std::move(gcc), databases, owns, registry);
-        admin.commands = commands.get();
-        admin.refresh_owners = [g = group.get()] { g->refresh_owners(); };
-        admin.owner_of = [g = group.get()](std::string const& db) { return g->owner_of(db); };
-    }
-    register_admin_api(*http, databases, cfg.admin_token, admin);
-    // Discovery (--db-pattern) reports databases found and gone to the fleet.
-    std::unique_ptr<discovery> finder;
-    if (!cfg.db_patterns.empty()) {
-        try {
-            discovery_options dopts;
-            dopts.patterns = cfg.db_patterns;
-            dopts.exclude_patterns = cfg.exclude_db_patterns;
-            dopts.interval = cfg.discovery_interval;
-            dopts.heartbeat = cfg.couch_heartbeat;
-            dopts.source_name = source;
-            finder = std::make_unique<discovery>(
-                ioc.get_executor(), client, dopts,
-                discovery_hooks{[&databases](std::string const& db, bool live) { databases.found(db, live); },
-                                [&databases](std::string const& db) { databases.gone(db); },
-                                [&databases](std::string const& db) { databases.updated(db); },
-                                [&databases](bool on) { databases.set_change_events(on); }},
-                *store, positions, registry, databases.couch_client());
-        } catch (std::exception const& e) {
-            spdlog::error("startup failed: {}", e.what());
-            return 2;
-        }
-    }
-    register_status_endpoints(*http, status_sources{cfg, databases, flusher, *couch_source, *producer, group.get(),
-                                                    group_txns.get(), finder.get(), starting});
-    try {
-        http->start();
-    } catch (std::exception const& e) {
-        spdlog::error("startup failed: {}", e.what());
-        return 2;
-    }
-    if (must_verify_cluster) {
-        // A store that holds positions waits until the brokers tell their
-        // cluster id, and is checked against it (an empty one records the id
-        // with its first write: an acknowledgement implies the metadata that
-        // carries it). The HTTP server answers meanwhile.
-        set_starting("waiting for the Kafka cluster id, to check the checkpoints against it");
-        std::atomic<int> startup_signal{0};
-        signals.async_wait([&](boost::system::error_code ec, int sig) {
-            if (!ec) {
-                startup_signal = sig;
-            }
-        });
-        std::thread serving([&ioc] { ioc.run(); });
-        auto const wait_started = std::chrono::steady_clock::now();
-        for (int attempt = 0; cluster.empty() && startup_signal == 0; ++attempt) {
-            cluster = cluster_of(std::chrono::seconds(2));
-            if (cluster.empty() && attempt % 5 == 4) {
-                spdlog::warn("still waiting for the Kafka cluster id from {} ({} s) before trusting the "
-                             "checkpoints: are the brokers reachable?",
-                             embedded ? std::string("the embedded cluster") : cfg.kafka_brokers,
-                             std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
-                                                                              wait_started)
-                                 .count());
-            }
-        }
-        signals.cancel();
-        ioc.stop();
-        serving.join();
-        ioc.restart();
-        bool go_on = startup_signal == 0;
-        if (!go_on) {
-            spdlog::info("signal {} before startup finished: stopping", startup_signal.load());
-        } else {
-            spdlog::info("Kafka cluster id {}", cluster);
-            try {
-                go_on = check_kafka_cluster(*store, cluster, cfg.kafka_cluster_change);
-            } catch (std::exception const& e) {
-                spdlog::error("startup failed: {}", e.what());
-                go_on = false;
-            }
-        }
-        if (!go_on) {
-            // Lets the server's sessions end before it goes.
-            http->stop();
-            ioc.run_for(std::chrono::milliseconds(500));
-            return startup_signal != 0 ? 0 : 2;
-        }
-        set_starting({});
-    }
-    asio::co_spawn(committer.get_executor(), flusher.run(), asio::detached);
-    try {
-        databases.start(cfg.databases);
-        if (group) {
-            commands->start(); // the group's admin changes, before any database starts here
-            group->start(cfg, embedded ? embedded->bootstrap_servers() : cfg.kafka_brokers, databases,
-                         *kafka_positions, flusher, registry, group_txns.get(),
-                         [c = commands.get()] { c->reassess(); });
-        }
-        if (finder) {
-            finder->start();
-        }
-    } catch (std::exception const& e) {
-        spdlog::error("startup failed: {}", e.what());
-        return 2;
-    }
-    spdlog::info("couch-kafka-bridge {} following {} database(s) of {}; metrics on http://{}:{}/metrics",
-                 common::version, databases.statuses().size(), common::redact_url(cfg.couch_url),
-                 cfg.http_listen.substr(0, cfg.http_listen.rfind(':')), http->port());
-
-    // Progress while catching up: rows read, pending, rate, ETA.
-    std::atomic<bool> stopping{false};
-    asio::co_spawn(
-        ioc,
-        [&]() -> asio::awaitable<void> {
-            std::unordered_map<std::string, std::uint64_t> last_rows;
-            asio::steady_timer t(co_await asio::this_coro::executor);
-            constexpr int period_s = 5;
-            while (!stopping) {
-                t.expires_after(std::chrono::seconds(period_s));
-                co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-                if (stopping) {
-                    break;
-                }
-                for (auto const& s : databases.statuses()) {
-                    auto& prev = last_rows[s.database];
-                    auto delta = s.rows_read - prev;
-                    prev = s.rows_read;
-                    if (s.state != "catching_up" || delta == 0) {
-                        continue;
-                    }
-                    double rate = static_cast<double>(delta) / period_s;
-                    if (s.pending && rate > 0) {
-                        spdlog::info("db {}: catching up: {} rows read, {} pending, {:.0f} rows/s, ETA {:.0f} s",
-                                     s.database, s.rows_read, *s.pending, rate, static_cast<double>(*s.pending) / rate);
-                    } else {
-                        spdlog::info("db {}: catching up: {} rows read, {:.0f} rows/s", s.database, s.rows_read, rate);
-                    }
-                }
-            }
-        },
-        asio::detached);
-
-    // Shutdown: stop reading, wait (bounded) for acknowledgements, flush.
-    int exit_code = 0;
-    auto first_signal_at = std::chrono::steady_clock::time_point{};
-    // A second signal exits at once. One that arrives within 500 ms of the
-    // first is taken as the same request delivered twice (`timeout`, a shell
-    // or a supervisor signalling the whole process group as well as the
-    // process), not as an operator insisting.
-    std::function<void(boost::system::error_code, int)> on_second_signal =
-        [&](boost::system::error_code ec, int sig) {
-            if (ec) {
-                return;
-            }
-            if (std::chrono::steady_clock::now() - first_signal_at < std::chrono::milliseconds(500)) {
-                signals.async_wait(on_second_signal);
-                return;
-            }
-            // Still safe: checkpoints only ever cover acknowledged records.
-            spdlog::warn("signal {} again: exiting at once", sig);
-            spdlog::default_logger()->flush();
-            ::_exit(130);
-        };
-    signals.async_wait([&](boost::system::error_code ec, int sig) {
-        if (ec) {
-            return;
-        }
-        first_signal_at = std::chrono::steady_clock::now();
-        signals.async_wait(on_second_signal);
-        stopping = true;
-        // --shutdown-timeout bounds the wait for acknowledgements; the last
-        // checkpoint write and leaving the group may take stop_grace more,
-        // and whatever is left after that is cut short by the watchdog.
-        constexpr auto stop_grace = std::chrono::seconds(3);
-        auto const deadline = first_signal_at + cfg.shutdown_timeout;
-        if (kafka_positions) {
-            kafka_positions->stop_by(deadline + stop_grace);
-        }
-        if (group) {
-            group->stop_by(deadline + stop_grace);
-        }
-        watchdog.arm(deadline + 2 * stop_grace);
-        asio::co_spawn(
-            ioc,
-            [&, sig, deadline]() -> asio::awaitable<void> {
-                asio::steady_timer t(ioc);
-                if (finder) {
-                    finder->stop(); // first: it must not start pipelines any more
-                    for (int i = 0; i < 250 && !finder->stopped() && std::chrono::steady_clock::now() < deadline;
-                         ++i) {
-                        t.expires_after(std::chrono::milliseconds(20));
-                        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-                    }
-                }
-                databases.stop_all();
-                std::size_t in_flight = databases.in_flight();
-                spdlog::info("signal {}: stopping; waiting up to {} ms for {} in-flight record(s)", sig,
-                             cfg.shutdown_timeout.count(), in_flight);
-                for (;;) {
-                    in_flight = databases.in_flight();
-                    if (in_flight == 0 || std::chrono::steady_clock::now() >= deadline) {
-                        break;
-                    }
-                    t.expires_after(std::chrono::milliseconds(20));
-                    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-                }
-                if (in_flight > 0) {
-                    spdlog::warn("shutdown timeout: {} record(s) still unacknowledged; they will be sent again at the "
-                                 "next start",
-                                 in_flight);
-                    exit_code = 1;
-                }
-                // Let the pipelines' last delivery reports reach the flusher.
-                t.expires_after(std::chrono::milliseconds(10));
-                co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-                flusher.stop();
-                if (auto fec = flusher.flush_now()) {
-                    spdlog::error("final checkpoint flush failed: {}", fec.message());
-                    exit_code = 1;
-                } else {
-                    spdlog::info("checkpoints flushed");
-                }
-                watchdog.set_code(exit_code);
-                http->stop();
-                signals.cancel();
-                work.reset();
-                ioc.stop();
-            },
-            asio::detached);
-    });
-
-    // One thread by default: librdkafka and RocksDB have threads of their
-    // own, and at a real CouchDB's pace a second event-loop thread mostly
-    // hands rows and delivery reports across threads (docs/BENCHMARKS.md,
-    // "one event-loop thread": 3.4 -> 1.1 context switches per change).
-    unsigned const n_threads = cfg.io_threads > 0 ? static_cast<unsigned>(cfg.io_threads)
-                                                  : std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
-    std::vector<std::thread> threads;
-    for (unsigned i = 1; i < n_threads; ++i) {
-        threads.emplace_back([&ioc] { ioc.run(); });
-    }
-    ioc.run();
-    for (auto& t : threads) {
-        t.join();
-    }
-    // Nothing runs the event loop any more, but coroutines may still wait in
-    // it: a pipeline stopped in the middle of a batch (holding its records
-    // because the group lease is not valid, or waiting for queue space)
-    // holds the producer's batch gate, released by the destructors of its
-    // frame. Left to ~io_context, those ran after the producer and the fleet
-    // were gone (an abort or a segfault after "stopped (exit 0)"); destroyed
-    // here, everything they refer to still exists.
-    ioc.shutdown();
-    // Leaving the group revokes this member's partitions through the fleet:
-    // before the fleet goes.
-    if (group) {
-        group->drop_assigned_hook(); // an assignment during the stop must not reach `commands`
-    }
-    commands.reset(); // it acts on the fleet for the group
-    group.reset();
-    committer.join(); // the flusher's loop ended with flusher.stop()
-    running_fleet = nullptr;
-    // The producer goes first: anything it still holds completes into the
-    // stopped io_context and is discarded there (never reported as delivered).
-    catch_up_producer.reset();
-    producer.reset();
-    embedded.reset();
-    spdlog::info("stopped (exit {})", exit_code);
-    return exit_code;
+    stop_sequence stop({cfg, ioc, work, signals, watchdog, kafka, checkpoints, f});
+    report_catch_up_progress(ioc, *f.databases, stop.stopping());
+    stop.wait_for_signal();
+    run_event_loop(cfg, ioc);
+    return stop.finish();
 }
 
 } // namespace bridge

@@ -2,6 +2,10 @@
 
 #include "bridge/config.hpp"
 
+namespace couch {
+struct client_config;
+}
+
 namespace bridge {
 
 // Runs the bridge described by `cfg` until SIGINT/SIGTERM: one pipeline per
@@ -17,5 +21,8 @@ int run_bridge(config const& cfg);
 // The checkpoint key's source for this configuration: --source-name, else
 // the CouchDB URL without credentials and without a trailing slash.
 std::string checkpoint_source(config const& cfg);
+
+// The CouchDB client of this configuration: URL, credentials, auth mode, TLS.
+couch::client_config couch_client_config(config const& cfg);
 
 } // namespace bridge

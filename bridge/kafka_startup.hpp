@@ -1,10 +1,11 @@
 #pragma once
 
-// The Kafka side of a bridge start (bridge/app.cpp): topics created, and with
-// --checkpoint-store kafka the checkpoint topic read. With the Kafka store
-// the start waits for the brokers as long as it takes, and serves /healthz,
-// /readyz, /status and /metrics meanwhile (a supervisor must see a live
-// process during a Kafka outage, not a start that fails every 30 s).
+// The Kafka side of a bridge start (bridge/app_kafka.cpp): topics created,
+// and with --checkpoint-store kafka the checkpoint topic read. With the
+// Kafka store the start waits for the brokers as long as it takes, and
+// serves /healthz, /readyz, /status and /metrics meanwhile (a supervisor
+// must see a live process during a Kafka outage, not a start that fails
+// every 30 s).
 
 #include "bridge/config.hpp"
 

@@ -41,15 +41,7 @@ int main(int argc, char** argv) {
         t.max_records = parsed.tail_max_records;
         t.timeout = std::chrono::milliseconds(parsed.tail_timeout_ms);
         if (parsed.tail_fetch_docs) {
-            couch::client_config store;
-            store.url = cfg.couch_url;
-            store.user = cfg.couch_user;
-            store.password = cfg.couch_password;
-            store.auth = cfg.couch_auth == "cookie" ? couch::client_config::auth_mode::cookie
-                                                    : couch::client_config::auth_mode::basic;
-            store.ca_file = cfg.couch_ca_file;
-            store.tls_verify = cfg.couch_tls_verify;
-            t.fetch_docs = store;
+            t.fetch_docs = bridge::couch_client_config(cfg);
             t.fetch_batch = parsed.tail_fetch_batch;
         }
         return bridge::run_tail(t, std::cout, std::cerr);

@@ -1,7 +1,7 @@
 #pragma once
 
-// Startup helpers of the bridge process (bridge/app.cpp): flag values read
-// from files or JSON, the throw-away checkpoint directory of the embedded
+// Startup helpers of the bridge process (bridge/app_*.cpp): flag values
+// read from files or JSON, the throw-away checkpoint directory of the embedded
 // cluster, and the binding of RocksDB checkpoints to one Kafka cluster.
 
 #include "checkpoint/store.hpp"

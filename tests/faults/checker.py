@@ -32,11 +32,12 @@ def parse_timestamp(text):
         tzinfo=datetime.timezone.utc).timestamp()
 
 
-def _record(value, key, headers, topic):
+def _record(value, key, headers, topic, partition, offset):
     """A record's dict, and whether its key/headers agree with its value."""
     v = json.loads(value)
     rec = {"db": v["data_source_name"], "id": v["document_id"], "rev": v["document_rev"],
-           "deletion": v["is_deletion"], "published": parse_timestamp(v["publish_timestamp"]), "topic": topic}
+           "deletion": v["is_deletion"], "published": parse_timestamp(v["publish_timestamp"]), "topic": topic,
+           "partition": partition, "offset": offset}
     ok = key == rec["id"] and headers.get("database") == rec["db"] and headers.get("rev") == rec["rev"]
     return rec, ok
 
@@ -56,7 +57,7 @@ def kafka_records(bootstrap, topic_prefix, read_committed_binary=None):
             r = json.loads(line)
             if r["topic"].endswith("checkpoints"):
                 continue  # the bridge's own positions, not records
-            rec, ok = _record(r["value"], r["key"], r["headers"], r["topic"])
+            rec, ok = _record(r["value"], r["key"], r["headers"], r["topic"], r["partition"], r["offset"])
             header_mismatches += 0 if ok else 1
             records.append(rec)
         return records, header_mismatches
@@ -81,7 +82,8 @@ def kafka_records(bootstrap, topic_prefix, read_committed_binary=None):
                     if tp.topic.endswith("checkpoints"):
                         continue  # the bridge's own positions (exactly-once runs), not records
                     headers = {k: val.decode() for k, val in (m.headers or [])}
-                    rec, ok = _record(m.value, m.key.decode() if m.key is not None else None, headers, tp.topic)
+                    rec, ok = _record(m.value, m.key.decode() if m.key is not None else None, headers, tp.topic,
+                                      tp.partition, m.offset)
                     header_mismatches += 0 if ok else 1
                     records.append(rec)
                 if consumer.position(tp) >= end[tp]:
@@ -99,7 +101,12 @@ def check(changes, records, writer_revs):
     lost: a (db, id, current rev) of _changes with no record.
     duplicates: records beyond the first for the same (db, id, rev).
     phantoms: records naming a document that is not in _changes at all, or
-    a revision neither CouchDB nor the writer ever showed."""
+    a revision neither CouchDB nor the writer ever showed.
+    stale_last: (db, id, current rev) whose record is followed, in the same
+    topic partition, by a record of an older revision: a subscriber that
+    applies records in order ends on the old one. (A document whose
+    revisions went to different topics is only compared within the topic
+    of its current revision: Kafka orders nothing across topics.)"""
     seen = {}
     for r in records:
         seen.setdefault((r["db"], r["id"], r["rev"]), []).append(r)
@@ -110,4 +117,22 @@ def check(changes, records, writer_revs):
     duplicates = {k: v for k, v in seen.items() if len(v) > 1}
     return {"expected": len(expected), "records": len(records), "unique": len(seen), "lost": lost,
             "phantoms": phantoms, "duplicates": duplicates,
-            "duplicate_count": sum(len(v) - 1 for v in duplicates.values())}
+            "duplicate_count": sum(len(v) - 1 for v in duplicates.values()),
+            "stale_last": stale_last(changes, records)}
+
+
+def stale_last(changes, records):
+    """See check(): the documents whose last record in the partition of
+    their current revision names another revision."""
+    last = {}  # (db, id, topic, partition) -> (offset, rev) of its last record
+    for r in records:
+        k = (r["db"], r["id"], r["topic"], r["partition"])
+        if k not in last or r["offset"] > last[k][0]:
+            last[k] = (r["offset"], r["rev"])
+    current_in = {}  # (db, id) -> the (topic, partition)s holding a record of its current rev
+    for r in records:
+        rev = changes.get((r["db"], r["id"]), (None, False))[0]
+        if r["rev"] == rev:
+            current_in.setdefault((r["db"], r["id"]), set()).add((r["topic"], r["partition"]))
+    return sorted((db, doc_id, changes[(db, doc_id)][0]) for (db, doc_id), where in current_in.items()
+                  if any(last[(db, doc_id, t, p)][1] != changes[(db, doc_id)][0] for t, p in where))

@@ -83,6 +83,12 @@ def render(r):
         failures.append(f"{f['duplicate_count']} duplicate(s) in exactly-once mode")
     if r.header_mismatches:
         failures.append(f"{r.header_mismatches} record(s) whose key/headers disagree with the value")
+    # Group mode at-least-once allows it: an instance cut off (paused,
+    # partitioned) may deliver records it produced before, after the next
+    # owner's (exactly-once fences it instead).
+    if f["stale_last"] and a.mode != "group":
+        failures.append(f"{len(f['stale_last'])} document(s) whose last record in its partition is an older "
+                        "revision than the current one")
     states = {db: (r.final_status or {}).get("databases", {}).get(db, {}).get("state") for db in r.databases}
     if any(s != "following" for s in states.values()):
         failures.append(f"final /status not following everywhere: {states}")
@@ -176,7 +182,8 @@ def render(r):
         f"- CouchDB `_changes`: {f['expected']} current (database, id, rev); Kafka: {f['records']} records, "
         f"{f['unique']} distinct; **lost {len(f['lost'])}**, duplicates {f['duplicate_count']} "
         f"({len(f['duplicates'])} changes published more than once), records for documents or revisions CouchDB "
-        f"never had: {len(f['phantoms'])}, key/header mismatches: {r.header_mismatches}.",
+        f"never had: {len(f['phantoms'])}, key/header mismatches: {r.header_mismatches}; documents whose last "
+        f"record in its partition is an older revision than the current one: {len(f['stale_last'])}.",
         f"- Quiescent {_fmt(r.quiesce_s)} s after the heal; final `/status`: "
         + ", ".join(f"{db} `{s}`" for db, s in states.items()) + f"; final SIGTERM exit code {r.final_rc}; "
         f"`checkpoints list` on the final store: exit {r.final_store[0]}.",
@@ -191,6 +198,8 @@ def render(r):
         lines += ["", "First lost changes: " + ", ".join(str(k) for k in f["lost"][:10])]
     if f["phantoms"]:
         lines += ["", "First phantom records: " + ", ".join(str(k) for k in f["phantoms"][:10])]
+    if f["stale_last"]:
+        lines += ["", "First documents ending on an older revision: " + ", ".join(str(k) for k in f["stale_last"][:10])]
     return "\n".join(lines) + "\n", failures
 
 

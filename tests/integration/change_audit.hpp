@@ -41,6 +41,15 @@ public:
             thread_.join();
         }
     }
+    // Stops writing once the write under way is done (returns then), until
+    // resume().
+    void pause() {
+        paused_ = true;
+        while (!idle_) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
+    void resume() { paused_ = false; }
     std::uint64_t writes() const { return writes_; }
     std::string const& error() const { return error_; }
 
@@ -50,6 +59,12 @@ private:
         std::uint64_t n = 0;
         try {
             while (!stop_) {
+                idle_ = false; // before paused_ is read: pause() waits for this write
+                if (paused_) {
+                    idle_ = true;
+                    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+                    continue;
+                }
                 auto const& db = dbs_[rng_() % dbs_.size()];
                 auto op = rng_() % 10;
                 if (op < 6 || live.size() < 10) {
@@ -80,6 +95,7 @@ private:
         } catch (std::exception const& e) {
             error_ = e.what();
         }
+        idle_ = true; // stopped, or failed: nothing more is written
     }
 
     std::string couch_;
@@ -87,6 +103,8 @@ private:
     std::mt19937 rng_;
     std::thread thread_;
     std::atomic<bool> stop_{false};
+    std::atomic<bool> paused_{false};
+    std::atomic<bool> idle_{false}; // no write under way, none until resume()
     std::atomic<std::uint64_t> writes_{0};
     std::string error_;
 };

@@ -247,6 +247,32 @@ std::map<std::string, double> published_by_db(unsigned short port) {
     return out;
 }
 
+// Waits until the instance on `port` has published what it read: nothing in
+// flight and no count moving for a second.
+void quiesce(unsigned short port) {
+    auto const deadline = std::chrono::steady_clock::now() + 60s;
+    auto last = published_by_db(port);
+    auto still_since = std::chrono::steady_clock::now();
+    for (;;) {
+        std::this_thread::sleep_for(200ms);
+        auto now = published_by_db(port);
+        bool in_flight = false;
+        if (auto s = status_of(port); s.is_object()) {
+            for (auto const& [db, v] : s.at("databases").as_object()) {
+                in_flight = in_flight || v.at("in_flight").to_number<double>() > 0;
+            }
+        }
+        if (now != last || in_flight) {
+            last = std::move(now);
+            still_since = std::chrono::steady_clock::now();
+        } else if (std::chrono::steady_clock::now() - still_since >= 1s) {
+            return;
+        }
+        BOOST_REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
+                              "the instance on port " << port << " did not go quiet in 60 s");
+    }
+}
+
 BOOST_AUTO_TEST_CASE(a_paused_instance_publishes_nothing_for_databases_that_moved) {
     group_case c;
     auto inst = start_three(c, "grp-zombie");
@@ -261,7 +287,12 @@ BOOST_AUTO_TEST_CASE(a_paused_instance_publishes_nothing_for_databases_that_move
     auto const zi = busiest(inst);
     auto& z = inst[zi];
     auto const others = all_but(inst, zi);
-    // What it runs, has published and has in flight.
+    // What it runs, has published and has in flight, read while nothing is
+    // written: a row read between these reads and SIGSTOP would be published
+    // after the pause without having been counted (under load, a round of
+    // reads lets dozens through).
+    w.pause();
+    quiesce(z.port);
     auto before = status_of(z.port);
     BOOST_REQUIRE(before.is_object());
     std::map<std::string, double> in_flight;
@@ -273,6 +304,7 @@ BOOST_AUTO_TEST_CASE(a_paused_instance_publishes_nothing_for_databases_that_move
 
     // Paused past the session timeout: the group moves its databases.
     z.proc->signal(SIGSTOP);
+    w.resume();
     settle(c, others, samples);
     std::this_thread::sleep_for(3s); // the writer keeps changing its old databases
     z.proc->signal(SIGCONT);
@@ -300,8 +332,8 @@ BOOST_AUTO_TEST_CASE(a_paused_instance_publishes_nothing_for_databases_that_move
     BOOST_TEST_INFO("zombie log: " << z.dir << ".log");
     BOOST_REQUIRE(moved > 0u);
     // Only what was already in flight when it was paused may be acknowledged
-    // afterwards (plus a row read between the snapshot and SIGSTOP).
-    BOOST_TEST(moved_increase <= moved_in_flight + 3);
+    // afterwards.
+    BOOST_TEST(moved_increase <= moved_in_flight);
     for (auto* i : live) {
         BOOST_TEST(stop(*i->proc) == 0);
     }
