@@ -69,6 +69,51 @@ def memory_kib(pid):
     return out
 
 
+def thread_schedule(pid):
+    """Per live thread of a process: {tid: (name, ns on a CPU, ns runnable
+    but waiting for a CPU)}, from /proc/<pid>/task/*/schedstat (threads
+    gone are left out)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                name = f.read().strip()
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                on_cpu, waiting = f.read().split()[:2]
+        except (OSError, ValueError):
+            continue
+        out[tid] = (name, int(on_cpu), int(waiting))
+    return out
+
+
+def busiest_thread_shares(before, after, seconds):
+    """Of the thread that ran the most between two thread_schedule()
+    snapshots `seconds` apart (the bridge's event loop): its shares of the
+    time on a CPU, waiting for a CPU (run queue) and asleep (waiting for
+    anything else), or None. Tells a starved loop from one with nothing to
+    do: both show as idle in CPU per thread."""
+    if seconds <= 0:
+        return None
+    best = None
+    for tid, (name, on_cpu, waiting) in after.items():
+        if tid in before:
+            d = (name, on_cpu - before[tid][1], waiting - before[tid][2])
+            if best is None or d[1] > best[1]:
+                best = d
+    if best is None:
+        return None
+    on_cpu, waiting = best[1] / 1e9 / seconds, best[2] / 1e9 / seconds
+    return dict(thread=best[0], on_cpu=on_cpu, run_queue=waiting, asleep=max(0.0, 1.0 - on_cpu - waiting))
+
+
+def machine_idle_share():
+    """(idle jiffies, all jiffies) of every CPU, from /proc/stat; two
+    readings give the machine's idle share between them."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
 def context_switches(pid):
     """Voluntary + involuntary context switches of every live thread of a
     process, from /proc/<pid>/task/*/status (threads gone are not counted)."""

@@ -17,8 +17,9 @@ import subprocess
 import time
 import urllib.request
 
-from measure import (ROW_ACK, Scenario_failed, children_cpu_seconds, context_switches, cpu_seconds, delivered,
-                     end_process, histogram_quantile, log, scrape, scrape_histogram)
+from measure import (ROW_ACK, Scenario_failed, busiest_thread_shares, children_cpu_seconds, context_switches,
+                     cpu_seconds, delivered, end_process, histogram_quantile, log, machine_idle_share, scrape,
+                     scrape_histogram, thread_schedule)
 
 
 class Pace:
@@ -170,6 +171,7 @@ class Pace:
             time.sleep(0.02)
         start = dict(t=time.monotonic(), cpu=cpu_seconds(bridge.pid), m=scrape(port))
         switches0 = context_switches(bridge.pid)
+        sched0, idle0 = thread_schedule(bridge.pid), machine_idle_share()
         # Latency is taken over the rows after the first tenth: the first
         # records of a fresh producer wait for its broker connection, its
         # producer id and the topics' metadata (up to a second), which says
@@ -184,6 +186,7 @@ class Pace:
             time.sleep(0.02)
         _, last = self.wait_delivered(bridge, port, total)
         switches = context_switches(bridge.pid) - switches0
+        sched1, idle1 = thread_schedule(bridge.pid), machine_idle_share()
         lat1 = scrape_histogram(port, ROW_ACK)
         first = start
         src_cpu = cpu_seconds(source_pid) - src_cpu0
@@ -197,8 +200,11 @@ class Pace:
         rc = self.stop(bridge)
         bridge_rate = changes / secs if secs > 0 else None
         p50, p99 = histogram_quantile(0.5, lat0, lat1), histogram_quantile(0.99, lat0, lat1)
+        loop = busiest_thread_shares(sched0, sched1, secs)
+        jiffies = idle1[1] - idle0[1]
         return dict(
-            bridge_changes_per_s=bridge_rate,
+            bridge_changes_per_s=bridge_rate, loop=loop,
+            machine_idle=(idle1[0] - idle0[0]) / jiffies if jiffies > 0 else None,
             bridge_cpu_us_per_change=(last["cpu"] - first["cpu"]) * 1e6 / changes if changes else None,
             switches_per_change=switches / changes if changes else None,
             latency_p50_ms=p50 * 1e3 if p50 is not None else None,

@@ -88,12 +88,24 @@ def micro_table(rows):
     return "\n".join(lines)
 
 
+def percent(share):
+    return "n/a" if share is None else "%.0f" % (share * 100)
+
+
+def loop_shares(loop):
+    """The event loop's time on a CPU / runnable but waiting for one /
+    asleep, in % of the window (measure.busiest_thread_shares)."""
+    if not loop:
+        return "n/a"
+    return " / ".join(percent(loop[k]) for k in ("on_cpu", "run_queue", "asleep"))
+
+
 def pace_table(rows):
     variants = any(p.get("variant") for p in rows)
     head = ["pace", "databases", "changes"] + (["bridge"] if variants else []) + [
         "plain read changes/s", "plain read CPU µs/change", "bridge changes/s", "bridge CPU µs/change",
         "bridge context switches/change", "catch-up ÷ plain read", "row→ack p50 ms", "row→ack p99 ms",
-        "source CPU µs/change"]
+        "source CPU µs/change", "loop on CPU / run queue / asleep %", "machine idle %"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for p in rows:
         cells = [p["pace"], "%d" % p["databases"], fmt(p["changes"])] + ([p.get("variant", "")] if variants else []) + [
@@ -101,7 +113,7 @@ def pace_table(rows):
             fmt(p["bridge_cpu_us_per_change"], 2), fmt(p.get("switches_per_change"), 2),
             "%s×" % fmt(p["ratio"], 2) if p["ratio"] is not None else "n/a",
             fmt(p.get("latency_p50_ms"), 2), fmt(p.get("latency_p99_ms"), 2),
-            fmt(p["source_cpu_us_per_change"], 2)]
+            fmt(p["source_cpu_us_per_change"], 2), loop_shares(p.get("loop")), percent(p.get("machine_idle"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -138,7 +150,9 @@ def pace_section(args, runner, old):
              "Plain read: one `curl` per database reading `_changes?include_docs=true` to /dev/null, all at once; "
              "its CPU is curl's. Bridge: catch-up from 0 on the same source right after (its default `limit=2000` "
              "batches with `seq_interval=100`, so it also reads `null` seqs), measured as in the throughput "
-             "scenario.", "",
+             "scenario. Loop: the bridge's busiest thread (its event loop) over the catch-up, from "
+             "/proc/<pid>/task/*/schedstat: on a CPU, runnable but waiting for a CPU (the machine is busy), and "
+             "asleep (waiting for the source, Kafka or a timer); machine idle: every CPU's, from /proc/stat.", "",
              "The `following` rows measure the bridge on a live feed, where issue #16's latency goal (row→ack "
              "p99 ≤ 10 ms at 200 changes/s) applies: `bench-source --couchdb-like --live-interval-ms I` adds one "
              "change per I ms to every database after a backlog of %s changes each. Once every database is "

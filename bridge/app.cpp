@@ -83,7 +83,7 @@ int run_bridge(config const& cfg) {
 
     // The parts below refer to the ones above: declared (and so destroyed)
     // in that order.
-    checkpoint_side checkpoints(cfg, ioc, registry, kafka);
+    checkpoint_side checkpoints(cfg, registry, kafka);
     fleet_side f;
     if (!build_fleet_side(cfg, ioc, registry, kafka, checkpoints, starting, f)) {
         return 2;
@@ -94,7 +94,7 @@ int run_bridge(config const& cfg) {
     if (auto code = verify_kafka_cluster(cfg, ioc, signals, kafka, starting)) {
         return *code;
     }
-    if (!start_following(cfg, ioc, registry, kafka, checkpoints, f)) {
+    if (!start_following(cfg, registry, kafka, checkpoints, f)) {
         return 2;
     }
 

@@ -8,8 +8,10 @@
 #include "checkpoint/store.hpp"
 #include "common/version.hpp"
 
+#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include <pthread.h>
 #include <unistd.h>
 
 namespace asio = boost::asio;
@@ -74,21 +76,20 @@ checkpoint::positions& positions_of(kafka_side& kafka) {
 
 } // namespace
 
-checkpoint_side::checkpoint_side(config const& cfg, event_loop& ioc, metrics::registry& registry, kafka_side& kafka)
+checkpoint_side::checkpoint_side(config const& cfg, metrics::registry& registry, kafka_side& kafka)
     : rocksdb_writer(*kafka.store, kafka.cluster_of, kafka.cluster),
       memory(*kafka.store, registry),
       txn_writer(open_transaction_writer(cfg, registry, kafka, running_fleet, flusher_ptr)),
       positions(positions_of(kafka)),
-      committer(kafka.started.positions ? std::make_unique<asio::thread_pool>(1) : nullptr),
-      flusher(flusher_executor(ioc), writer_of(kafka, *this),
+      committer(std::make_unique<asio::thread_pool>(1)),
+      flusher(flusher_executor(), writer_of(kafka, *this),
               exactly_once(cfg) ? cfg.commit_interval : cfg.checkpoint_interval, registry, common::version) {
     flusher_ptr = &flusher;
+    asio::post(*committer, [] { pthread_setname_np(pthread_self(), "ckb-checkpoint"); });
 }
 
 checkpoint_side::~checkpoint_side() = default;
 
-asio::any_io_executor checkpoint_side::flusher_executor(event_loop& ioc) {
-    return committer ? asio::any_io_executor(committer->get_executor()) : asio::any_io_executor(ioc.get_executor());
-}
+asio::any_io_executor checkpoint_side::flusher_executor() { return committer->get_executor(); }
 
 } // namespace bridge

@@ -225,9 +225,9 @@ bool build_fleet_side(config const& cfg, event_loop& ioc, metrics::registry& reg
     return true;
 }
 
-bool start_following(config const& cfg, event_loop& ioc, metrics::registry& registry, kafka_side& k,
+bool start_following(config const& cfg, metrics::registry& registry, kafka_side& k,
                      checkpoint_side& c, fleet_side& f) {
-    asio::co_spawn(c.flusher_executor(ioc), c.flusher.run(), asio::detached);
+    asio::co_spawn(c.flusher_executor(), c.flusher.run(), asio::detached);
     try {
         f.databases->start(cfg.databases);
         if (f.group) {

@@ -126,16 +126,19 @@ std::optional<int> verify_kafka_cluster(config const& cfg, event_loop& ioc, boos
 // --- bridge/app_checkpoints.cpp ---------------------------------------------
 
 // The checkpoint writer and its flusher: RocksDB (bound to the Kafka
-// cluster), the Kafka topic, or the exactly-once transaction. The last two
-// block on the network, so their flusher runs on a thread of its own.
+// cluster), the Kafka topic, or the exactly-once transaction. Each blocks (a
+// synced RocksDB batch, the network), and before the positions the flusher
+// writes the hard-delete memory (a fifth of the event loop's time at full
+// speed, docs/BENCHMARKS.md, issue 16, lever 13): the flusher runs on a
+// thread of its own, named ckb-checkpoint.
 struct checkpoint_side {
-    checkpoint_side(config const& cfg, event_loop& ioc, metrics::registry& registry, kafka_side& kafka);
+    checkpoint_side(config const& cfg, metrics::registry& registry, kafka_side& kafka);
     ~checkpoint_side();
     checkpoint_side(checkpoint_side const&) = delete;
     checkpoint_side& operator=(checkpoint_side const&) = delete;
 
-    // Where the flusher runs: the committer thread, else the event loop.
-    boost::asio::any_io_executor flusher_executor(event_loop& ioc);
+    // Where the flusher runs: the committer thread.
+    boost::asio::any_io_executor flusher_executor();
 
     cluster_bound_writer rocksdb_writer;
     // Before every flusher below (they write its buffer first), after the store.
@@ -144,7 +147,7 @@ struct checkpoint_side {
     checkpoint::flusher* flusher_ptr = nullptr;
     std::unique_ptr<transaction_writer> txn_writer;
     checkpoint::positions& positions; // the same RocksDB store, or the Kafka topic
-    std::unique_ptr<boost::asio::thread_pool> committer; // --checkpoint-store kafka
+    std::unique_ptr<boost::asio::thread_pool> committer; // the flusher's thread
     checkpoint::flusher flusher;
 };
 
@@ -183,7 +186,7 @@ bool build_fleet_side(config const& cfg, event_loop& ioc, metrics::registry& reg
 
 // Starts the flusher, the databases given, the group and discovery.
 // Returns false after logging why the start failed.
-bool start_following(config const& cfg, event_loop& ioc, metrics::registry& registry, kafka_side& kafka,
+bool start_following(config const& cfg, metrics::registry& registry, kafka_side& kafka,
                      checkpoint_side& checkpoints, fleet_side& f);
 
 // Progress while catching up: rows read, pending, rate, ETA; every 5 s

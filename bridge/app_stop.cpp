@@ -131,9 +131,7 @@ int stop_sequence::finish() {
     }
     f.commands.reset(); // it acts on the fleet for the group
     f.group.reset();
-    if (p_.checkpoints.committer) {
-        p_.checkpoints.committer->join(); // the flusher's loop ended with flusher.stop()
-    }
+    p_.checkpoints.committer->join(); // the flusher's loop ended with flusher.stop()
     p_.checkpoints.running_fleet = nullptr;
     // The producer goes first: anything it still holds completes into the
     // stopped io_context and is discarded there (never reported as delivered).

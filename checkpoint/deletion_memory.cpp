@@ -117,13 +117,32 @@ boost::system::error_code deletion_memory::write_pending() {
                 .inc();
         }
     }
-    std::lock_guard lock(mutex_);
-    for (auto& [k, e] : writing_) {
-        while (!e.empty() && spare_.size() < max_spare) {
-            spare_.push_back(e.extract(e.begin()));
+    // Out of recall()'s sight at once (the store answers now). Unlinking
+    // and freeing a flush's entries (a second's worth at full speed) happen
+    // outside the lock: a pipeline takes it for every batch, and the
+    // flusher runs on a thread of its own, so a pipeline waited here.
+    buffer done;
+    std::size_t room = 0;
+    {
+        std::lock_guard lock(mutex_);
+        done.swap(writing_);
+        room = max_spare - std::min(max_spare, spare_.size());
+    }
+    recycled_.clear();
+    for (auto& [k, e] : done) {
+        while (!e.empty() && recycled_.size() < room) {
+            recycled_.push_back(e.extract(e.begin()));
         }
     }
-    writing_.clear();
+    done.clear();
+    std::lock_guard lock(mutex_);
+    for (auto& node : recycled_) {
+        if (spare_.size() >= max_spare) {
+            break;
+        }
+        spare_.push_back(std::move(node));
+    }
+    recycled_.clear();
     return ec;
 }
 

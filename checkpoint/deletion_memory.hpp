@@ -90,6 +90,7 @@ private:
     buffer writing_;            // taken by the write under way, still seen by recall()
     std::size_t pending_count_ = 0;
     std::vector<entries::node_type> spare_;
+    std::vector<entries::node_type> recycled_; // write_pending()'s, under write_mutex_ only
 };
 
 } // namespace checkpoint

@@ -176,8 +176,16 @@ void changes_feed::impl::coalesce_after_read(std::size_t bytes, std::uint64_t ro
     auto const now = std::chrono::steady_clock::now();
     detail::coalesce_read const r{bytes, rows, slept_,
                                   std::chrono::duration_cast<std::chrono::microseconds>(now - last_read_)};
-    coalesce_ = detail::coalesce_next(r, coalesce_interval(), read_size);
+    coalesce_ = coalesce_state_.after_read(r, now, coalesce_interval(), read_size);
     last_read_ = now;
+}
+
+bool detail::coalesce_state::after_read(coalesce_read const& r, std::chrono::steady_clock::time_point now,
+                                        std::chrono::microseconds interval, std::size_t read_size) {
+    if (r.slept && interval.count() > 0 && r.bytes >= coalesce_flat_out_bytes(interval, read_size)) {
+        hold_until = now + interval * hold_intervals;
+    }
+    return now >= hold_until && coalesce_next(r, interval, read_size);
 }
 
 std::size_t detail::coalesce_flat_out_bytes(std::chrono::microseconds interval, std::size_t read_size) {

@@ -42,6 +42,21 @@ bool coalesce_next(coalesce_read const& r, std::chrono::microseconds interval, s
 // what a source of 32 MB/s sends in `interval`, at most a full read.
 std::size_t coalesce_flat_out_bytes(std::chrono::microseconds interval, std::size_t read_size);
 
+// coalesce_next() with a memory: a wait whose read came back flat out was
+// lost (the source outran it while the loop slept), and the feed then reads
+// at once for hold_intervals intervals. At full speed the loop drains the
+// socket at each catch-up batch's start, whose first reads are small and
+// close together: without the hold, a wait of 5-15 ms for most batches of
+// 2,000 rows, while rows piled up (docs/BENCHMARKS.md, issue 16, lever 13).
+struct coalesce_state {
+    static constexpr int hold_intervals = 100;
+    std::chrono::steady_clock::time_point hold_until{};
+
+    // Whether the read after `r`, which ended at `now`, waits.
+    bool after_read(coalesce_read const& r, std::chrono::steady_clock::time_point now,
+                    std::chrono::microseconds interval, std::size_t read_size);
+};
+
 } // namespace detail
 
 struct changes_feed::impl {
@@ -147,6 +162,7 @@ struct changes_feed::impl {
     std::chrono::steady_clock::time_point connected_at_;
     // Read coalescing state (see coalesce_wait).
     std::chrono::steady_clock::time_point last_read_;
+    detail::coalesce_state coalesce_state_;
     bool coalesce_ = false;
     bool slept_ = false;
     since position_;

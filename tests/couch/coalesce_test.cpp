@@ -60,6 +60,31 @@ BOOST_AUTO_TEST_CASE(an_immediate_read_engages_the_coalescing_when_rows_come_oft
     BOOST_TEST(!coalesce_next(coalesce_read{1'500, 1, false, 0ms}, std::chrono::microseconds(0), read_size));
 }
 
+// At full speed the loop drains the socket at the start of each catch-up
+// batch: a small read close to the previous one engages the coalescing, and
+// the wait comes back with a full buffer (the source outran it). Then small
+// reads read on at once for 100 intervals, instead of another lost wait at
+// the next batch; a slow source gets its waits back after that.
+BOOST_AUTO_TEST_CASE(a_wait_the_source_outran_holds_the_coalescing_off_for_a_while) {
+    couch::detail::coalesce_state state;
+    auto t = std::chrono::steady_clock::time_point() + 1h;
+    auto const small = coalesce_read{30'000, 18, false, 1ms};
+    BOOST_TEST(state.after_read(small, t, catch_up, read_size)); // engages
+    t += 10ms;
+    BOOST_TEST(!state.after_read(coalesce_read{read_size, 150, true, 10ms}, t, catch_up, read_size)); // lost
+    t += 2ms;
+    BOOST_TEST(!state.after_read(small, t, catch_up, read_size)); // the next batch's start: no wait
+    t += 990ms;
+    BOOST_TEST(!state.after_read(small, t, catch_up, read_size));
+    t += 10ms; // 100 intervals after the lost wait
+    BOOST_TEST(state.after_read(small, t, catch_up, read_size));
+    // A wait that gathers less than a full read (6,000 rows/s) loses nothing.
+    t += 10ms;
+    BOOST_TEST(state.after_read(coalesce_read{90'000, 60, true, 10ms}, t, catch_up, read_size));
+    t += 10ms;
+    BOOST_TEST(state.after_read(coalesce_read{90'000, 60, true, 10ms}, t, catch_up, read_size));
+}
+
 // Read coalescing: rows that trickle in one chunk each (as a CouchDB sends
 // them) are read a few at a time once the feed is busy, and none is lost,
 // split or reordered on the way. The interval is far longer than the burst,

@@ -1,6 +1,7 @@
 // SIGTERM waits (bounded) for in-flight records; a second signal exits at
 // once; neither moves a checkpoint past an unacknowledged record.
 #include "bridge_process.hpp"
+#include "helpers.hpp"
 
 #include "tests/support/couch_http.hpp"
 #include "tests/support/test_env.hpp"
@@ -8,6 +9,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <csignal>
+#include <filesystem>
 #include <thread>
 
 namespace {
@@ -82,6 +84,32 @@ BOOST_AUTO_TEST_CASE(a_second_bridge_and_the_checkpoints_command_refuse_a_store_
 
     first->signal(SIGTERM);
     BOOST_TEST(first->wait_for_exit(std::chrono::seconds(60)).value_or(-1) == 0);
+}
+
+// The checkpoint flusher has a thread of its own with the RocksDB store too,
+// not only with Kafka's: its writes (the hard-delete memory's, then a synced
+// batch of positions) never stall the event loop (issue 16, lever 13). What
+// it writes still lands, and so does the final flush of a stop.
+BOOST_AUTO_TEST_CASE(checkpoints_are_written_by_a_thread_of_their_own) {
+    auto const db = test_support::unique_name("flusher");
+    test_support::couch_create_db(test_support::couch_url(), db);
+    for (auto const* id : {"c1", "c2", "c3"}) {
+        integration::put_case(db, id);
+    }
+    auto const dir = test_support::make_temp_dir("flusher-ckpt");
+    auto const port = test_support::free_port();
+    auto bridge = integration::start_bridge({{db}, dir, "embedded", {}}, port);
+    BOOST_REQUIRE(integration::wait_for_checkpoint(port, db, 3));
+
+    int named = 0;
+    for (auto const& task : std::filesystem::directory_iterator("/proc/" + std::to_string(bridge->pid()) + "/task")) {
+        auto comm = test_support::read_file((task.path() / "comm").string());
+        named += comm == "ckb-checkpoint\n" ? 1 : 0;
+    }
+    BOOST_TEST(named == 1);
+
+    BOOST_TEST(integration::stop(*bridge) == 0);
+    BOOST_TEST(integration::checkpoints_list(dir).find(db) != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
