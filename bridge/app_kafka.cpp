@@ -88,7 +88,7 @@ void open_producers(config const& cfg, event_loop& ioc, metrics::registry& regis
     k.producer = std::make_unique<kafka::producer>(ioc.get_executor(), pcfg, registry);
     if (catch_up_lane) {
         kafka::producer_config lane = pcfg;
-        lane.properties.emplace_back("linger.ms", std::to_string(cfg.kafka_catch_up_linger.count()));
+        lane.properties = catch_up_lane_properties(cfg);
         lane.ready_metric = "couch_bridge_kafka_catch_up_ready";
         k.catch_up_producer = std::make_unique<kafka::producer>(ioc.get_executor(), std::move(lane), registry);
     }

@@ -170,10 +170,11 @@ parse_result parse_command_line(int argc, char const* const* argv) {
            "--kafka-catch-up-linger-ms", [&c](int ms) { c.kafka_catch_up_linger = std::chrono::milliseconds(ms); },
            "linger.ms of a second producer for the records of catching-up feeds: fewer, larger produce requests "
            "(less CPU per change), while the first producer, left to following feeds, lingers 1 ms (latency). "
+           "Its batches also close after --max-in-flight / 200 records. "
            "0: one producer with linger.ms 5 for everything; never with --delivery exactly-once")
         ->envname(env_name("kafka-catch-up-linger-ms"))
         ->check(CLI::Range(0, 60000))
-        ->default_str("50")
+        ->default_str("500")
         ->group(group_kafka);
     opt("kafka-security-protocol", c.kafka_security_protocol,
         "security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl")

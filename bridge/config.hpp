@@ -60,7 +60,11 @@ struct config {
     // feeds (fewer, larger produce requests: less CPU per change), while the
     // following feeds keep the first one's short linger (latency). 0: one
     // producer for everything. Never with exactly-once (one transaction).
-    std::chrono::milliseconds kafka_catch_up_linger{50};
+    // librdkafka lingers per partition, so at a CouchDB's pace the records
+    // of a linger spread over every partition: 50 ms sent about 17 records
+    // per request at 6,000 changes/s over 30 partitions (docs/BENCHMARKS.md,
+    // issue 16, lever 14).
+    std::chrono::milliseconds kafka_catch_up_linger{500};
 
     std::string routing = "commcare"; // commcare | prefix:<p> | path of a JSON file
     std::string payload = "stub";     // stub | stub+doc | doc
@@ -137,6 +141,16 @@ parse_result parse_command_line(int argc, char const* const* argv);
 // sasl.mechanism, sasl.username, sasl.password, ssl.ca.location), then each
 // --kafka-property, so that a property given explicitly wins.
 std::vector<std::pair<std::string, std::string>> kafka_client_properties(config const& cfg);
+
+// The properties of the catch-up producer (--kafka-catch-up-linger-ms), in
+// order: batch.num.messages, then kafka_client_properties(), then its
+// linger.ms. A batch closes after max_in_flight / 200 records (1 to 10,000):
+// a database's window fills with records spread over up to 200 partitions
+// before its batches would have to wait out the long linger, so a fast
+// catch-up sends full batches instead of stalling. A --kafka-property
+// batch.num.messages wins; a --kafka-property linger.ms is the following
+// producer's.
+std::vector<std::pair<std::string, std::string>> catch_up_lane_properties(config const& cfg);
 
 // The effective configuration as text (one `key = value` per line), with the
 // password and any credentials in URLs masked.

@@ -4,6 +4,8 @@
 
 #include "common/redact.hpp"
 
+#include <algorithm>
+#include <iterator>
 #include <sstream>
 
 namespace bridge {
@@ -24,6 +26,17 @@ std::vector<std::pair<std::string, std::string>> kafka_client_properties(config 
         auto eq = p.find('=');
         out.emplace_back(p.substr(0, eq), p.substr(eq + 1));
     }
+    return out;
+}
+
+std::vector<std::pair<std::string, std::string>> catch_up_lane_properties(config const& c) {
+    constexpr std::size_t partitions_covered = 200;
+    constexpr std::size_t librdkafka_max = 10000; // batch.num.messages' default and our ceiling
+    auto const batch = std::clamp<std::size_t>(c.max_in_flight / partitions_covered, 1, librdkafka_max);
+    std::vector<std::pair<std::string, std::string>> out{{"batch.num.messages", std::to_string(batch)}};
+    auto client = kafka_client_properties(c);
+    out.insert(out.end(), std::make_move_iterator(client.begin()), std::make_move_iterator(client.end()));
+    out.emplace_back("linger.ms", std::to_string(c.kafka_catch_up_linger.count()));
     return out;
 }
 

@@ -257,6 +257,29 @@ BOOST_AUTO_TEST_CASE(kafka_security_flags_map_to_librdkafka_properties_and_pass_
     std::filesystem::remove(ca);
 }
 
+BOOST_AUTO_TEST_CASE(the_catch_up_producer_lingers_long_and_closes_batches_by_the_window) {
+    using props = std::vector<std::pair<std::string, std::string>>;
+    // Defaults: 500 ms, and batches of 20,000 / 200 records.
+    auto const defaults = parse({});
+    BOOST_TEST(defaults.cfg.kafka_catch_up_linger.count() == 500);
+    BOOST_TEST((bridge::catch_up_lane_properties(defaults.cfg) ==
+                props{{"batch.num.messages", "100"}, {"linger.ms", "500"}}));
+    // The batch follows the window, at least one record and at most
+    // librdkafka's default; an explicit batch.num.messages comes later and
+    // wins, while an explicit linger.ms is the following producer's (the
+    // lane's own comes last).
+    auto const tuned = parse({"--max-in-flight", "1000", "--kafka-catch-up-linger-ms", "200", "--kafka-property",
+                              "linger.ms=3", "--kafka-property", "batch.num.messages=7"});
+    BOOST_TEST(tuned.exit_code == 0);
+    BOOST_TEST((bridge::catch_up_lane_properties(tuned.cfg) == props{{"batch.num.messages", "5"},
+                                                                      {"linger.ms", "3"},
+                                                                      {"batch.num.messages", "7"},
+                                                                      {"linger.ms", "200"}}));
+    BOOST_TEST(bridge::catch_up_lane_properties(parse({"--max-in-flight", "50"}).cfg).front().second == "1");
+    BOOST_TEST(bridge::catch_up_lane_properties(parse({"--max-in-flight", "9000000"}).cfg).front().second ==
+               "10000");
+}
+
 BOOST_AUTO_TEST_CASE(bad_kafka_security_values_name_their_flag) {
     auto protocol = parse_captured({"--kafka-security-protocol", "tls"});
     BOOST_TEST(protocol.result.exit_code != 0);
