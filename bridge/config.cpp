@@ -174,7 +174,7 @@ parse_result parse_command_line(int argc, char const* const* argv) {
            "0: one producer with linger.ms 5 for everything; never with --delivery exactly-once")
         ->envname(env_name("kafka-catch-up-linger-ms"))
         ->check(CLI::Range(0, 60000))
-        ->default_str("500")
+        ->default_str("250")
         ->group(group_kafka);
     opt("kafka-security-protocol", c.kafka_security_protocol,
         "security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl")

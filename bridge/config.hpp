@@ -62,9 +62,12 @@ struct config {
     // producer for everything. Never with exactly-once (one transaction).
     // librdkafka lingers per partition, so at a CouchDB's pace the records
     // of a linger spread over every partition: 50 ms sent about 17 records
-    // per request at 6,000 changes/s over 30 partitions (docs/BENCHMARKS.md,
-    // issue 16, lever 14).
-    std::chrono::milliseconds kafka_catch_up_linger{500};
+    // per request at 6,000 changes/s over 30 partitions. 250 ms sends about
+    // 50 and halves the broker thread's CPU per change; longer saves a
+    // little more, but the last records of a catch-up, and the first
+    // following ones (the lane switch drains), wait that long
+    // (docs/BENCHMARKS.md, issue 16, lever 14).
+    std::chrono::milliseconds kafka_catch_up_linger{250};
 
     std::string routing = "commcare"; // commcare | prefix:<p> | path of a JSON file
     std::string payload = "stub";     // stub | stub+doc | doc

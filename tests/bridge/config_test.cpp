@@ -259,11 +259,11 @@ BOOST_AUTO_TEST_CASE(kafka_security_flags_map_to_librdkafka_properties_and_pass_
 
 BOOST_AUTO_TEST_CASE(the_catch_up_producer_lingers_long_and_closes_batches_by_the_window) {
     using props = std::vector<std::pair<std::string, std::string>>;
-    // Defaults: 500 ms, and batches of 20,000 / 200 records.
+    // Defaults: 250 ms, and batches of 20,000 / 200 records.
     auto const defaults = parse({});
-    BOOST_TEST(defaults.cfg.kafka_catch_up_linger.count() == 500);
+    BOOST_TEST(defaults.cfg.kafka_catch_up_linger.count() == 250);
     BOOST_TEST((bridge::catch_up_lane_properties(defaults.cfg) ==
-                props{{"batch.num.messages", "100"}, {"linger.ms", "500"}}));
+                props{{"batch.num.messages", "100"}, {"linger.ms", "250"}}));
     // The batch follows the window, at least one record and at most
     // librdkafka's default; an explicit batch.num.messages comes later and
     // wins, while an explicit linger.ms is the following producer's (the
